@@ -1,0 +1,1 @@
+"""Number translation: normalisation, bindings, the LMDB store and operator YAML maps."""

@@ -1,0 +1,276 @@
+"""YAML configuration loading that remembers where every value came from.
+
+All of ansim's YAML (engine config, trunks, number maps) goes through here so that an
+operator's mistake is reported as ``file:line:column: reason``. The document is composed
+with PyYAML's C loader and constructed by hand so that each value keeps its source
+position, duplicate mapping keys are refused (PyYAML would silently keep the last one),
+and pydantic validation errors can be mapped back onto the file.
+
+Typical use::
+
+    config = load_model("config/ansim.yaml", EngineConfig)   # raises ConfigError
+
+Lines and columns are 1-based everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+__all__ = [
+    "ConfigError",
+    "Positions",
+    "SourceError",
+    "format_loc",
+    "load_model",
+    "load_yaml",
+    "validation_errors",
+]
+
+Loc = tuple[str | int, ...]
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceError:
+    """One problem in a source file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """A configuration source was refused; ``errors`` lists every problem found, in order."""
+
+    def __init__(self, errors: Iterable[SourceError]) -> None:
+        self.errors: list[SourceError] = sorted(
+            errors, key=lambda e: (e.file, e.line, e.column, e.reason)
+        )
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+class Positions:
+    """Source positions of the values of one YAML document, addressed by key path.
+
+    A key path is the tuple of mapping keys and sequence indexes leading to a value,
+    the same shape as a pydantic error ``loc``.
+    """
+
+    __slots__ = ("_keys", "_values", "file")
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._values: dict[Loc, tuple[int, int]] = {(): (1, 1)}
+        self._keys: dict[Loc, tuple[int, int]] = {}
+
+    def at(self, loc: Sequence[str | int]) -> tuple[int, int]:
+        """(line, column) of the value at ``loc``, or of its nearest existing parent.
+
+        Path elements that match nothing (pydantic inserts union tags and validator names
+        into ``loc``) are skipped, so ``("bindings", 3, "axb", "a")`` still finds
+        ``bindings[3].a``.
+        """
+        return self._values[self.resolve(loc)]
+
+    def key_at(self, loc: Sequence[str | int]) -> tuple[int, int]:
+        """(line, column) of the mapping key naming ``loc``; the value position otherwise."""
+        found = self.resolve(loc)
+        if len(found) == len(loc) and found in self._keys:
+            return self._keys[found]
+        return self._values[found]
+
+    def resolve(self, loc: Sequence[str | int]) -> Loc:
+        """The longest existing key path reachable from ``loc`` (skipping unknown steps)."""
+        current: Loc = ()
+        for step in loc:
+            candidate = (*current, step)
+            if candidate in self._values:
+                current = candidate
+        return current
+
+    def __contains__(self, loc: object) -> bool:
+        return loc in self._values
+
+    def _record(self, loc: Loc, node: Node, key: Node | None) -> None:
+        self._values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if key is not None:
+            self._keys[loc] = (key.start_mark.line + 1, key.start_mark.column + 1)
+
+
+def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, Positions]:
+    """Parse one YAML document; return its data and the positions of every value.
+
+    An empty file gives ``None``. Syntax errors, several documents in one file,
+    unhashable or duplicate keys raise ConfigError with the offending position.
+    """
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise ConfigError([SourceError(file, 1, 1, f"cannot read: {exc.strerror}")]) from exc
+    return load_yaml_text(text, file)
+
+
+def load_yaml_text(text: str | bytes, file: str = "<string>") -> tuple[Any, Positions]:
+    """Like ``load_yaml`` for text already in memory; ``file`` names it in errors."""
+    positions = Positions(file)
+    loader = yaml.CSafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            raise ConfigError([_marked_error(file, exc)]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([SourceError(file, 1, 1, str(exc))]) from None
+        if root is None:
+            return None, positions
+        builder = _Builder(loader, positions)
+        data = builder.build(root, (), None)
+        if builder.errors:
+            raise ConfigError(builder.errors)
+        return data, positions
+    finally:
+        loader.dispose()
+
+
+def load_model(path: str | os.PathLike[str], model: type[ModelT]) -> ModelT:
+    """Load a YAML file and validate it as ``model``; ConfigError lists every problem."""
+    data, positions = load_yaml(path)
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(validation_errors(exc, positions)) from None
+
+
+def validation_errors(
+    exc: pydantic.ValidationError, positions: Positions, base: Loc = ()
+) -> list[SourceError]:
+    """Map every pydantic error onto the source; ``base`` prefixes locs of a sub-document."""
+    out: list[SourceError] = []
+    for err in exc.errors(include_url=False):
+        loc: Loc = (*base, *err["loc"])
+        found = positions.resolve(loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            line, column = positions.key_at(loc)
+            reason = f"unknown field {loc[-1]!r}"
+            where = found[:-1]
+        elif kind == "missing":
+            line, column = positions.at(loc)
+            reason = f"missing required field {loc[-1]!r}"
+            where = found
+        else:
+            line, column = positions.at(loc)
+            reason = _readable(err)
+            where = found
+        prefix = format_loc(where)
+        out.append(
+            SourceError(positions.file, line, column, f"{prefix}: {reason}" if prefix else reason)
+        )
+    return out
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """``("bindings", 3, "a")`` -> ``"bindings[3].a"``."""
+    parts: list[str] = []
+    for step in loc:
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        else:
+            parts.append(f".{step}" if parts else str(step))
+    return "".join(parts)
+
+
+def _readable(err: Any) -> str:
+    if err["type"] == "value_error":
+        ctx = err.get("ctx") or {}
+        if "error" in ctx:
+            return str(ctx["error"])
+    msg: str = err["msg"]
+    return msg[:1].lower() + msg[1:]
+
+
+def _marked_error(file: str, exc: yaml.MarkedYAMLError) -> SourceError:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    reason = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
+    return SourceError(file, line, column, f"YAML syntax: {reason}")
+
+
+class _Builder:
+    """Constructs Python values from composed nodes, recording positions on the way."""
+
+    def __init__(self, loader: yaml.CSafeLoader, positions: Positions) -> None:
+        self.loader = loader
+        self.positions = positions
+        self.errors: list[SourceError] = []
+
+    def build(self, node: Node, loc: Loc, key: Node | None) -> Any:
+        self.positions._record(loc, node, key)
+        if isinstance(node, MappingNode):
+            return self._mapping(node, loc)
+        if isinstance(node, SequenceNode):
+            return [self.build(item, (*loc, i), None) for i, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self.errors.append(_marked_error(self.positions.file, exc))
+            return None
+
+    def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
+        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+        try:
+            self.loader.flatten_mapping(node)  # resolves `<<` merge keys, placing them first
+        except yaml.MarkedYAMLError as exc:
+            self.errors.append(_marked_error(self.positions.file, exc))
+            return {}
+        merged = len(node.value) - own
+        result: dict[Any, Any] = {}
+        first_seen: dict[Any, Node] = {}
+        for index, (key_node, value_node) in enumerate(node.value):
+            if not isinstance(key_node, ScalarNode):
+                self._error(key_node, "mapping keys must be plain scalars")
+                continue
+            key = self.loader.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                self._error(key_node, f"unhashable mapping key {key!r}")
+                continue
+            if index < merged:
+                # Merged-in keys may be overridden by later merges and by the mapping itself.
+                result[key] = self.build(value_node, (*loc, key), key_node)
+                continue
+            if key in first_seen:
+                earlier = first_seen[key].start_mark
+                self._error(
+                    key_node,
+                    f"duplicate key {key!r} (first defined at line {earlier.line + 1},"
+                    f" column {earlier.column + 1})",
+                )
+                continue
+            first_seen[key] = key_node
+            result[key] = self.build(value_node, (*loc, key), key_node)
+        return result
+
+    def _error(self, node: Node, reason: str) -> None:
+        mark = node.start_mark
+        self.errors.append(SourceError(self.positions.file, mark.line + 1, mark.column + 1, reason))
