@@ -10,7 +10,9 @@ Typical use::
 
     config = load_model("config/ansim.yaml", EngineConfig)   # raises ConfigError
 
-Lines and columns are 1-based everywhere.
+Lines and columns are 1-based everywhere. Every reason starts with the name of the rule
+broken (``yaml-syntax``, ``duplicate-key``, ``bad-key``, ``unknown-field``,
+``missing-field``, ``invalid-value``, ``unreadable``), then says where and why.
 """
 
 from __future__ import annotations
@@ -72,12 +74,13 @@ class Positions:
     the same shape as a pydantic error ``loc``.
     """
 
-    __slots__ = ("_keys", "_values", "file")
+    __slots__ = ("_keys", "_texts", "_values", "file")
 
     def __init__(self, file: str) -> None:
         self.file = file
         self._values: dict[Loc, tuple[int, int]] = {(): (1, 1)}
         self._keys: dict[Loc, tuple[int, int]] = {}
+        self._texts: dict[Loc, str] = {}
 
     def at(self, loc: Sequence[str | int]) -> tuple[int, int]:
         """(line, column) of the value at ``loc``, or of its nearest existing parent.
@@ -94,6 +97,13 @@ class Positions:
         if len(found) == len(loc) and found in self._keys:
             return self._keys[found]
         return self._values[found]
+
+    def source_text(self, loc: Sequence[str | int]) -> str | None:
+        """The text as written of a scalar that YAML resolved to a number, else None.
+
+        ``x: 0212345678`` loads as the octal int 2306703; the text gives the digits back.
+        """
+        return self._texts.get(tuple(loc))
 
     def resolve(self, loc: Sequence[str | int]) -> Loc:
         """The longest existing key path reachable from ``loc`` (skipping unknown steps)."""
@@ -124,7 +134,7 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, Positions]:
         with open(file, "rb") as stream:
             text = stream.read()
     except OSError as exc:
-        raise ConfigError([SourceError(file, 1, 1, f"cannot read: {exc.strerror}")]) from exc
+        raise ConfigError([SourceError(file, 1, 1, f"unreadable: {exc.strerror}")]) from exc
     return load_yaml_text(text, file)
 
 
@@ -138,7 +148,7 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> tuple[Any, Posi
         except yaml.MarkedYAMLError as exc:
             raise ConfigError([_marked_error(file, exc)]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([SourceError(file, 1, 1, str(exc))]) from None
+            raise ConfigError([SourceError(file, 1, 1, f"yaml-syntax: {exc}")]) from None
         if root is None:
             return None, positions
         builder = _Builder(loader, positions)
@@ -170,20 +180,19 @@ def validation_errors(
         kind = err["type"]
         if kind == "extra_forbidden":
             line, column = positions.key_at(loc)
-            reason = f"unknown field {loc[-1]!r}"
+            rule, reason = "unknown-field", f"{loc[-1]!r} is not a known field"
             where = found[:-1]
         elif kind == "missing":
             line, column = positions.at(loc)
-            reason = f"missing required field {loc[-1]!r}"
+            rule, reason = "missing-field", f"{loc[-1]!r} is required"
             where = found
         else:
             line, column = positions.at(loc)
-            reason = _readable(err)
+            rule, reason = "invalid-value", _readable(err)
             where = found
         prefix = format_loc(where)
-        out.append(
-            SourceError(positions.file, line, column, f"{prefix}: {reason}" if prefix else reason)
-        )
+        text = f"{rule}: {prefix}: {reason}" if prefix else f"{rule}: {reason}"
+        out.append(SourceError(positions.file, line, column, text))
     return out
 
 
@@ -211,7 +220,7 @@ def _marked_error(file: str, exc: yaml.MarkedYAMLError) -> SourceError:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     reason = " ".join(part for part in (exc.context, exc.problem) if part) or "invalid YAML"
-    return SourceError(file, line, column, f"YAML syntax: {reason}")
+    return SourceError(file, line, column, f"yaml-syntax: {reason}")
 
 
 class _Builder:
@@ -230,10 +239,13 @@ class _Builder:
             return [self.build(item, (*loc, i), None) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
             self.errors.append(_marked_error(self.positions.file, exc))
             return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            self.positions._texts[loc] = node.value
+        return value
 
     def _mapping(self, node: MappingNode, loc: Loc) -> dict[Any, Any]:
         own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
@@ -247,13 +259,13 @@ class _Builder:
         first_seen: dict[Any, Node] = {}
         for index, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, ScalarNode):
-                self._error(key_node, "mapping keys must be plain scalars")
+                self._error(key_node, "bad-key: mapping keys must be plain scalars")
                 continue
             key = self.loader.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
-                self._error(key_node, f"unhashable mapping key {key!r}")
+                self._error(key_node, f"bad-key: unhashable mapping key {key!r}")
                 continue
             if index < merged:
                 # Merged-in keys may be overridden by later merges and by the mapping itself.
@@ -263,8 +275,8 @@ class _Builder:
                 earlier = first_seen[key].start_mark
                 self._error(
                     key_node,
-                    f"duplicate key {key!r} (first defined at line {earlier.line + 1},"
-                    f" column {earlier.column + 1})",
+                    f"duplicate-key: {key!r} is already defined at line {earlier.line + 1},"
+                    f" column {earlier.column + 1}",
                 )
                 continue
             first_seen[key] = key_node
