@@ -1,0 +1,80 @@
+"""Events a :class:`~sms_smpp.session.Session` reports to the layer driving it.
+
+Small slotted dataclasses, in the aioquic style: the I/O layer feeds bytes and time into
+the session and acts on the events that come out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .pdu import Bind, BindResp, Pdu
+
+
+@dataclass(slots=True)
+class Event:
+    """Base class of session events."""
+
+
+@dataclass(slots=True)
+class BindRequested(Event):
+    """A peer asked to bind (server side); answer with accept_bind or reject_bind."""
+
+    pdu: Bind
+
+
+@dataclass(slots=True)
+class Bound(Event):
+    """Our bind was accepted (client side)."""
+
+    pdu: BindResp
+
+
+@dataclass(slots=True)
+class BindRefused(Event):
+    """Our bind was refused (client side); the session closes."""
+
+    status: int
+
+
+@dataclass(slots=True)
+class RequestReceived(Event):
+    """A request the application must answer: submit_sm, deliver_sm, data_sm, ...
+
+    Answer with :meth:`Session.respond` (any order; windows allow many outstanding).
+    """
+
+    pdu: Pdu
+
+
+@dataclass(slots=True)
+class ResponseReceived(Event):
+    """The answer to one of our requests, with the context given when it was sent."""
+
+    pdu: Pdu
+    context: Any
+
+
+@dataclass(slots=True)
+class RequestTimedOut(Event):
+    """No answer to one of our requests within the response timeout."""
+
+    sequence: int
+    command_id: int
+    context: Any
+
+
+@dataclass(slots=True)
+class ProtocolError(Event):
+    """The peer sent something invalid; the session answered it as SMPP requires."""
+
+    status: int
+    detail: str
+
+
+@dataclass(slots=True)
+class Closed(Event):
+    """The session is over (unbind, fatal error, dead link); close the transport."""
+
+    reason: str

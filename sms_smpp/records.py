@@ -1,0 +1,132 @@
+"""SMS records (CDR-like) in SQLite, table ``sms``, written off the event loop.
+
+The relay calls the small methods below from the loop; they only put a tuple on a
+queue. A writer thread applies the queue in batches inside one transaction each, with
+the database in WAL mode so that readers (statistics, the API) never block it.
+Records hold real numbers: operators need them to trace abuse; logs never do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sms (
+    id TEXT PRIMARY KEY,          -- message id ansim gave the sender
+    direction TEXT NOT NULL,      -- mt: carrier to upstream; mo: upstream to carrier
+    system_id TEXT NOT NULL,      -- the account it came from
+    source TEXT NOT NULL,         -- real sender (E.164)
+    destination TEXT NOT NULL,    -- number dialled: the virtual number
+    callee TEXT,                  -- real recipient after translation
+    presented TEXT,               -- source shown to the recipient
+    binding_id TEXT,
+    data_coding INTEGER,
+    length INTEGER,               -- octets of user data
+    part TEXT,                    -- 'seq/total' for a part of a long message
+    received_at REAL NOT NULL,
+    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed, refused
+    error INTEGER,                -- SMPP status of a refusal or failure
+    upstream TEXT,
+    upstream_id TEXT,
+    submitted_at REAL,
+    dlr_state INTEGER,            -- message_state of the last receipt
+    done_at REAL
+);
+CREATE INDEX IF NOT EXISTS sms_received_at ON sms(received_at);
+CREATE INDEX IF NOT EXISTS sms_upstream_id ON sms(upstream_id);
+"""
+
+_INSERT = (
+    "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
+    " presented, binding_id, data_coding, length, part, received_at, status, error)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SUBMITTED = "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
+_FINISHED = "UPDATE sms SET status=?, error=?, done_at=? WHERE id=?"
+_RECEIPT = "UPDATE sms SET status=?, dlr_state=?, done_at=? WHERE id=?"
+
+_STOP = ("stop",)
+
+
+class SmsRecords:
+    """Asynchronous writer of the ``sms`` table (see module docstring)."""
+
+    def __init__(self, path: str, batch: int = 2000, linger: float = 0.2) -> None:
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path = path
+        self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._batch = batch
+        self._linger = linger
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sms-records", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    # -- called from the event loop ------------------------------------------------
+
+    def accepted(self, row: tuple[Any, ...]) -> None:
+        """A new message: the 14 columns of _INSERT, status usually 'queued'."""
+        self._queue.put((_INSERT, row))
+
+    def submitted(self, message_id: str, upstream: str, upstream_id: str, at: float) -> None:
+        self._queue.put((_SUBMITTED, (upstream, upstream_id, at, message_id)))
+
+    def finished(self, message_id: str, status: str, error: int | None, at: float) -> None:
+        self._queue.put((_FINISHED, (status, error, at, message_id)))
+
+    def receipt(self, message_id: str, status: str, state: int, at: float) -> None:
+        self._queue.put((_RECEIPT, (status, state, at, message_id)))
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Write what is queued and stop the writer."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            items = [first]
+            try:
+                while len(items) < self._batch:
+                    items.append(self._queue.get(timeout=self._linger if len(items) < 2 else 0))
+            except queue.Empty:
+                pass
+            try:
+                db.execute("BEGIN")
+                for item in items:
+                    if item is _STOP:
+                        stop = True
+                        continue
+                    db.execute(item[0], item[1])
+                db.execute("COMMIT")
+            except sqlite3.Error:
+                log.exception("writing SMS records failed; %d records lost", len(items))
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+        db.close()

@@ -1,0 +1,156 @@
+"""Carrier side: ESMEs and carrier SMSCs bind to ansim here.
+
+:class:`EsmeLink` is one carrier connection (a :class:`~sms_smpp.link.Link` in the SMSC
+role); :class:`SmppServer` listens for them. Binds are decided by
+:class:`~sms_smpp.auth.BindGuard`; submit_sm/data_sm go to the relay; receivers get
+deliver_sm from the relay within their window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from . import events as ev
+from . import metrics as m
+from .auth import BindGuard
+from .config import ServerConfig
+from .link import Link
+from .pdu import Cmd
+from .queue import Message
+from .relay import Relay
+from .session import Role, State
+
+log = logging.getLogger(__name__)
+
+_RECEIVING = (State.BOUND_RX, State.BOUND_TRX)
+
+
+class EsmeLink(Link):
+    """One carrier bind."""
+
+    def __init__(self, server: SmppServer) -> None:
+        cfg = server.config
+        super().__init__(Role.SMSC, server.loop, enquire_link_interval=cfg.enquire_link_interval,
+                         response_timeout=cfg.response_timeout, bind_timeout=cfg.bind_timeout)
+        self.server = server
+        self.relay = server.relay
+        self.system_id = ""
+        self.window = cfg.window
+        self.receives = False
+        self._counted = False
+
+    def on_connected(self) -> None:
+        self.server.links.add(self)
+
+    def has_window(self) -> bool:
+        return self.session.outstanding < self.window and self.session.state in _RECEIVING
+
+    def deliver(self, msg: Message, now: float) -> None:
+        self.session.send_body(Cmd.DELIVER_SM, msg.body, now, msg)
+
+    def handle_events(self, events: list[ev.Event]) -> None:
+        m.PDUS_IN_ESME.inc(len(events))
+        relay = self.relay
+        unanswered: list[Message] = []
+        for event in events:
+            if type(event) is ev.RequestReceived:
+                pdu = event.pdu
+                if pdu.command_id in (Cmd.SUBMIT_SM, Cmd.DATA_SM):
+                    relay.on_submit(self, pdu)
+                else:
+                    self.session.respond(pdu, 0)
+            elif type(event) is ev.ResponseReceived:
+                relay.on_esme_response(self, event.pdu, event.context)
+            elif type(event) is ev.RequestTimedOut:
+                if isinstance(event.context, Message):
+                    if self.session.state is State.CLOSED:
+                        unanswered.append(event.context)
+                    else:
+                        relay.on_esme_timeout(self, event.context)
+            elif type(event) is ev.BindRequested:
+                self._bind(event)
+            elif type(event) is ev.ProtocolError:
+                m.PROTOCOL_ERRORS.labels("carrier").inc()
+            elif type(event) is ev.Closed:
+                self._closed(unanswered)
+                unanswered = []
+        if unanswered:
+            relay.esme_down(self, unanswered)
+
+    def _bind(self, event: ev.BindRequested) -> None:
+        bind = event.pdu
+        guard = self.server.guard
+        status, account = guard.check(bind, self.peer, time.monotonic())
+        if status or account is None or not self.server.accepting:
+            m.BIND_ATTEMPTS.labels("refused").inc()
+            log.warning("bind refused from %s for system_id %r", self.peer, bind.system_id)
+            self.handle_events(self.session.reject_bind(bind, status or 0x0D))
+            return
+        m.BIND_ATTEMPTS.labels("accepted").inc()
+        self.session.accept_bind(bind, self.server.config.system_id)
+        self.system_id = account.system_id
+        self.receives = self.session.state in _RECEIVING
+        guard.bound(self.system_id)
+        self._counted = True
+        m.BINDS.labels("carrier").inc()
+        self.relay.esme_up(self)
+
+    def _closed(self, unanswered: list[Message]) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.guard.unbound(self.system_id)
+            m.BINDS.labels("carrier").dec()
+            self.relay.esme_down(self, unanswered)
+        self.server.links.discard(self)
+
+
+class SmppServer:
+    """Listens for carrier binds."""
+
+    def __init__(self, config: ServerConfig, relay: Relay,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.relay = relay
+        self.loop = loop
+        self.guard = BindGuard(config.accounts, config.bind_burst, config.bind_rate)
+        self.links: set[EsmeLink] = set()
+        self.accepting = True
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await self.loop.create_server(
+            lambda: EsmeLink(self), self.config.host, self.config.port, reuse_address=True)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    def stop_accepting(self) -> None:
+        """Stop accepting connections and reading new requests from bound carriers."""
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        for link in self.links:
+            if link.transport is not None:
+                link.transport.pause_reading()
+
+    async def close(self, timeout: float) -> None:
+        """Unbind every carrier and wait (at most ``timeout``) for them to go."""
+        now = self.loop.time()
+        for link in list(self.links):
+            link.session.unbind(now)
+            link.flush()
+            if link.transport is not None:
+                link.transport.resume_reading()  # to read the unbind_resp
+        waiting = [link.closed for link in self.links]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        for link in list(self.links):
+            if link.transport is not None:
+                link.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()

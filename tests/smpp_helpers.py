@@ -1,0 +1,233 @@
+"""Helpers for the SMPP tests: a real translation store, the node-smpp upstream SMSC and
+ansim's SMPP relay as processes on loopback, and an smpplib ESME."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import smpplib.client
+import smpplib.consts
+import yaml
+
+from translate.bindings import Binding
+from translate.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "tests" / "peers"
+
+# Numbers used throughout (E.164).
+TEACHER_X = "+82501234567"  # ax: parents text the teacher's 050 number
+TEACHER = "+821011112222"
+PARENT = "+821099998888"
+TRIP_X = "+82700111222"  # axb: rider and driver
+RIDER = "+821033334444"
+DRIVER = "+821055556666"
+STRANGER = "+821077770000"
+
+
+def node_available() -> bool:
+    return shutil.which("node") is not None and (PEERS / "node_modules" / "smpp").is_dir()
+
+
+def build_store(path: Path) -> None:
+    """A translation store with the test bindings, written through translate's API."""
+    now = time.time()
+    with Store(path) as store:
+        store.put(Binding("teacher-1", "ax", TEACHER_X, TEACHER), now=now, source="api")
+        store.put(Binding("trip-1", "axb", TRIP_X, RIDER, DRIVER, expires=now + 3600),
+                  now=now, source="api")
+
+
+def digits(e164: str) -> str:
+    return e164.lstrip("+")
+
+
+class Proc:
+    """A child process whose first matching stdout line is awaited; stopped by the test."""
+
+    def __init__(self, argv: list[str], ready: str, *, cwd: Path = ROOT,
+                 stdin: bool = False, log: Path | None = None) -> None:
+        self.argv = argv
+        self.log = log
+        self._log_file = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=self._log_file,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self.ready_line = self._wait_for(ready, 20.0)
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _wait_for(self, prefix: str, timeout: float) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            if not line:
+                break
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line.strip()
+        self.kill()
+        detail = self.log.read_text(errors="replace")[-3000:] if self.log else ""
+        raise RuntimeError(f"{self.argv[:3]} did not print {prefix!r}: {self.lines}\n{detail}")
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace"))
+
+    def send_line(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class NodeSmsc(Proc):
+    """The node-smpp upstream SMSC (tests/peers/smsc.js)."""
+
+    def __init__(self, records: Path, *, port: int = 0, dlr: bool = True,
+                 password: str = "secret") -> None:
+        argv = ["node", str(PEERS / "smsc.js"), "--port", str(port), "--records", str(records),
+                "--system-id", "upstream", "--password", password]
+        if dlr:
+            argv.append("--dlr")
+        self.records = records
+        super().__init__(argv, "LISTENING", cwd=PEERS, stdin=True)
+        self.port = int(self.ready_line.split()[1])
+
+    def accepted(self) -> list[dict[str, Any]]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines() if line]
+
+
+def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: int = 0,
+                 password: str = "pw1", **queue: Any) -> Path:
+    cfg: dict[str, Any] = {
+        "enabled": True,
+        "server": {
+            "host": "127.0.0.1", "port": port, "system_id": "ansim",
+            "accounts": [{"system_id": "carrier1", "password": password}],
+            "enquire_link_interval": 30,
+        },
+        "upstreams": [],
+        "queue": {"path": str(workdir / "queue"), "fsync": False, "retry_min": 0.2,
+                  "retry_max": 1.0, **queue},
+        "records": str(workdir / "cdr.sqlite"),
+        "translate_store": str(workdir / "translate"),
+    }
+    if upstream_port is not None:
+        cfg["upstreams"].append({
+            "name": "node", "host": "127.0.0.1", "port": upstream_port,
+            "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
+            "reconnect_max": 0.5, "response_timeout": 5,
+        })
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class Ansim(Proc):
+    """`ansim smpp run` as a child process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        super().__init__([sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config",
+                          str(config)], "ansim smpp: listening", log=log)
+        self.port = int(self.ready_line.rsplit(":", 1)[1])
+
+
+class Esme:
+    """An smpplib ESME bound as transceiver, collecting responses and deliver_sm."""
+
+    def __init__(self, port: int, *, system_id: str = "carrier1", password: str = "pw1") -> None:
+        self.client = smpplib.client.Client("127.0.0.1", port, timeout=10)
+        self.resps: list[Any] = []
+        self.delivered: list[Any] = []
+        self.client.set_message_sent_handler(lambda pdu: self.resps.append(pdu))
+        self.client.set_message_received_handler(lambda pdu: self._received(pdu))
+        # Error statuses are results to look at, not exceptions.
+        self.client.set_error_pdu_handler(lambda pdu: None)
+        self.client.connect()
+        self.client.bind_transceiver(system_id=system_id, password=password)
+
+    def _received(self, pdu: Any) -> int:
+        self.delivered.append(pdu)
+        return 0  # ESME_ROK: smpplib answers deliver_sm_resp with this status
+
+    def submit(self, src: str, dst: str, short_message: bytes, *, data_coding: int = 0,
+               esm_class: int = 0, registered_delivery: int = 1, **tlvs: Any) -> Any:
+        return self.client.send_pdu(self.client_pdu(
+            src, dst, short_message, data_coding, esm_class, registered_delivery, **tlvs))
+
+    def client_pdu(self, src: str, dst: str, short_message: bytes, data_coding: int,
+                   esm_class: int, registered_delivery: int, **tlvs: Any) -> Any:
+        return smpplib.smpp.make_pdu(
+            "submit_sm", client=self.client,
+            source_addr_ton=smpplib.consts.SMPP_TON_INTL, source_addr_npi=1,
+            source_addr=digits(src),
+            dest_addr_ton=smpplib.consts.SMPP_TON_INTL, dest_addr_npi=1,
+            destination_addr=digits(dst),
+            short_message=short_message, data_coding=data_coding, esm_class=esm_class,
+            registered_delivery=registered_delivery, **tlvs)
+
+    def read_until(self, predicate: Any, timeout: float = 15.0) -> None:
+        """Process incoming PDUs until ``predicate()`` holds (bounded by ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("expected PDUs did not arrive")
+            self.client.read_once()
+
+    def close(self) -> None:
+        try:
+            self.client.unbind()
+            self.client.read_once()
+        except Exception:
+            pass
+        self.client.disconnect()
+
+
+def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(interval)
+
+
+def sms_rows(db: Path) -> Iterator[dict[str, Any]]:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.row_factory = sqlite3.Row
+    try:
+        yield from (dict(r) for r in con.execute("SELECT * FROM sms ORDER BY received_at"))
+    finally:
+        con.close()
+
+
+def env_ok() -> bool:
+    return os.environ.get("ANSIM_SKIP_NODE") is None
