@@ -1,0 +1,149 @@
+"""Tests for translate.numbers: KR and CN normalisation tables, errors, masking."""
+
+from __future__ import annotations
+
+import pytest
+
+import translate.numbers as numbers
+from translate.numbers import CN, KR, NumberError, NumberPlan, is_e164, mask, normalise
+
+KR_TABLE = [
+    ("010-1234-5678", "+821012345678"),
+    ("01012345678", "+821012345678"),
+    ("010 1234 5678", "+821012345678"),
+    ("010.1234.5678", "+821012345678"),
+    ("(010) 1234-5678", "+821012345678"),
+    ("+82 10-1234-5678", "+821012345678"),
+    ("+82 (0)10 1234 5678", "+821012345678"),
+    ("+82 010-1234-5678", "+821012345678"),
+    ("+821012345678", "+821012345678"),
+    ("0082 10 1234 5678", "+821012345678"),
+    ("00821012345678", "+821012345678"),
+    ("821012345678", "+821012345678"),
+    ("1012345678", "+821012345678"),
+    ("02-555-0101", "+8225550101"),
+    ("031-123-4567", "+82311234567"),
+    ("0507-000-1001", "+825070001001"),
+    ("050-7000-1001", "+825070001001"),
+    ("1588-1234", "+8215881234"),
+    ("  010-1234-5678\t", "+821012345678"),
+    (
+        "\uff10\uff11\uff10\uff0d\uff11\uff12\uff13\uff14\uff0d\uff15\uff16\uff17\uff18",
+        "+821012345678",
+    ),  # full-width digits and dashes
+    ("sip:01012345678@carrier.example", "+821012345678"),
+    ("sip:+821012345678@carrier.example;user=phone", "+821012345678"),
+    ("sips:010-1234-5678@10.0.0.1:5061;transport=tls", "+821012345678"),
+    ("SIP:01012345678:secret@host", "+821012345678"),
+    ("sip:%2B821012345678@host", "+821012345678"),
+    ('"Kim" <sip:01012345678@host>;tag=abc', "+821012345678"),
+    ("<tel:010-1234-5678>", "+821012345678"),
+    ("tel:+82-10-1234-5678", "+821012345678"),
+    ("tel:+82-10-1234-5678;ext=12", "+821012345678"),
+    ("tel:1234-5678;phone-context=+8210", "+821012345678"),
+    ("tel:010-1234-5678;phone-context=+82", "+821012345678"),
+    ("sip:1234-5678;phone-context=+82-10@host;user=phone", "+821012345678"),
+    ("+1 212 555 0100", "+12125550100"),
+    ("001 212 555 0100", "+12125550100"),
+    ("+86 138 0000 0001", "+8613800000001"),
+]
+
+CN_TABLE = [
+    ("13800000001", "+8613800000001"),
+    ("138-0000-0001", "+8613800000001"),
+    ("138 0000 0001", "+8613800000001"),
+    ("+86 138 0000 0001", "+8613800000001"),
+    ("+86-138-0000-0001", "+8613800000001"),
+    ("008613800000001", "+8613800000001"),
+    ("8613800000001", "+8613800000001"),
+    ("010-12345678", "+861012345678"),
+    ("(010) 1234 5678", "+861012345678"),
+    ("0755-8888-9999", "+8675588889999"),
+    ("+86 755 8888 9999", "+8675588889999"),
+    ("+86 (0)755 8888 9999", "+8675588889999"),
+    ("400-820-8820", "+864008208820"),
+    ("tel:+86-10-12345678", "+861012345678"),
+    ("sip:13800000001@ims.example;user=phone", "+8613800000001"),
+    ("+82 10 1234 5678", "+821012345678"),
+    ("0082 10 1234 5678", "+821012345678"),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), KR_TABLE)
+def test_korea(raw: str, expected: str) -> None:
+    assert normalise(raw, KR) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), CN_TABLE)
+def test_china(raw: str, expected: str) -> None:
+    assert normalise(raw, CN) == expected
+
+
+def test_default_plan_is_korea() -> None:
+    assert normalise("010-1234-5678") == "+821012345678"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty number"),
+        ("   ", "empty number"),
+        ("---", "no digits"),
+        ("+", "no digits"),
+        ("010-1234-567a", "invalid character 'a'"),
+        ("010*1234", "invalid character '*'"),
+        ("+82+1012345678", "invalid character '+'"),
+        ("sip:alice@example.com", "invalid character 'a'"),
+        ("sip:example.com", "SIP URI has no user part"),
+        ("tel:1234;phone-context=example.com", "phone-context is not a global number prefix"),
+        ("+0123456789", "country code cannot start with 0"),
+        ("1234", "too short (6 digits, at least 7)"),
+        ("+123456", "too short (6 digits, at least 7)"),
+        ("+1234567890123456", "too long (16 digits, at most 15)"),
+        (
+            "\u0660\u0661\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668",
+            "invalid character '\u0660'",
+        ),  # Arabic-Indic digits
+    ],
+)
+def test_garbage_gives_error_values(raw: str, reason: str) -> None:
+    result = normalise(raw, KR)
+    assert isinstance(result, NumberError)
+    assert result.reason == reason
+    assert str(result) == reason
+
+
+def test_plan_without_trunk_prefix_keeps_leading_zero_digits() -> None:
+    italy = NumberPlan("39", "", "00")
+    assert normalise("06 1234 5678", italy) == "+390612345678"
+    assert normalise("+39 06 1234 5678", italy) == "+390612345678"
+
+
+def test_plan_rejects_bad_fields() -> None:
+    with pytest.raises(ValueError):
+        NumberPlan(country_code="0")
+    with pytest.raises(ValueError):
+        NumberPlan(trunk_prefix="x")
+    with pytest.raises(ValueError):
+        NumberPlan(international_prefix="")
+
+
+def test_is_e164() -> None:
+    assert is_e164("+821012345678")
+    assert not is_e164("821012345678")
+    assert not is_e164("+82-10")
+    assert not is_e164("+0821012345")
+    assert not is_e164(
+        "+\uff18\uff12\uff11\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18"
+    )  # full-width
+
+
+def test_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numbers, "SHOW_REAL_NUMBERS", False)
+    assert mask("+821012345678") == "+8210****5678"
+    assert mask("+8613800000001") == "+8613****0001"
+    assert mask("01012345678") == "0101****5678"
+    assert mask("+82114") == "****14"
+    assert mask("123") == "****"
+    monkeypatch.setattr(numbers, "SHOW_REAL_NUMBERS", True)
+    assert mask("+821012345678") == "+821012345678"

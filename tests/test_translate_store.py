@@ -1,0 +1,294 @@
+"""Tests for translate.store: every binding kind, every refusal, writers, expiry, stats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from translate_helpers import NOW, X1, X2, A, B, C, D, ax, axb, axn
+
+from translate.bindings import Hours, Refusal, Route
+from translate.store import ConflictError, Store, StoreError
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "numbers.lmdb", map_size=64 << 20) as s:
+        yield s
+
+
+def route(result: Route | Refusal) -> Route:
+    assert isinstance(result, Route), result
+    return result
+
+
+def refusal(result: Route | Refusal) -> Refusal:
+    assert isinstance(result, Refusal), result
+    return result
+
+
+def test_ax_any_caller_reaches_a_and_sees_x(store: Store) -> None:
+    store.put(ax(record=True, max_seconds=600), now=NOW)
+    for caller in (C, D, B):
+        assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", True, 600)
+
+
+def test_ax_present_caller(store: Store) -> None:
+    store.put(ax(present="caller"), now=NOW)
+    assert store.lookup(X1, C, NOW) == Route(A, C, "ax-1", "ax", False, None)
+
+
+def test_axb_each_party_reaches_the_other(store: Store) -> None:
+    store.put(axb(), now=NOW)
+    assert store.lookup(X1, A, NOW) == Route(B, X1, "axb-1", "axb", False, None)
+    assert store.lookup(X1, B, NOW) == Route(A, X1, "axb-1", "axb", False, None)
+
+
+def test_axb_outsider_is_not_party(store: Store) -> None:
+    store.put(axb(), now=NOW)
+    assert store.lookup(X1, C, NOW) == Refusal("not_party", None)
+
+
+def test_axb_many_pairs_on_one_x(store: Store) -> None:
+    store.put(axb("p1", a=A, b=B), now=NOW)
+    store.put(axb("p2", a=C, b=D), now=NOW)
+    assert route(store.lookup(X1, C, NOW)).callee == D
+    assert route(store.lookup(X1, B, NOW)).callee == A
+    assert route(store.lookup(X1, D, NOW)).binding_id == "p2"
+
+
+def test_ax_on_axb_number_takes_outsiders(store: Store) -> None:
+    store.put(axb(), now=NOW)
+    store.put(ax("desk", a=D), now=NOW)
+    assert route(store.lookup(X1, A, NOW)).callee == B
+    assert store.lookup(X1, C, NOW) == Route(D, X1, "desk", "ax", False, None)
+
+
+def test_axn_others_reach_a_and_a_reaches_default_b(store: Store) -> None:
+    store.put(axn(), now=NOW)
+    assert store.lookup(X1, C, NOW) == Route(A, X1, "axn-1", "axn", False, None)
+    assert store.lookup(X1, A, NOW) == Route(B, X1, "axn-1", "axn", False, None)
+    assert store.lookup(X1, B, NOW) == Route(A, X1, "axn-1", "axn", False, None)
+
+
+def test_unknown(store: Store) -> None:
+    store.put(ax(x=X2), now=NOW)
+    assert store.lookup(X1, C, NOW) == Refusal("unknown", None)
+    assert store.lookup("+8250700010010", C, NOW) == Refusal("unknown", None)
+
+
+@pytest.mark.parametrize("binding", [ax(), axb(), axn()], ids=["ax", "axb", "axn"])
+def test_expired_at_lookup_time(store: Store, binding: object) -> None:
+    from dataclasses import replace
+
+    store.put(replace(binding, expires=NOW + 60), now=NOW)  # type: ignore[type-var]
+    assert isinstance(store.lookup(X1, A, NOW + 59.9), Route)
+    result = refusal(store.lookup(X1, A, NOW + 60))
+    assert result.reason == "expired"
+    assert result.binding_id is not None
+
+
+def test_calls_per_hour_limit(store: Store) -> None:
+    store.put(ax(calls_per_hour=3), now=NOW)
+    for i in range(3):
+        assert isinstance(store.lookup(X1, C, NOW + i), Route)
+    assert store.lookup(X1, C, NOW + 10) == Refusal("limit", "ax-1")
+    assert isinstance(store.lookup(X1, C, NOW + 10, count=False), Route)
+    # the window slides: the first call leaves it an hour after it was made
+    assert store.lookup(X1, C, NOW + 3599.9) == Refusal("limit", "ax-1")
+    assert isinstance(store.lookup(X1, C, NOW + 3600), Route)
+    assert store.lookup(X1, C, NOW + 3600.5) == Refusal("limit", "ax-1")
+
+
+def test_allowed_hours(store: Store) -> None:
+    store.put(ax(hours=Hours.parse("09:00-18:00", "Asia/Seoul"), max_seconds=60), now=NOW)
+    # NOW is 09:00 in Seoul (UTC+9)
+    assert route(store.lookup(X1, C, NOW)).max_seconds == 60
+    assert isinstance(store.lookup(X1, C, NOW + 9 * 3600 - 1), Route)
+    assert store.lookup(X1, C, NOW + 9 * 3600) == Refusal("hours", "ax-1")
+    assert store.lookup(X1, C, NOW - 1) == Refusal("hours", "ax-1")
+
+
+def test_hours_wrapping_midnight(store: Store) -> None:
+    store.put(ax(hours=Hours.parse("22:00-06:00", "UTC")), now=NOW)
+    assert isinstance(store.lookup(X1, C, NOW), Route)
+    assert isinstance(store.lookup(X1, C, NOW + 5 * 3600 + 3599), Route)
+    assert store.lookup(X1, C, NOW + 6 * 3600) == Refusal("hours", "ax-1")
+    assert isinstance(store.lookup(X1, C, NOW + 22 * 3600), Route)
+
+
+def test_conflicts(store: Store) -> None:
+    store.put(axb("p1", a=A, b=B), now=NOW)
+    store.put(ax("h1"), now=NOW)
+    with pytest.raises(ConflictError) as info:
+        store.put(axb("p2", a=C, b=B), now=NOW)
+    assert [(c.rule, c.other_id) for c in info.value.conflicts] == [("party-conflict", "p1")]
+    assert "+8210****0002" in info.value.conflicts[0].message
+    with pytest.raises(ConflictError) as info:
+        store.put(axn("h2", a=D, b=C), now=NOW)
+    assert [(c.rule, c.other_id) for c in info.value.conflicts] == [("duplicate-virtual", "h1")]
+    with pytest.raises(ConflictError) as info:
+        store.put(ax("p1", x=X2), now=NOW)
+    assert info.value.conflicts[0].rule == "duplicate-id"
+    with pytest.raises(ConflictError) as info:
+        store.put(axn("n1", x=X1, a=A, b=D), now=NOW)
+    rules = sorted(c.rule for c in info.value.conflicts)
+    assert rules == ["duplicate-virtual", "party-conflict"]
+    # a refused write changed nothing
+    assert store.get("p2") is None and store.get("h2") is None and store.get("n1") is None
+    assert route(store.lookup(X1, B, NOW)).callee == A
+
+
+def test_same_number_on_different_x_is_fine(store: Store) -> None:
+    store.put(axb("p1", x=X1), now=NOW)
+    store.put(axb("p2", x=X2), now=NOW)
+    assert route(store.lookup(X2, A, NOW)).binding_id == "p2"
+
+
+def test_invalid_bindings_refused(store: Store) -> None:
+    with pytest.raises(ConflictError) as info:
+        store.put(axb("bad", a=A, b=A), now=NOW)
+    assert [c.rule for c in info.value.conflicts] == ["same-party"]
+    with pytest.raises(ConflictError) as info:
+        store.put(ax("bad", a="01012345678"), now=NOW)
+    assert [c.rule for c in info.value.conflicts] == ["bad-number"]
+    with pytest.raises(ConflictError) as info:
+        store.put(ax("old", expires=NOW - 1), now=NOW)
+    assert [c.rule for c in info.value.conflicts] == ["expired"]
+
+
+def test_expired_binding_does_not_block_a_new_one(store: Store) -> None:
+    store.put(axb("old", expires=NOW + 10), now=NOW)
+    store.put(axb("new", a=A, b=C), now=NOW + 20)
+    assert store.get("old") is None
+    assert route(store.lookup(X1, A, NOW + 20)).callee == C
+
+
+def test_unbind(store: Store) -> None:
+    store.put(axb("p1"), now=NOW)
+    store.put(axn("n1", x=X2), now=NOW)
+    assert store.unbind("p1") is True
+    assert store.unbind("p1") is False
+    assert store.lookup(X1, A, NOW) == Refusal("unknown", None)
+    assert store.unbind("n1") is True
+    assert store.lookup(X2, A, NOW) == Refusal("unknown", None)
+    assert store.stats(NOW).total == 0
+
+
+def test_put_replace(store: Store) -> None:
+    store.put(ax("h1", a=A), now=NOW)
+    store.put(ax("h1", a=B), now=NOW, replace=True)
+    assert route(store.lookup(X1, C, NOW)).callee == B
+
+
+def test_purge_expired(store: Store) -> None:
+    store.put(axb("p1", expires=NOW + 10), now=NOW)
+    store.put(axb("p2", a=C, b=D, expires=NOW + 20), now=NOW)
+    store.put(ax("h1", x=X2, expires=NOW + 10), now=NOW)
+    store.put(axn("n1", x="+825070001003", expires=NOW + 10), now=NOW)
+    stats = store.stats(NOW + 15)
+    assert stats.expired == {"axb": 1, "ax": 1, "axn": 1}
+    assert store.purge_expired(NOW + 15, limit=2) == 2
+    assert store.purge_expired(NOW + 15) == 1
+    assert store.purge_expired(NOW + 15) == 0
+    assert store.get("p2") is not None
+    assert store.lookup(X1, A, NOW + 15) == Refusal("not_party", None)  # p2 still on X1
+    assert store.lookup(X2, A, NOW + 15) == Refusal("unknown", None)
+    assert store.lookup(X1, C, NOW + 15) == Route(D, X1, "p2", "axb", False, None)
+    assert store.stats(NOW + 15).counts == {"api": {"ax": 0, "axb": 1, "axn": 0}}
+
+
+def test_replace_source_leaves_other_source_alone(store: Store) -> None:
+    store.put(axb("api-1", x=X2), now=NOW, source="api")
+    first = store.replace_source("yaml", [ax("y1"), axb("y2", a=C, b=D)], now=NOW)
+    assert (first.added, first.removed, first.changed, first.unchanged) == (2, 0, 0, 0)
+    second = store.replace_source("yaml", [ax("y1"), axb("y3", a=C, b=D)], now=NOW)
+    assert (second.added, second.removed, second.changed, second.unchanged) == (1, 1, 0, 1)
+    third = store.replace_source("yaml", [ax("y1", a=B)], now=NOW)
+    assert (third.added, third.removed, third.changed, third.unchanged) == (0, 1, 1, 0)
+    assert route(store.lookup(X1, C, NOW)).callee == B
+    assert store.ids("yaml") == ["y1"]
+    assert store.ids("api") == ["api-1"]
+    assert route(store.lookup(X2, A, NOW)).binding_id == "api-1"
+    store.replace_source("yaml", [], now=NOW)
+    assert store.ids("yaml") == []
+    assert store.stats(NOW).counts["api"]["axb"] == 1
+
+
+def test_replace_source_conflict_with_api_changes_nothing(store: Store) -> None:
+    store.replace_source("yaml", [ax("y1")], now=NOW)
+    store.put(axb("api-1", x=X2, a=A, b=B), now=NOW)
+    with pytest.raises(ConflictError) as info:
+        store.replace_source("yaml", [ax("y2"), axb("y3", x=X2, a=B, b=C)], now=NOW)
+    assert [(c.binding_id, c.rule) for c in info.value.conflicts] == [("y3", "party-conflict")]
+    assert store.ids("yaml") == ["y1"]
+    assert store.get("y2") is None
+
+
+def test_get_and_on_virtual(store: Store) -> None:
+    store.put(ax("desk", a=D), now=NOW)
+    store.put(axb("p1", a=A, b=B), now=NOW, source="api")
+    store.put(axb("p2", a=C, b="+821055550005"), now=NOW)
+    found = store.on_virtual(X1)
+    assert [(b.id, source) for b, source in found] == [
+        ("desk", "api"),
+        ("p1", "api"),
+        ("p2", "api"),
+    ]
+    got = store.get("p1")
+    assert got is not None and got[0] == axb("p1", a=A, b=B)
+    assert store.on_virtual(X2) == []
+
+
+def test_binding_round_trip(store: Store) -> None:
+    binding = axb(
+        "full",
+        record=True,
+        expires=NOW + 3600.5,
+        max_seconds=120,
+        calls_per_hour=5,
+        hours=Hours.parse("08:30-20:00", "Asia/Shanghai"),
+    )
+    store.put(binding, now=NOW, source="yaml")
+    assert store.get("full") == (binding, "yaml")
+
+
+def test_stats_and_size(store: Store) -> None:
+    store.put_many([ax(f"h{i}", x=f"+8250700{i:05d}") for i in range(50)], now=NOW)
+    store.replace_source("yaml", [axb("p", x=X2)], now=NOW, loaded={"at": NOW, "files": 1})
+    stats = store.stats(NOW)
+    assert stats.counts == {"api": {"ax": 50}, "yaml": {"axb": 1}}
+    assert stats.total == 51
+    assert stats.loaded == {"yaml": {"at": NOW, "files": 1}}
+    assert stats.size_bytes > 0
+
+
+def test_put_many_is_all_or_nothing(store: Store) -> None:
+    with pytest.raises(ConflictError):
+        store.put_many([ax("h1"), ax("h2")], now=NOW)
+    assert store.stats(NOW).total == 0
+
+
+def test_readonly_store(tmp_path: Path) -> None:
+    path = tmp_path / "ro.lmdb"
+    with pytest.raises(StoreError, match="no store"):
+        Store(path, readonly=True)
+    with Store(path, map_size=16 << 20) as writer:
+        writer.put(ax(), now=NOW)
+    with Store(path, readonly=True) as reader:
+        assert route(reader.lookup(X1, C, NOW)).callee == A
+        with pytest.raises(StoreError, match="read-only"):
+            reader.unbind("ax-1")
+
+
+def test_source_must_be_known(store: Store) -> None:
+    with pytest.raises(ValueError):
+        store.put(ax(), now=NOW, source="csv")
+
+
+def test_map_full_is_a_store_error(tmp_path: Path) -> None:
+    with Store(tmp_path / "small.lmdb", map_size=256 << 10) as small:
+        with pytest.raises(StoreError, match="full"):
+            small.put_many((ax(f"h{i}", x=f"+8250700{i:05d}") for i in range(20000)), now=NOW)
+        assert small.stats(NOW).total == 0

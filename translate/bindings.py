@@ -1,0 +1,201 @@
+"""Bindings of virtual numbers to real ones, and the answers a lookup gives.
+
+Three kinds of binding, for a virtual number X and a calling party C (all E.164):
+
+``ax``
+    X reaches A from any caller. A sees X (``present="virtual"``) or the real caller
+    (``present="caller"``).
+``axb``
+    A calling X reaches B, B calling X reaches A, both see X. Anyone else is refused
+    (``not_party``) unless X also has an ``ax`` or ``axn`` binding, which then takes the
+    callers outside the pairs: that is the out-of-binding policy. One X serves many pairs
+    as long as no real number is in two live pairs on the same X.
+``axn``
+    Anyone but A calling X reaches A, and A sees X; A calling X reaches the binding's
+    default B (``b``), and B sees X.
+
+Each binding has an operator- or API-chosen ``id``, an optional expiry (epoch seconds),
+a ``record`` flag and optional limits: maximum call length, calls per hour, allowed hours.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from translate.numbers import is_e164, mask
+
+__all__ = [
+    "KINDS",
+    "REFUSAL_REASONS",
+    "Binding",
+    "Hours",
+    "Kind",
+    "Refusal",
+    "Route",
+    "binding_problems",
+]
+
+Kind = Literal["ax", "axb", "axn"]
+KINDS: Final[tuple[Kind, ...]] = ("ax", "axb", "axn")
+
+#: Why a lookup refused, and what the SIP side answers.
+REFUSAL_REASONS: Final[dict[str, str]] = {
+    "unknown": "X is not bound (or its binding was purged after expiry): 404",
+    "expired": "the binding that matched has expired and is not purged yet: 404",
+    "not_party": "X holds only axb pairs and the caller is in none of them: 403",
+    "limit": "the binding's calls-per-hour limit is reached in this process: 403 or 486",
+    "hours": "outside the binding's allowed hours: 480",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Hours:
+    """A daily window in which a binding may be used, in a time zone.
+
+    ``start`` and ``end`` are minutes after midnight; a window with ``end <= start``
+    wraps past midnight (22:00-06:00).
+    """
+
+    start: int
+    end: int
+    timezone: str
+
+    @classmethod
+    def parse(cls, text: str, timezone: str) -> Hours:
+        """``"09:00-18:00"`` in ``timezone`` (an IANA name); ValueError when malformed."""
+        first, sep, second = text.partition("-")
+        if not sep:
+            raise ValueError(f"hours must look like 09:00-18:00, got {text!r}")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r}") from None
+        return cls(_minutes(first), _minutes(second), timezone)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
+        )
+
+
+def _minutes(text: str) -> int:
+    hour, sep, minute = text.strip().partition(":")
+    if not (sep and hour.isdigit() and minute.isdigit() and len(minute) == 2):
+        raise ValueError(f"time must look like 09:30, got {text.strip()!r}")
+    value = int(hour) * 60 + int(minute)
+    if int(minute) > 59 or value > 24 * 60:
+        raise ValueError(f"time out of range: {text.strip()!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One binding, with numbers already in E.164; see the module docstring for kinds."""
+
+    id: str
+    kind: Kind
+    virtual: str
+    a: str
+    b: str | None = None
+    present: Literal["virtual", "caller"] = "virtual"
+    record: bool = False
+    expires: float | None = None
+    max_seconds: int | None = None
+    calls_per_hour: int | None = None
+    hours: Hours | None = None
+
+    def parties(self) -> tuple[str, ...]:
+        """Real numbers that have a caller-specific route on X: both of an axb, A of an axn."""
+        if self.kind == "axb":
+            return (self.a, self.b) if self.b is not None else (self.a,)
+        if self.kind == "axn":
+            return (self.a,)
+        return ()
+
+    def has_head(self) -> bool:
+        """Whether the binding answers callers without a caller-specific route on X."""
+        return self.kind != "axb"
+
+    def live(self, now: float) -> bool:
+        return self.expires is None or now < self.expires
+
+    def describe(self) -> str:
+        """A one-line summary with real numbers masked (for logs and the CLI)."""
+        parts = [f"{self.kind} {self.id!r} {self.virtual} -> a={mask(self.a)}"]
+        if self.b is not None:
+            parts.append(f"b={mask(self.b)}")
+        if self.kind == "ax" and self.present == "caller":
+            parts.append("present=caller")
+        if self.record:
+            parts.append("record")
+        if self.expires is not None:
+            when = dt.datetime.fromtimestamp(self.expires, dt.UTC)
+            parts.append(f"expires={when.isoformat(timespec='seconds')}")
+        if self.max_seconds is not None:
+            parts.append(f"max_seconds={self.max_seconds}")
+        if self.calls_per_hour is not None:
+            parts.append(f"calls_per_hour={self.calls_per_hour}")
+        if self.hours is not None:
+            parts.append(f"hours={self.hours} {self.hours.timezone}")
+        return " ".join(parts)
+
+
+def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
+    """Problems of one binding on its own, as (rule, field, message); empty when valid.
+
+    Cross-binding rules (duplicates, conflicts) and expiry are checked by the store and
+    the map compiler, which see the other bindings and the clock.
+    """
+    out: list[tuple[str, str, str]] = []
+    if not binding.id or len(binding.id) > 128 or not binding.id.isprintable():
+        out.append(("bad-id", "id", "id must be 1-128 printable characters"))
+    if binding.kind not in KINDS:
+        out.append(("bad-kind", "kind", f"kind must be one of {', '.join(KINDS)}"))
+    for field in ("virtual", "a", "b"):
+        value = getattr(binding, field)
+        if value is not None and not is_e164(value):
+            out.append(("bad-number", field, f"{field} is not an E.164 number"))
+    if binding.kind in ("axb", "axn") and binding.b is None:
+        out.append(("missing-b", "b", f"{binding.kind} needs b"))
+    if binding.kind == "ax" and binding.b is not None:
+        out.append(("unexpected-b", "b", "ax has no b; use axb or axn"))
+    if binding.kind != "ax" and binding.present != "virtual":
+        out.append(("present-ax-only", "present", "present: caller is only for ax"))
+    if binding.b is not None and binding.a == binding.b:
+        out.append(("same-party", "b", "a and b are the same number"))
+    if binding.virtual in (binding.a, binding.b):
+        out.append(("virtual-is-party", "virtual", "the virtual number is also a real party"))
+    for field in ("max_seconds", "calls_per_hour"):
+        value = getattr(binding, field)
+        if value is not None and value <= 0:
+            out.append(("bad-limit", field, f"{field} must be positive"))
+    return out
+
+
+@dataclass(slots=True)
+class Route:
+    """A lookup's answer when the call goes ahead.
+
+    ``callee`` is the real number to call, ``present`` the number the callee must see as
+    caller, ``kind`` the binding kind, ``record`` whether to record, ``max_seconds`` the
+    longest the call may last (None: no limit).
+    """
+
+    callee: str
+    present: str
+    binding_id: str
+    kind: str
+    record: bool
+    max_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A lookup's answer when the call must not go ahead; ``reason`` is a key of
+    ``REFUSAL_REASONS`` ("unknown", "expired", "not_party", "limit", "hours")."""
+
+    reason: str
+    binding_id: str | None

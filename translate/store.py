@@ -1,0 +1,617 @@
+"""The translation store: bindings in one LMDB environment shared by all worker processes.
+
+Readers never lock: each lookup is one short read transaction, so it sees one committed
+state of the store. Writers (the YAML reload, the REST API, purges) are serialised by
+LMDB across processes, and a whole map reload is one write transaction, so a lookup sees
+the old map or the new one, never a mix. Open a Store in each process after forking.
+
+Key layout
+==========
+Numbers are E.164 text as ASCII, ids UTF-8, ``\\0`` a separator that never occurs in
+a number. Five named databases:
+
+``routes`` (the hot path)
+    ``X``        -> head route: where callers without a caller-specific entry go
+                    (``ax`` and ``axn`` bindings).
+    ``X\\0C``     -> caller-specific route for caller C on X: each party of an ``axb``
+                    pair (to the other party), and A of an ``axn`` (to its default B).
+    Value: msgpack ``[flags, callee, binding_id, expires?, max_seconds?, calls_per_hour?,
+    hours?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
+    | record << 2 | present-caller << 3. The route is precomputed per caller, so:
+    an ``axb`` party is one ``get``; an ``ax``/``axn`` caller is two (a miss on ``X\\0C``,
+    then ``X``); an outsider of an axb-only X is two gets and one cursor seek (to tell
+    ``not_party`` from ``unknown``). Decoding is one small msgpack array; the kind string
+    and the present number are shared objects, not new ones.
+``bindings``
+    ``id`` -> msgpack ``[kind, X, a, b, present_caller, record, expires, max_seconds,
+    calls_per_hour, hours, source]``: the whole binding, for unbinding, diffing reloads,
+    ``show`` and conflict messages.
+``sources``
+    ``source\\0id`` -> empty: which bindings came from "yaml" or "api", so a reload replaces
+    only its own.
+``expiry``
+    ``expires_ms (8 bytes big-endian) kind_code (1 byte) id`` -> empty: purge walks it
+    from the start up to now; stats count expired bindings by kind from it.
+``meta``
+    ``format`` -> layout version; ``count\\0source\\0kind`` -> msgpack int;
+    ``loaded\\0source`` -> msgpack map describing the last bulk load.
+
+Expiry is applied at lookup time (an expired binding answers ``expired``), and
+``purge_expired`` deletes expired bindings. A binding that expired does not block a new
+one: it is evicted when a new binding needs its number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import lmdb
+import msgpack
+
+from translate.bindings import KINDS, Binding, Refusal, Route, binding_problems
+from translate.layout import (
+    FLAG_PRESENT_CALLER,
+    FLAG_RECORD,
+    FORMAT,
+    KIND_MASK,
+    SEP,
+    decode_binding,
+    encode_binding,
+    expiry_key,
+    expiry_key_parts,
+    head_key,
+    party_key,
+    route_value,
+    source_key,
+)
+from translate.limits import CallRateLimiter, within_hours
+from translate.numbers import mask
+
+__all__ = [
+    "DEFAULT_MAP_SIZE",
+    "SOURCES",
+    "Conflict",
+    "ConflictError",
+    "Refusal",
+    "ReplaceResult",
+    "Route",
+    "Store",
+    "StoreError",
+    "StoreStats",
+]
+
+log = logging.getLogger(__name__)
+
+#: Address space reserved for the store; the file only grows as data is written.
+DEFAULT_MAP_SIZE: Final = 32 << 30
+SOURCES: Final = ("yaml", "api")
+
+_UNKNOWN: Final = Refusal("unknown", None)
+_NOT_PARTY: Final = Refusal("not_party", None)
+_unpackb = msgpack.unpackb
+
+Progress = Callable[[int], None]
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (missing, wrong format, full)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A binding that cannot be written; ``rule`` names the rule it breaks."""
+
+    binding_id: str
+    rule: str
+    message: str
+    other_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.binding_id!r}: {self.message}"
+
+
+class ConflictError(Exception):
+    """A write was refused because of conflicts; nothing was written."""
+
+    def __init__(self, conflicts: list[Conflict]) -> None:
+        self.conflicts = conflicts
+        super().__init__("\n".join(str(c) for c in conflicts))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceResult:
+    """What a replace of one source's bindings changed."""
+
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+
+    @property
+    def total(self) -> int:
+        return self.added + self.changed + self.unchanged
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Binding counts by source and kind, and expired (not yet purged) by kind."""
+
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    expired: dict[str, int] = field(default_factory=dict)
+    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)
+    size_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(sum(by_kind.values()) for by_kind in self.counts.values())
+
+
+class Store:
+    """The LMDB translation table: lookups for the hot path, writers for the API and maps."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.readonly = readonly
+        if not readonly:
+            os.makedirs(self.path, exist_ok=True)
+        elif not os.path.exists(os.path.join(self.path, "data.mdb")):
+            raise StoreError(f"no store at {self.path} (run `ansim numbers load` first)")
+        try:
+            self._env = lmdb.open(
+                self.path,
+                map_size=map_size,
+                max_dbs=8,
+                readonly=readonly,
+                sync=sync,
+                max_readers=1024,
+            )
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            self._open_dbs()
+        except BaseException:
+            self._env.close()
+            raise
+        self._limiter = CallRateLimiter()
+
+    def _open_dbs(self) -> None:
+        create = not self.readonly
+        names = ("routes", "bindings", "sources", "expiry", "meta")
+        try:
+            # Opened outside an explicit transaction: a handle opened in a read-only
+            # transaction would be discarded with it.
+            dbs = [self._env.open_db(name.encode(), create=create) for name in names]
+        except lmdb.NotFoundError as exc:
+            raise StoreError(f"{self.path} is not an initialised ansim store") from exc
+        self._routes, self._bindings, self._sources, self._expiry, self._meta = dbs
+        with self._env.begin(write=create, db=self._meta) as txn:
+            stored = txn.get(b"format")
+            if stored is None and create:
+                txn.put(b"format", FORMAT)
+            elif stored != FORMAT:
+                raise StoreError(f"{self.path} holds {stored!r}, expected {FORMAT!r}")
+
+    def close(self) -> None:
+        """Close the environment; the Store must not be used afterwards."""
+        self._env.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- hot path
+
+    def lookup(
+        self, virtual: str, caller: str, now: float, *, count: bool = True
+    ) -> Route | Refusal:
+        """Decide a call from ``caller`` to ``virtual`` (both E.164) at epoch time ``now``.
+
+        Returns the Route to place, or a Refusal whose reason is one of
+        ``translate.bindings.REFUSAL_REASONS``. With ``count`` False (SMS, inspection)
+        the call is not counted against calls-per-hour limits.
+        """
+        x = virtual.encode()
+        try:
+            txn = self._env.begin(db=self._routes)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            txn = self._env.begin(db=self._routes)
+        try:
+            raw = txn.get(x + SEP + caller.encode())
+            if raw is None:
+                raw = txn.get(x)
+                if raw is None:
+                    cursor = txn.cursor()
+                    prefix = x + SEP
+                    if cursor.set_range(prefix) and cursor.key().startswith(prefix):
+                        return _NOT_PARTY
+                    return _UNKNOWN
+        finally:
+            txn.abort()
+        rec = _unpackb(raw)
+        flags = rec[0]
+        binding_id = rec[2]
+        max_seconds = None
+        if len(rec) > 3:
+            expires = rec[3]
+            if expires is not None and now >= expires:
+                return Refusal("expired", binding_id)
+            if len(rec) > 4:
+                refusal = self._check_limits(rec, now, count)
+                if refusal is not None:
+                    return refusal
+                max_seconds = rec[4]
+        return Route(
+            rec[1],
+            caller if flags & FLAG_PRESENT_CALLER else virtual,
+            binding_id,
+            KINDS[flags & KIND_MASK],
+            flags & FLAG_RECORD != 0,
+            max_seconds,
+        )
+
+    def _check_limits(self, rec: list[Any], now: float, count: bool) -> Refusal | None:
+        if len(rec) > 6:
+            start, end, timezone = rec[6]
+            if not within_hours(start, end, timezone, now):
+                return Refusal("hours", rec[2])
+        if (
+            count
+            and len(rec) > 5
+            and rec[5] is not None
+            and not self._limiter.admit(rec[2], rec[5], now)
+        ):
+            return Refusal("limit", rec[2])
+        return None
+
+    # ----------------------------------------------------------------- reading
+
+    def get(self, binding_id: str) -> tuple[Binding, str] | None:
+        """(binding, source) for an id, or None."""
+        with self._env.begin(db=self._bindings) as txn:
+            raw = txn.get(binding_id.encode())
+        return None if raw is None else decode_binding(binding_id, raw)
+
+    def on_virtual(self, virtual: str) -> list[tuple[Binding, str]]:
+        """Every binding on X (head first, then pairs in caller order), with its source."""
+        x = head_key(virtual)
+        ids: list[str] = []
+        with self._env.begin() as txn:
+            cursor = txn.cursor(db=self._routes)
+            if cursor.set_key(x):
+                ids.append(_unpackb(cursor.value())[2])
+            prefix = x + SEP
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if not key.startswith(prefix):
+                        break
+                    ids.append(_unpackb(value)[2])
+            out: list[tuple[Binding, str]] = []
+            for binding_id in dict.fromkeys(ids):
+                raw = txn.get(binding_id.encode(), db=self._bindings)
+                if raw is not None:
+                    out.append(decode_binding(binding_id, raw))
+        return out
+
+    def ids(self, source: str) -> list[str]:
+        """Ids of the bindings from ``source``, in id order."""
+        with self._env.begin() as txn:
+            return self._ids_in(txn, source)
+
+    def stats(self, now: float) -> StoreStats:
+        """Counts by source and kind, expired-but-not-purged counts, last loads, file size."""
+        result = StoreStats()
+        with self._env.begin(db=self._meta) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(b"count" + SEP):
+                for key, value in cursor:
+                    if not key.startswith(b"count" + SEP):
+                        break
+                    _, source, kind = key.decode().split("\0")
+                    result.counts.setdefault(source, {})[kind] = _unpackb(value)
+            cursor = txn.cursor()
+            if cursor.set_range(b"loaded" + SEP):
+                for key, value in cursor:
+                    if not key.startswith(b"loaded" + SEP):
+                        break
+                    result.loaded[key[7:].decode()] = _unpackb(value)
+            for key in txn.cursor(db=self._expiry).iternext(keys=True, values=False):
+                expires, kind, _ = expiry_key_parts(key)
+                if expires > now:
+                    break
+                result.expired[kind] = result.expired.get(kind, 0) + 1
+        info = self._env.info()
+        stat = self._env.stat()
+        result.size_bytes = (info["last_pgno"] + 1) * stat["psize"]
+        return result
+
+    # ----------------------------------------------------------------- writing
+
+    def put(
+        self, binding: Binding, *, now: float, source: str = "api", replace: bool = False
+    ) -> None:
+        """Add one binding (replacing the one with the same id when ``replace``).
+
+        Raises ConflictError when it breaks a rule; the store is then unchanged.
+        """
+        self._check_source(source)
+        with self._write() as txn:
+            writer = _Writer(self, txn, now)
+            if replace:
+                writer.remove(binding.id)
+            writer.add(binding, source)
+            writer.finish()
+
+    def put_many(
+        self,
+        bindings: Iterable[Binding],
+        *,
+        now: float,
+        source: str = "api",
+        progress: Progress | None = None,
+    ) -> int:
+        """Add many bindings in one transaction; all or nothing. Returns how many."""
+        self._check_source(source)
+        with self._write() as txn:
+            writer = _Writer(self, txn, now)
+            n = 0
+            for n, binding in enumerate(bindings, 1):
+                writer.add(binding, source)
+                if progress is not None and n % 10_000 == 0:
+                    progress(n)
+            writer.finish()
+        return n
+
+    def unbind(self, binding_id: str) -> bool:
+        """Remove a binding by id, whatever its source; False when there was none."""
+        with self._write() as txn:
+            writer = _Writer(self, txn, 0.0)
+            removed = writer.remove(binding_id)
+            writer.finish()
+        return removed
+
+    def replace_source(
+        self,
+        source: str,
+        bindings: Iterable[Binding],
+        *,
+        now: float,
+        progress: Progress | None = None,
+        loaded: dict[str, Any] | None = None,
+    ) -> ReplaceResult:
+        """Make ``bindings`` the whole set from ``source``, in one write transaction.
+
+        Unchanged bindings are left as they are; others of ``source`` are removed, new and
+        changed ones written. Bindings of other sources are not touched, except expired
+        ones standing in a new binding's way. Raises ConflictError listing every conflict;
+        the store is then unchanged. ``loaded`` is kept in ``meta`` for ``stats``.
+        """
+        self._check_source(source)
+        with self._write() as txn:
+            writer = _Writer(self, txn, now)
+            old = set(self._ids_in(txn, source))
+            wanted: dict[str, tuple[Binding, bytes]] = {}
+            for binding in bindings:
+                wanted[binding.id] = (binding, encode_binding(binding, source))
+            added = changed = unchanged = removed = 0
+            for binding_id in old:
+                item = wanted.get(binding_id)
+                if item is not None and txn.get(binding_id.encode(), db=self._bindings) == item[1]:
+                    unchanged += 1
+                    del wanted[binding_id]
+                    continue
+                writer.remove(binding_id)
+                if item is None:
+                    removed += 1
+                else:
+                    changed += 1
+            for n, (binding, _) in enumerate(wanted.values(), 1):
+                writer.add(binding, source)
+                if progress is not None and n % 1_000 == 0:
+                    progress(n)
+            added = len(wanted) - changed
+            if loaded is not None:
+                txn.put(b"loaded" + SEP + source.encode(), msgpack.packb(loaded), db=self._meta)
+            writer.finish()
+        return ReplaceResult(added=added, removed=removed, changed=changed, unchanged=unchanged)
+
+    def purge_expired(self, now: float, *, limit: int | None = None) -> int:
+        """Delete bindings expired at ``now`` (at most ``limit``); returns how many."""
+        with self._write() as txn:
+            due: list[str] = []
+            for key in txn.cursor(db=self._expiry).iternext(keys=True, values=False):
+                expires, _, binding_id = expiry_key_parts(key)
+                if expires > now or (limit is not None and len(due) >= limit):
+                    break
+                due.append(binding_id)
+            writer = _Writer(self, txn, now)
+            for binding_id in due:
+                writer.remove(binding_id)
+            writer.finish()
+        if due:
+            log.info("purged %d expired bindings", len(due))
+        return len(due)
+
+    def _ids_in(self, txn: lmdb.Transaction, source: str) -> list[str]:
+        prefix = source.encode() + SEP
+        cursor = txn.cursor(db=self._sources)
+        out: list[str] = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if not bytes(key).startswith(prefix):
+                    break
+                out.append(bytes(key[len(prefix) :]).decode())
+        return out
+
+    def _write(self) -> _WriteTxn:
+        if self.readonly:
+            raise StoreError("store opened read-only")
+        return _WriteTxn(self._env)
+
+    @staticmethod
+    def _check_source(source: str) -> None:
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+
+
+class _WriteTxn:
+    """A write transaction that commits only when the block ends without an exception,
+    adopts a map grown by another process, and reports a full map clearly."""
+
+    def __init__(self, env: lmdb.Environment) -> None:
+        self._env = env
+        self._txn: lmdb.Transaction | None = None
+
+    def __enter__(self) -> lmdb.Transaction:
+        try:
+            self._txn = self._env.begin(write=True)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)
+            self._txn = self._env.begin(write=True)
+        return self._txn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        assert self._txn is not None
+        if exc_type is not None:
+            self._txn.abort()
+            if exc_type is lmdb.MapFullError:
+                raise StoreError("translation store is full; open it with a larger map_size")
+            return
+        try:
+            self._txn.commit()
+        except lmdb.MapFullError:
+            raise StoreError("translation store is full; open it with a larger map_size") from None
+
+
+class _Writer:
+    """Adds and removes bindings inside one write transaction, checking every rule.
+
+    Conflicts are collected rather than raised at once so that one ConflictError lists
+    them all; ``finish`` raises it (aborting the transaction) or flushes the counters.
+    """
+
+    def __init__(self, store: Store, txn: lmdb.Transaction, now: float) -> None:
+        self.store = store
+        self.txn = txn
+        self.now = now
+        self.conflicts: list[Conflict] = []
+        self.deltas: dict[tuple[str, str], int] = {}
+
+    def add(self, binding: Binding, source: str) -> None:
+        s, txn = self.store, self.txn
+        problems = binding_problems(binding)
+        if problems:
+            for rule, _, message in problems:
+                self.conflicts.append(Conflict(binding.id, rule, message))
+            return
+        if not binding.live(self.now):
+            self.conflicts.append(Conflict(binding.id, "expired", "expiry is in the past"))
+            return
+        bid = binding.id.encode()
+        existing = txn.get(bid, db=s._bindings)
+        if existing is not None:
+            other, _ = decode_binding(binding.id, existing)
+            if other.live(self.now):
+                self.conflicts.append(
+                    Conflict(binding.id, "duplicate-id", "id already in use", binding.id)
+                )
+                return
+            self.remove(binding.id)
+        entries: list[tuple[bytes, str]] = []
+        if binding.has_head():
+            entries.append((head_key(binding.virtual), binding.a))
+        if binding.kind == "axb":
+            assert binding.b is not None
+            entries.append((party_key(binding.virtual, binding.a), binding.b))
+            entries.append((party_key(binding.virtual, binding.b), binding.a))
+        elif binding.kind == "axn":
+            assert binding.b is not None
+            entries.append((party_key(binding.virtual, binding.a), binding.b))
+        clear = True
+        for key, _ in entries:
+            clear = self._claim(binding, key) and clear
+        if not clear:
+            return
+        for key, callee in entries:
+            txn.put(key, route_value(binding, callee), db=s._routes)
+        txn.put(bid, encode_binding(binding, source), db=s._bindings)
+        txn.put(source_key(source, binding.id), b"", db=s._sources)
+        if binding.expires is not None:
+            txn.put(expiry_key(binding.expires, binding.kind, binding.id), b"", db=s._expiry)
+        self._count(source, binding.kind, 1)
+
+    def _claim(self, binding: Binding, key: bytes) -> bool:
+        """True when ``key`` is free for ``binding``, evicting an expired occupant."""
+        raw = self.txn.get(key, db=self.store._routes)
+        if raw is None:
+            return True
+        occupant_id = _unpackb(raw)[2]
+        occupant = self.txn.get(occupant_id.encode(), db=self.store._bindings)
+        if occupant is not None:
+            other, _ = decode_binding(occupant_id, occupant)
+            if not other.live(self.now):
+                self.remove(occupant_id)
+                return True
+            if SEP in key:
+                caller = key[key.index(SEP) + 1 :].decode()
+                rule = "party-conflict"
+                message = (
+                    f"{mask(caller)} already has a route on {binding.virtual}"
+                    f" in {other.kind} {occupant_id!r}"
+                )
+            else:
+                rule = "duplicate-virtual"
+                message = f"{binding.virtual} is already bound by {other.kind} {occupant_id!r}"
+            self.conflicts.append(Conflict(binding.id, rule, message, occupant_id))
+            return False
+        log.warning("route %r without binding %r; overwriting", key, occupant_id)
+        return True
+
+    def remove(self, binding_id: str) -> bool:
+        s, txn = self.store, self.txn
+        bid = binding_id.encode()
+        raw = txn.get(bid, db=s._bindings)
+        if raw is None:
+            return False
+        binding, source = decode_binding(binding_id, raw)
+        keys = [party_key(binding.virtual, p) for p in binding.parties()]
+        if binding.has_head():
+            keys.append(head_key(binding.virtual))
+        for key in keys:
+            value = txn.get(key, db=s._routes)
+            if value is not None and _unpackb(value)[2] == binding_id:
+                txn.delete(key, db=s._routes)
+        if binding.expires is not None:
+            txn.delete(expiry_key(binding.expires, binding.kind, binding_id), db=s._expiry)
+        txn.delete(source_key(source, binding_id), db=s._sources)
+        txn.delete(bid, db=s._bindings)
+        self._count(source, binding.kind, -1)
+        return True
+
+    def _count(self, source: str, kind: str, delta: int) -> None:
+        key = (source, kind)
+        self.deltas[key] = self.deltas.get(key, 0) + delta
+
+    def finish(self) -> None:
+        if self.conflicts:
+            raise ConflictError(self.conflicts)
+        for (source, kind), delta in self.deltas.items():
+            if not delta:
+                continue
+            key = b"count" + SEP + source.encode() + SEP + kind.encode()
+            raw = self.txn.get(key, db=self.store._meta)
+            total = (0 if raw is None else _unpackb(raw)) + delta
+            self.txn.put(key, msgpack.packb(total), db=self.store._meta)
