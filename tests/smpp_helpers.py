@@ -126,13 +126,15 @@ class NodeSmsc(Proc):
 
 
 def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: int = 0,
-                 password: str = "pw1", **queue: Any) -> Path:
+                 password: str = "pw1", mo: bool = False, window: int = 100,
+                 **queue: Any) -> Path:
     cfg: dict[str, Any] = {
         "enabled": True,
         "server": {
             "host": "127.0.0.1", "port": port, "system_id": "ansim",
             "accounts": [{"system_id": "carrier1", "password": password}],
             "enquire_link_interval": 30,
+            **({"mo_system_id": "carrier1"} if mo else {}),
         },
         "upstreams": [],
         "queue": {"path": str(workdir / "queue"), "fsync": False, "retry_min": 0.2,
@@ -144,7 +146,7 @@ def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: 
         cfg["upstreams"].append({
             "name": "node", "host": "127.0.0.1", "port": upstream_port,
             "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
-            "reconnect_max": 0.5, "response_timeout": 5,
+            "reconnect_max": 0.5, "response_timeout": 5, "window": window,
         })
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -163,7 +165,8 @@ class Esme:
     """An smpplib ESME bound as transceiver, collecting responses and deliver_sm."""
 
     def __init__(self, port: int, *, system_id: str = "carrier1", password: str = "pw1") -> None:
-        self.client = smpplib.client.Client("127.0.0.1", port, timeout=10)
+        self.client = smpplib.client.Client("127.0.0.1", port, timeout=10,
+                                            allow_unknown_opt_params=True)
         self.resps: list[Any] = []
         self.delivered: list[Any] = []
         self.client.set_message_sent_handler(lambda pdu: self.resps.append(pdu))
@@ -179,8 +182,10 @@ class Esme:
 
     def submit(self, src: str, dst: str, short_message: bytes, *, data_coding: int = 0,
                esm_class: int = 0, registered_delivery: int = 1, **tlvs: Any) -> Any:
-        return self.client.send_pdu(self.client_pdu(
-            src, dst, short_message, data_coding, esm_class, registered_delivery, **tlvs))
+        pdu = self.client_pdu(src, dst, short_message, data_coding, esm_class,
+                              registered_delivery, **tlvs)
+        self.client.send_pdu(pdu)
+        return pdu
 
     def client_pdu(self, src: str, dst: str, short_message: bytes, data_coding: int,
                    esm_class: int, registered_delivery: int, **tlvs: Any) -> Any:
@@ -192,6 +197,12 @@ class Esme:
             destination_addr=digits(dst),
             short_message=short_message, data_coding=data_coding, esm_class=esm_class,
             registered_delivery=registered_delivery, **tlvs)
+
+    def resp_for(self, pdu: Any) -> Any | None:
+        return next((r for r in self.resps if r.sequence == pdu.sequence), None)
+
+    def receipt_for(self, message_id: bytes) -> Any | None:
+        return next((d for d in self.delivered if d.receipted_message_id == message_id), None)
 
     def read_until(self, predicate: Any, timeout: float = 15.0) -> None:
         """Process incoming PDUs until ``predicate()`` holds (bounded by ``timeout``)."""
