@@ -139,7 +139,11 @@ class SmppServer:
                 link.transport.pause_reading()
 
     async def close(self, timeout: float) -> None:
-        """Unbind every carrier and wait (at most ``timeout``) for them to go."""
+        """Unbind every carrier and wait (at most ``timeout``) for them to go.
+
+        Links still open then are closed with a FIN first, so that answers already
+        written are read by the carrier, and aborted only if that does not finish either.
+        """
         now = self.loop.time()
         for link in list(self.links):
             link.session.unbind(now)
@@ -148,7 +152,12 @@ class SmppServer:
                 link.transport.resume_reading()  # to read the unbind_resp
         waiting = [link.closed for link in self.links]
         if waiting:
-            await asyncio.wait(waiting, timeout=timeout)
+            await asyncio.wait(waiting, timeout=timeout * 0.8)
+        for link in list(self.links):
+            link.close()
+        waiting = [link.closed for link in self.links]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout * 0.2)
         for link in list(self.links):
             if link.transport is not None:
                 link.transport.abort()

@@ -137,7 +137,7 @@ def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: 
             **({"mo_system_id": "carrier1"} if mo else {}),
         },
         "upstreams": [],
-        "queue": {"path": str(workdir / "queue"), "fsync": False, "retry_min": 0.2,
+        "queue": {"path": str(workdir / "queue"), "fsync": True, "retry_min": 0.2,
                   "retry_max": 1.0, **queue},
         "records": str(workdir / "cdr.sqlite"),
         "translate_store": str(workdir / "translate"),
