@@ -38,13 +38,7 @@ def test_config_error_lists_all_sorted() -> None:
 def test_values_and_positions(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "name: ansim\n"
-        "ports:\n"
-        "  - 5060\n"
-        "  - 5061\n"
-        "nested:\n"
-        "    flag: yes\n"
-        "    day: 2030-01-02\n",
+        "name: ansim\nports:\n  - 5060\n  - 5061\nnested:\n    flag: yes\n    day: 2030-01-02\n",
     )
     data, pos = load_yaml(path)
     assert data == {
@@ -74,7 +68,9 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_yaml(path)
     assert [(e.line, e.column) for e in info.value.errors] == [(4, 3), (5, 1)]
-    assert "duplicate-key: 'x' is already defined at line 3, column 3" in info.value.errors[0].reason
+    assert (
+        "duplicate-key: 'x' is already defined at line 3, column 3" in info.value.errors[0].reason
+    )
     assert "duplicate-key: 'a'" in info.value.errors[1].reason
 
 

@@ -1,0 +1,197 @@
+"""Tests for translate.cli: `ansim numbers check|load|lookup|show|stats|purge`."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from translate_helpers import write_map
+
+import translate.numbers as numbers
+from translate.cli import main
+from translate.progress import ProgressBar
+
+REPO = Path(__file__).resolve().parent.parent
+
+FIVE_ERRORS = """
+defaults:
+  timezone: Asia/Seoul
+ax:
+  - x: 050-7000-1001
+    a: 010-1111-0001
+    recrod: true
+  - x: 050-7000-1002
+    a: 010-11
+axb:
+  - id: trip-1
+    x: 050-7000-2001
+    a: 010-1111-0003
+    b: 010-1111-0004
+    expires: 2001-01-01 00:00
+  - id: trip-2
+    x: 050-7000-2001
+    a: 010-1111-0005
+    b: 010-1111-0004
+axn:
+  - x: 050-7000-1001
+    a: 010-1111-0006
+    b: 010-1111-0007
+"""
+
+GOOD = """
+ax:
+  - {id: desk, x: 050-7000-1001, a: 010-1111-0001, record: true, max_seconds: 300}
+axb:
+  - {id: trip-1, x: 050-7000-2001, a: 010-1111-0003, b: 010-1111-0004}
+axn:
+  - {id: shop, x: 050-7000-3001, a: 02-555-0101, b: 010-1111-0005}
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        status = main(["numbers", *argv])
+    finally:
+        numbers.SHOW_REAL_NUMBERS = False  # --show-numbers sets it for the process
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_check_lists_all_five_seeded_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_map(tmp_path, "bad.yaml", FIVE_ERRORS)
+    status, out, err = run(capsys, "check", str(path))
+    assert status == 1
+    lines = out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == [
+        f"{path}:6:5",
+        f"{path}:8:8",
+        f"{path}:14:14",
+        f"{path}:18:8",
+        f"{path}:20:8",
+    ]
+    rules = [line.split(": ")[1] for line in lines]
+    assert rules == [
+        "unknown-field",
+        "bad-number",
+        "expired",
+        "party-conflict",
+        "duplicate-virtual",
+    ]
+    assert "5 error(s)" in err
+
+
+def test_check_through_the_ansim_command(tmp_path: Path) -> None:
+    path = write_map(tmp_path, "bad.yaml", FIVE_ERRORS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "b2bua.cli", "numbers", "check", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stdout.splitlines()) == 5
+    assert all(line.startswith(f"{path}:") for line in proc.stdout.splitlines())
+
+
+def test_check_ok_and_default_maps_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_map(tmp_path / "config" / "numbers", "good.yaml", GOOD)
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = run(capsys, "check")
+    assert status == 0
+    assert out == "ok: 3 bindings in 1 file(s) (ax 1, axb 1, axn 1)\n"
+
+
+def test_load_lookup_show_stats_purge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_map(tmp_path / "config" / "numbers", "good.yaml", GOOD)
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(capsys, "lookup", "050-7000-1001", "--from", "010-9999-9999")
+    assert status == 1 and "no store at var/numbers.lmdb" in err
+
+    status, out, _ = run(capsys, "load")
+    assert status == 0
+    assert out.startswith("3 bindings from 1 file(s): 3 added")
+    assert (tmp_path / "var" / "numbers.lmdb" / "data.mdb").exists()
+
+    status, out, _ = run(capsys, "lookup", "050-7000-1001", "--from", "010-9999-9999")
+    assert (status, out) == (
+        0,
+        "route: call +8210****0001 presenting +825070001001"
+        " (binding 'desk', ax, record=yes, max_seconds=300)\n",
+    )
+    status, out, _ = run(
+        capsys, "lookup", "050-7000-2001", "--from", "010-1111-0003", "--show-numbers"
+    )
+    assert status == 0 and "call +821011110004 presenting +825070002001" in out
+    status, out, _ = run(capsys, "lookup", "050-7000-2001", "--from", "010-9999-9999")
+    assert status == 2 and out.startswith("refused: not_party (binding -)")
+    status, out, _ = run(capsys, "lookup", "050-7000-9999", "--from", "010-9999-9999")
+    assert status == 2 and out.startswith("refused: unknown")
+    status, _, err = run(capsys, "lookup", "050-7000-9999", "--from", "nobody")
+    assert status == 1 and "--from: invalid character 'n'" in err
+
+    status, out, _ = run(capsys, "show", "0507-000-3001")
+    assert status == 0
+    assert out == ("axn 'shop' +825070003001 -> a=+8225****0101 b=+8210****0005 [yaml, live]\n")
+    status, out, _ = run(capsys, "show", "0507-000-3009")
+    assert status == 1 and "not bound" in out
+
+    status, out, _ = run(capsys, "stats")
+    assert status == 0
+    assert "yaml               1           1           1           3" in out
+    assert "expired            0           0           0           0" in out
+    assert "last yaml load:" in out
+
+    status, out, _ = run(capsys, "purge")
+    assert (status, out) == (0, "purged 0 expired binding(s)\n")
+
+
+def test_load_refuses_bad_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_map(tmp_path / "maps", "bad.yaml", FIVE_ERRORS)
+    status, out, err = run(
+        capsys, "load", "--store", str(tmp_path / "s.lmdb"), "--maps", str(tmp_path / "maps")
+    )
+    assert status == 1
+    assert len(out.splitlines()) == 5
+    assert "map refused: 5 error(s)" in err
+
+
+def test_load_shows_progress_on_big_maps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["ax:"] + [f"  - {{x: '+8250700{i:05d}', a: '+8210{i:08d}'}}" for i in range(6000)]
+    write_map(tmp_path / "maps", "big.yaml", "\n".join(lines) + "\n")
+    status, out, err = run(
+        capsys, "load", "--store", str(tmp_path / "s.lmdb"), "--maps", str(tmp_path / "maps")
+    )
+    assert status == 0 and "6000 added" in out
+    # not a terminal under pytest: percentage lines
+    assert "checking: 100% (6000/6000)" in err
+    assert "writing: 100% (6000/6000)" in err
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    stream = FakeTerminal()
+    bar = ProgressBar(stream, threshold=10, width=10)
+    bar("writing", 5, 5)  # below the threshold: silent
+    bar("writing", 100, 100)
+    bar.close()
+    assert stream.getvalue() == "\rwriting   [##########] 100.0% 100/100\n"

@@ -1,0 +1,241 @@
+"""``ansim numbers ...``: check, load and inspect number maps and the translation store.
+
+``b2bua.cli`` calls ``register(subparsers)``; each command returns its exit status:
+0 success, 1 errors (bad map, bad input, missing store), 2 a lookup that was refused.
+Store and maps default to ``var/numbers.lmdb`` and ``config/numbers`` under the current
+directory, as in the engine configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from typing import Any
+
+import translate.numbers as numbers
+from translate.bindings import REFUSAL_REASONS, Refusal
+from translate.compiler import compile_maps
+from translate.numbers import NumberError, NumberPlan, normalise
+from translate.progress import ProgressBar
+from translate.reload import reload_maps
+from translate.store import Store, StoreError
+from translate.yaml_source import ConfigError
+
+__all__ = ["DEFAULT_MAPS", "DEFAULT_STORE", "main", "register"]
+
+DEFAULT_STORE = "var/numbers.lmdb"
+DEFAULT_MAPS = "config/numbers"
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``numbers`` command and its subcommands to an argparse subparsers object."""
+    numbers_parser = subparsers.add_parser(
+        "numbers", help="check, load and inspect number maps and the translation store"
+    )
+    sub = numbers_parser.add_subparsers(dest="numbers_command", metavar="SUBCOMMAND", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=DEFAULT_STORE, help="LMDB store (%(default)s)")
+    common.add_argument("--maps", default=DEFAULT_MAPS, help="map directory (%(default)s)")
+    common.add_argument("--country-code", default="82", help="national plan (%(default)s)")
+    common.add_argument("--trunk-prefix", default="0", help="(%(default)s)")
+    common.add_argument("--international-prefix", default="00", help="(%(default)s)")
+    common.add_argument("--show-numbers", action="store_true", help="print real numbers unmasked")
+
+    p = sub.add_parser("check", parents=[common], help="validate maps; exit 1 listing all errors")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (--maps)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("load", parents=[common], help="compile the maps into the store")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("lookup", parents=[common], help="decide a call from C to X")
+    p.add_argument("virtual", metavar="X")
+    p.add_argument("--from", dest="caller", required=True, metavar="C")
+    p.add_argument("--at", help="ISO 8601 time or epoch seconds (default: now)")
+    p.set_defaults(func=cmd_lookup)
+
+    p = sub.add_parser("show", parents=[common], help="list the bindings on X")
+    p.add_argument("virtual", metavar="X")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("stats", parents=[common], help="counts by source and kind, expired")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("purge", parents=[common], help="delete expired bindings")
+    p.set_defaults(func=cmd_purge)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``numbers`` subcommands without the rest of the ansim CLI."""
+    parser = argparse.ArgumentParser(prog="ansim")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+def _plan(args: argparse.Namespace) -> NumberPlan:
+    return NumberPlan(args.country_code, args.trunk_prefix, args.international_prefix)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    if args.show_numbers:
+        numbers.SHOW_REAL_NUMBERS = True
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    _setup(args)
+    paths = args.paths or [args.maps]
+    bar = ProgressBar()
+    try:
+        compiled = compile_maps(paths, _plan(args), now=time.time(), progress=bar)
+    except ConfigError as exc:
+        bar.close()
+        for error in exc.errors:
+            print(error)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    bar.close()
+    counts = compiled.counts()
+    print(
+        f"ok: {len(compiled.bindings)} bindings in {len(compiled.files)} file(s)"
+        f" (ax {counts['ax']}, axb {counts['axb']}, axn {counts['axn']})"
+    )
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    _setup(args)
+    bar = ProgressBar()
+    try:
+        with Store(args.store) as store:
+            result = reload_maps(store, args.maps, _plan(args), progress=bar)
+    except StoreError as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bar.close()
+    for error in result.errors:
+        print(error)
+    print(result.summary(), file=sys.stderr if not result.ok else sys.stdout)
+    return 0 if result.ok else 1
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    _setup(args)
+    plan = _plan(args)
+    virtual = normalise(args.virtual, plan)
+    caller = normalise(args.caller, plan)
+    for name, value in (("X", virtual), ("--from", caller)):
+        if isinstance(value, NumberError):
+            print(f"error: {name}: {value}", file=sys.stderr)
+            return 1
+    assert isinstance(virtual, str) and isinstance(caller, str)
+    try:
+        now = _parse_time(args.at)
+    except ValueError as exc:
+        print(f"error: --at: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with Store(args.store, readonly=True) as store:
+            decision = store.lookup(virtual, caller, now, count=False)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    mask = numbers.mask
+    if isinstance(decision, Refusal):
+        print(
+            f"refused: {decision.reason} (binding {decision.binding_id or '-'}):"
+            f" {REFUSAL_REASONS.get(decision.reason, '')}"
+        )
+        return 2
+    print(
+        f"route: call {mask(decision.callee)} presenting"
+        f" {virtual if decision.present == virtual else mask(decision.present)}"
+        f" (binding {decision.binding_id!r}, {decision.kind}, record={_yes(decision.record)},"
+        f" max_seconds={decision.max_seconds or '-'})"
+    )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _setup(args)
+    virtual = normalise(args.virtual, _plan(args))
+    if isinstance(virtual, NumberError):
+        print(f"error: X: {virtual}", file=sys.stderr)
+        return 1
+    try:
+        with Store(args.store, readonly=True) as store:
+            found = store.on_virtual(virtual)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not found:
+        print(f"{virtual}: not bound")
+        return 1
+    now = time.time()
+    for binding, source in found:
+        state = "live" if binding.live(now) else "EXPIRED"
+        print(f"{binding.describe()} [{source}, {state}]")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    _setup(args)
+    try:
+        with Store(args.store, readonly=True) as store:
+            stats = store.stats(time.time())
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"store: {args.store} ({stats.size_bytes / 1e6:.1f} MB used)")
+    print(f"{'source':<8}{'ax':>12}{'axb':>12}{'axn':>12}{'total':>12}")
+    for source in sorted(stats.counts):
+        by_kind = stats.counts[source]
+        row = [by_kind.get(k, 0) for k in ("ax", "axb", "axn")]
+        print(f"{source:<8}{row[0]:>12}{row[1]:>12}{row[2]:>12}{sum(row):>12}")
+    expired = [stats.expired.get(k, 0) for k in ("ax", "axb", "axn")]
+    print(f"{'expired':<8}{expired[0]:>12}{expired[1]:>12}{expired[2]:>12}{sum(expired):>12}")
+    for source, info in sorted(stats.loaded.items()):
+        when = dt.datetime.fromtimestamp(info["at"]).isoformat(timespec="seconds")
+        print(
+            f"last {source} load: {when}, {info['bindings']} bindings from"
+            f" {info['files']} file(s), digest {info['digest'][:12]}"
+        )
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    _setup(args)
+    try:
+        with Store(args.store) as store:
+            n = store.purge_expired(time.time())
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"purged {n} expired binding(s)")
+    return 0
+
+
+def _parse_time(text: str | None) -> float:
+    if text is None:
+        return time.time()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.timestamp()
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
