@@ -1,0 +1,272 @@
+"""The SIP endpoint: glue between the transports and the sans-IO core.
+
+It parses what the transports deliver, refuses bad requests statelessly, answers
+out-of-dialog OPTIONS itself (carrier keep-alives), feeds the rest to the transaction
+layer, hands the resulting events to the transaction user (the call engine), flushes
+the transaction layer's outbox to the transports and keeps one loop timer armed at
+the transaction layer's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from .sip.errors import SipParseError
+from .sip.events import Event
+from .sip.message import Request, Response, SipMessage
+from .sip.parser import parse_datagram
+from .sip.responses import make_response
+from .sip.routing import Peer, response_destination, stamp_received
+from .sip.transaction import ClientTransaction, ServerTransaction, TimerConfig, TransactionLayer
+from .sip.validate import ALLOW_HEADER, check_request, check_response
+from .transport import Transports
+
+log = logging.getLogger(__name__)
+
+
+class SipStats:
+    """Counters of the endpoint, read by the metrics collector at scrape time (plain ints
+    so that counting costs nothing on the hot path)."""
+
+    __slots__ = (
+        "options_answered",
+        "parse_errors",
+        "rejected",
+        "requests",
+        "responses",
+        "responses_dropped",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.responses = 0
+        self.parse_errors = 0
+        self.responses_dropped = 0
+        self.options_answered = 0
+        self.rejected: dict[int, int] = {}
+
+
+class TransactionUser(Protocol):
+    """What the endpoint hands events to (the call engine)."""
+
+    def handle_event(self, event: Event, now: float) -> None: ...
+
+
+class SipEndpoint:
+    """One engine's SIP endpoint."""
+
+    def __init__(
+        self,
+        *,
+        timers: TimerConfig | None = None,
+        symmetric_response: bool = True,
+        user_agent: bytes = b"ansim",
+        max_message: int = 65536,
+        tcp_idle_timeout: float = 120.0,
+    ) -> None:
+        self.layer = TransactionLayer(timers, is_reliable=_reliable)
+        self.symmetric = symmetric_response
+        self.user_agent = user_agent
+        self.stats = SipStats()
+        self.user: TransactionUser | None = None
+        self.transports = Transports(
+            self.on_datagram,
+            self.on_stream,
+            self.on_send_error,
+            max_message=max_message,
+            idle_timeout=tcp_idle_timeout,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._closing = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def listen(self, transport: str, host: str, port: int) -> Peer:
+        self._loop = asyncio.get_running_loop()
+        if transport == "udp":
+            return await self.transports.listen_udp(host, port)
+        return await self.transports.listen_tcp(host, port)
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def pending(self) -> int:
+        """Transactions still alive."""
+        return len(self.layer.server) + len(self.layer.client)
+
+    async def drain(self, timeout: float) -> None:
+        """Let in-flight transactions finish (or time out), for at most ``timeout`` s."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while loop.time() < end and any(
+            t.state.name in ("CALLING", "TRYING", "PROCEEDING") for t in self._live()
+        ):
+            await asyncio.sleep(0.05)
+
+    def _live(self) -> list[ClientTransaction | ServerTransaction]:
+        return [*self.layer.server.values(), *self.layer.client.values()]
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transports.close()
+
+    # -- input -----------------------------------------------------------------------------
+    def on_datagram(self, data: bytes, peer: Peer) -> None:
+        if len(data) <= 4 and not data.strip():
+            return  # CRLF keep-alive
+        try:
+            msg = parse_datagram(data)
+        except SipParseError as exc:
+            self._parse_failed(exc, peer)
+            return
+        self._handle(msg, peer)
+
+    def on_stream(self, item: SipMessage | SipParseError, peer: Peer) -> None:
+        if isinstance(item, SipParseError):
+            self._parse_failed(item, peer)
+        else:
+            self._handle(item, peer)
+
+    def _parse_failed(self, exc: SipParseError, peer: Peer) -> None:
+        self.stats.parse_errors += 1
+        msg = exc.message
+        if isinstance(msg, Request) and msg.has(b"via"):
+            self._reject(msg, peer, exc.status, exc.reason.encode())
+        self._flush()
+
+    def _reject(
+        self, req: Request, peer: Peer, status: int, reason: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        rejected = self.stats.rejected
+        rejected[status] = rejected.get(status, 0) + 1
+        if req.method == b"ACK":
+            return
+        try:
+            dest = response_destination(req.via, peer, symmetric=self.symmetric)
+        except SipParseError:
+            dest = peer
+        resp = make_response(req, status, reason, to_tag=_stateless_tag(req), headers=headers)
+        self.layer.outbox.append((resp.serialize(), dest))
+
+    def _handle(self, msg: SipMessage, peer: Peer) -> None:
+        now = self.now()
+        if isinstance(msg, Request):
+            self.stats.requests += 1
+            rej = check_request(msg)
+            if rej is not None:
+                self._reject(msg, peer, rej.status, rej.phrase, rej.headers)
+                self._flush()
+                return
+            via = msg.via
+            stamped = stamp_received(msg.get(b"via") or b"", via, peer) if via.host != peer[1].encode() or via.has_rport else None
+            if stamped is not None:
+                i = msg.names.index(b"via")
+                line = msg.lines[i]
+                msg.lines[i] = line[: line.find(b":") + 1] + b" " + stamped
+            dest = response_destination(via, peer, symmetric=self.symmetric)
+            if msg.method == b"OPTIONS" and msg.to_tag is None:
+                self._answer_options(msg, dest)
+                self._flush()
+                return
+            if self._closing and msg.method == b"INVITE" and msg.to_tag is None:
+                self._reject(msg, peer, 503, b"Service Unavailable", [(b"retry-after", b"5")])
+                self._flush()
+                return
+            events = self.layer.receive(msg, dest, now)
+        else:
+            assert isinstance(msg, Response)
+            self.stats.responses += 1
+            if check_response(msg) is not None:
+                self.stats.responses_dropped += 1
+                return
+            events = self.layer.receive(msg, peer, now)
+        user = self.user
+        if user is not None:
+            for ev in events:
+                user.handle_event(ev, now)
+        self._flush()
+
+    def _answer_options(self, req: Request, dest: Peer) -> None:
+        self.stats.options_answered += 1
+        resp = make_response(
+            req,
+            200,
+            b"OK",
+            to_tag=_stateless_tag(req),
+            headers=[
+                (b"allow", ALLOW_HEADER),
+                (b"accept", b"application/sdp"),
+                (b"supported", b"100rel, timer, replaces"),
+                (b"server", self.user_agent),
+            ],
+        )
+        self.layer.outbox.append((resp.serialize(), dest))
+
+    def on_send_error(self, peer: Peer) -> None:
+        now = self.now()
+        events: list[Event] = []
+        for txn in self._live():
+            if txn.dest == peer and txn.state.name in ("CALLING", "TRYING", "PROCEEDING"):
+                events.extend(self.layer.transport_error(txn))
+        user = self.user
+        if user is not None:
+            for ev in events:
+                user.handle_event(ev, now)
+        self._flush()
+
+    # -- output ----------------------------------------------------------------------------
+    def send_request(self, req: Request, dest: Peer, user: Any = None) -> ClientTransaction:
+        txn = self.layer.send_request(req, dest, self.now(), user)
+        return txn
+
+    def respond(self, txn: ServerTransaction, resp: Response) -> None:
+        self.layer.respond(txn, resp, self.now())
+
+    def send_raw(self, data: bytes, dest: Peer) -> None:
+        self.layer.outbox.append((data, dest))
+
+    def flush(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        layer = self.layer
+        if layer.outbox:
+            send = self.transports.send
+            for data, dest in layer.take_outbox():
+                send(data, dest)
+        at = layer.get_timer()
+        if at is not None and (self._timer_at is None or at < self._timer_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            assert self._loop is not None
+            self._timer_at = at
+            self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.now()
+        events = self.layer.handle_timer(now)
+        user = self.user
+        if user is not None:
+            for ev in events:
+                user.handle_event(ev, now)
+        self._flush()
+
+
+def _reliable(dest: Any) -> bool:
+    return bool(dest[0] != "udp")
+
+
+def _stateless_tag(req: Request) -> bytes:
+    """A To tag for a stateless reply that is the same for every retransmission of ``req``."""
+    import zlib
+
+    key = (req.get(b"call-id") or b"") + (req.get(b"cseq") or b"")
+    return b"sl%08x" % zlib.crc32(key)

@@ -1,0 +1,7 @@
+"""ansim's own sans-IO SIP core: message model, parser, URIs, validation, transactions, dialogs.
+
+Nothing in this package opens a socket, touches asyncio or reads a clock: bytes and a
+time value go in, bytes and events come out. It is ansim's own because the B2BUA hot
+path needs a parser and transaction layer built for speed, and no maintained Python SIP
+stack fits (see DESIGN.md, "Dependencies").
+"""

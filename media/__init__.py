@@ -1,0 +1,1 @@
+"""Media handling: RTP relay, recording, DTMF and prompts (imports nothing else of ansim)."""
