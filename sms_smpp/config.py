@@ -94,6 +94,8 @@ class QueueConfig(_Strict):
     #: fsync each commit (an accepted message survives power loss, not only a crash)
     fsync: bool = True
     max_pending: int = Field(default=200_000, ge=1)
+    #: with an upstream bound, carriers' reading pauses past this many waiting messages
+    forward_backlog: int = Field(default=1000, ge=1)
     default_validity: float = Field(default=48 * 3600.0, gt=0)
     max_validity: float = Field(default=7 * 24 * 3600.0, gt=0)
     retry_min: float = Field(default=1.0, gt=0)

@@ -13,6 +13,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ _STOP = ("stop",)
 class SmsRecords:
     """Asynchronous writer of the ``sms`` table (see module docstring)."""
 
-    def __init__(self, path: str, batch: int = 2000, linger: float = 0.2) -> None:
+    def __init__(self, path: str, batch: int = 50_000, linger: float = 0.2) -> None:
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         self.path = path
@@ -109,19 +110,31 @@ class SmsRecords:
         stop = False
         while not stop:
             first = self._queue.get()
+            # Let rows accumulate, then take them all: a few wake-ups a second keep this
+            # thread from competing with the event loop for the GIL under load.
+            if first is not _STOP:
+                time.sleep(self._linger)
             items = [first]
             try:
                 while len(items) < self._batch:
-                    items.append(self._queue.get(timeout=self._linger if len(items) < 2 else 0))
+                    items.append(self._queue.get_nowait())
             except queue.Empty:
                 pass
             try:
                 db.execute("BEGIN")
-                for item in items:
-                    if item is _STOP:
+                # Consecutive rows of one statement go through executemany: one call into
+                # C per run keeps this thread off the GIL the event loop needs.
+                start = 0
+                while start < len(items):
+                    sql = items[start][0]
+                    end = start + 1
+                    while end < len(items) and items[end][0] is sql:
+                        end += 1
+                    if items[start] is _STOP:
                         stop = True
-                        continue
-                    db.execute(item[0], item[1])
+                    else:
+                        db.executemany(sql, [item[1] for item in items[start:end]])
+                    start = end
                 db.execute("COMMIT")
             except sqlite3.Error:
                 log.exception("writing SMS records failed; %d records lost", len(items))

@@ -107,6 +107,13 @@ class Relay:
         self.depth = 0
         self.accepting = True
         self.sending = True
+        # While an upstream is bound, carriers are read only as fast as the upstream takes
+        # messages: past this many waiting, reading pauses (TCP pushes back on the
+        # carrier) instead of letting a standing queue add latency. With no upstream
+        # bound, messages are stored up to queue.max_pending.
+        self._backlog_high = qc.forward_backlog
+        self._carriers: set[EsmeLink] = set()
+        self._reading_paused = False
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -230,6 +237,24 @@ class Relay:
                                route.present, route.binding_id, sm.data_coding,
                                user_data_length(sm), part, now, "queued", None))
         self._answer_after_commit(link, cid, seq, 0, msg_id)
+        if len(self._ready) > self._backlog_high and self._upstreams:
+            self._pause_carriers()
+
+    def _pause_carriers(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            for link in self._carriers:
+                if link.transport is not None:
+                    link.transport.pause_reading()
+
+    def _resume_carriers(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if not self.accepting:
+                return
+            for link in self._carriers:
+                if link.transport is not None:
+                    link.transport.resume_reading()
 
     # -- upstream side ------------------------------------------------------------------
 
@@ -246,6 +271,8 @@ class Relay:
         m.BINDS.labels("upstream").set(len(self._upstreams))
         for msg in reversed(unanswered):
             self._ready.appendleft(msg)
+        if not self._upstreams:
+            self._resume_carriers()  # store and forward until one is back
         self._pump()
 
     def on_upstream_response(self, link: UpstreamLink, pdu: Pdu, msg: Message) -> None:
@@ -338,6 +365,8 @@ class Relay:
                     links.remove(link)
         for link in self._upstreams:
             link.flush()
+        if self._reading_paused and len(ready) <= self._backlog_high // 2:
+            self._resume_carriers()
 
     # -- receipts and mobile-originated messages from upstream ----------------------------
 
@@ -434,11 +463,15 @@ class Relay:
     # -- carrier side: deliveries to receivers ------------------------------------------
 
     def esme_up(self, link: EsmeLink) -> None:
+        self._carriers.add(link)
+        if self._reading_paused and link.transport is not None:
+            link.transport.pause_reading()
         if link.receives:
             self._esme_links.setdefault(link.system_id, []).append(link)
             self._schedule_pump()
 
     def esme_down(self, link: EsmeLink, unanswered: list[Message]) -> None:
+        self._carriers.discard(link)
         links = self._esme_links.get(link.system_id)
         if links and link in links:
             links.remove(link)
@@ -498,6 +531,7 @@ class Relay:
 
     def stop_accepting(self) -> None:
         self.accepting = False
+        self._reading_paused = False
 
     def stop_sending(self) -> None:
         self.sending = False
