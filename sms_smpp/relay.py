@@ -527,6 +527,34 @@ class Relay:
         for link in touched:
             link.flush()
 
+    def sweep_expired(self, now: float) -> int:
+        """Drop messages past their validity that wait with no live bind to take them.
+
+        (Where a bind is live, the pump drops them as it reaches them.)
+        """
+        dropped = 0
+        if not self._upstreams and self._ready:
+            keep: deque[Message] = deque()
+            for msg in self._ready:
+                if msg.expires <= now:
+                    m.UP_EXPIRED.inc()
+                    self._finish(msg, "expired", None, MessageState.EXPIRED, now)
+                    dropped += 1
+                else:
+                    keep.append(msg)
+            self._ready = keep
+        for system_id, dq in self._esme_ready.items():
+            if dq and not self._esme_links.get(system_id):
+                kept = deque(msg for msg in dq if msg.expires > now)
+                for msg in dq:
+                    if msg.expires <= now:
+                        self._finish(msg, "expired", None, MessageState.EXPIRED, now)
+                        dropped += 1
+                self._esme_ready[system_id] = kept
+        if dropped:
+            self._schedule_pump()
+        return dropped
+
     # -- stopping ---------------------------------------------------------------------------
 
     def stop_accepting(self) -> None:

@@ -63,12 +63,17 @@ class SmppService:
         return self.server.port
 
     async def _housekeep(self) -> None:
-        assert self.queue is not None
+        assert self.queue is not None and self.relay is not None
+        ticks = 0
         while True:
-            await asyncio.sleep(600)
-            removed = self.queue.expire_receipt_maps(time.time() - self.config.queue.dlr_ttl)
-            if removed:
-                log.info("forgot %d receipt id maps past their time", removed)
+            await asyncio.sleep(1.0)
+            ticks += 1
+            now = time.time()
+            self.relay.sweep_expired(now)
+            if ticks % 600 == 0:
+                removed = self.queue.expire_receipt_maps(now - self.config.queue.dlr_ttl)
+                if removed:
+                    log.info("forgot %d receipt id maps past their time", removed)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Graceful, bounded stop (see module docstring)."""

@@ -127,7 +127,7 @@ class NodeSmsc(Proc):
 
 def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: int = 0,
                  password: str = "pw1", mo: bool = False, window: int = 100,
-                 **queue: Any) -> Path:
+                 backup_port: int | None = None, **queue: Any) -> Path:
     cfg: dict[str, Any] = {
         "enabled": True,
         "server": {
@@ -145,6 +145,12 @@ def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: 
     if upstream_port is not None:
         cfg["upstreams"].append({
             "name": "node", "host": "127.0.0.1", "port": upstream_port,
+            "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
+            "reconnect_max": 0.5, "response_timeout": 5, "window": window,
+        })
+    if backup_port is not None:
+        cfg["upstreams"].append({
+            "name": "backup", "host": "127.0.0.1", "port": backup_port, "priority": 1,
             "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
             "reconnect_max": 0.5, "response_timeout": 5, "window": window,
         })
