@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -51,14 +50,8 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     from translate.store import Store, StoreError
 
-    path = args.store or config.translate_store
-    if not os.path.exists(os.path.join(path, "data.mdb")):
-        print(f"ansim smpp: no translation store at {path}", file=sys.stderr)
-        return 2
     try:
-        # Opened read-write: LMDB serialises writers across processes and this process
-        # never writes; read-only opening is not relied on.
-        store = Store(path)
+        store = Store(args.store or config.translate_store, readonly=True)
     except StoreError as exc:
         print(f"ansim smpp: {exc}", file=sys.stderr)
         return 2
