@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules that contribute subcommands through a ``register(subparsers)`` function.
-_COMMAND_MODULES = ("b2bua.serve", "translate.cli", "sms_smpp.cli")
+_COMMAND_MODULES = ("b2bua.serve", "b2bua.cdr", "translate.cli", "sms_smpp.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

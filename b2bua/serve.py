@@ -9,12 +9,18 @@ import signal
 import sys
 from pathlib import Path
 
+from translate.numbers import NumberPlan
+from translate.reload import MapWatcher, reload_maps
+from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
+from .calls import CallEngine
+from .cdr import CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
 from .endpoint import SipEndpoint
 from .logs import setup_logging
 from .sip.transaction import TimerConfig
+from .trunks import TrunkTable, load_trunks
 
 log = logging.getLogger("ansim")
 
@@ -38,6 +44,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         config = load_engine_config(args.config)
         listeners = [Listen.parse(s) for s in args.sip] if args.sip else config.sip.listeners()
+        trunks = load_trunks(Path(args.config) / config.trunks)
     except ConfigError as exc:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return 2
@@ -48,22 +55,25 @@ def serve_command(args: argparse.Namespace) -> int:
         setup_logging("debug", show_numbers=True)
     else:
         setup_logging(config.logging.level, show_numbers=config.logging.show_numbers)
-    try:
-        import uvloop
+    import uvloop
 
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a hard dependency on Linux
-        runner = asyncio.run
-    return runner(Engine(config, Path(args.config), listeners).run())
+    return uvloop.run(Engine(config, Path(args.config), listeners, trunks).run())
 
 
 class Engine:
     """One engine process: SIP endpoint, call engine and the services beside them."""
 
-    def __init__(self, config: EngineConfig, config_dir: Path, listeners: list[Listen]) -> None:
+    def __init__(self, config: EngineConfig, config_dir: Path, listeners: list[Listen], trunks: TrunkTable) -> None:
         self.config = config
         self.config_dir = config_dir
         self.listeners = listeners
+        self.trunks = trunks
+        n = config.numbers
+        self.plan = NumberPlan(n.country_code, n.trunk_prefix, n.international_prefix)
+        self.store: Store | None = None
+        self.cdr: CdrWriter | None = None
+        self.calls: CallEngine | None = None
+        self.smpp: object | None = None
         sip = config.sip
         self.endpoint = SipEndpoint(
             timers=TimerConfig(sip.timers.t1, sip.timers.t2, sip.timers.t4),
@@ -78,18 +88,106 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        try:
+            self.store = Store(self.config.numbers.store)
+        except StoreError as exc:
+            log.error("cannot open the number store: %s", exc)
+            return 1
+        maps = Path(self.config.numbers.maps)
+        watcher = MapWatcher(maps) if self.config.numbers.watch else None
+        if maps.is_dir():
+            self._reload()
+        self.cdr = CdrWriter(self.config.cdr)
+        advertise: dict[str, tuple[str, int]] = {}
         try:
             for item in self.listeners:
                 bound = await self.endpoint.listen(item.transport, item.host, item.port)
+                advertise.setdefault(bound[0], (bound[1], bound[2]))
                 log.info("listening", extra={"transport": bound[0], "host": bound[1], "port": bound[2]})
         except OSError as exc:
             log.error("cannot listen: %s", exc)
-            await self.endpoint.close()
+            await self._close()
+            return 1
+        if self.config.sip.advertise:
+            host, _, port = self.config.sip.advertise.rpartition(":")
+            if port.isdigit():
+                advertise = {k: (host, int(port)) for k in advertise}
+            else:
+                advertise = {k: (self.config.sip.advertise, v[1]) for k, v in advertise.items()}
+        self.calls = CallEngine(
+            self.endpoint,
+            self.store,
+            self.trunks,
+            plan=self.plan,
+            advertise=advertise,
+            cdr=self.cdr,
+            call_later=loop.call_later,
+        )
+        self.endpoint.user = self.calls
+        if self.config.metrics.listen:
+            from .metrics import serve_metrics
+
+            try:
+                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen)
+            except OSError as exc:
+                log.error("cannot serve metrics on %s: %s", self.config.metrics.listen, exc)
+        if not await self._start_smpp():
+            await self._close()
             return 1
         log.info("engine started", extra={"config": str(self.config_dir)})
-        await self._stop.wait()
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), 1.0)
+            except TimeoutError:
+                if watcher is not None and watcher.changed():
+                    self._reload()
         log.info("stopping: finishing in-flight transactions")
+        await self._stop_smpp()
+        self.calls.shutdown(self.endpoint.now())
         await self.endpoint.drain(DRAIN_SECONDS)
-        await self.endpoint.close()
+        await self._close()
         log.info("engine stopped")
         return 0
+
+    def _reload(self) -> None:
+        if self.store is None:
+            return
+        result = reload_maps(self.store, self.config.numbers.maps, self.plan)
+        if not result.ok:
+            log.error("number map reload refused; the running map stays", extra={"errors": len(result.errors)})
+
+    async def _start_smpp(self) -> bool:
+        if not self.config.smpp:
+            return True
+        path = self.config_dir / self.config.smpp
+        if not path.exists():
+            return True
+        from sms_smpp.config import load_config
+        from sms_smpp.service import SmppService
+
+        try:
+            smpp_config = load_config(path)
+        except ConfigError as exc:
+            log.error("SMPP configuration refused:\n%s", exc)
+            return False
+        if not smpp_config.enabled:
+            return True
+        assert self.store is not None
+        service = SmppService(smpp_config, self.store)
+        await service.start()
+        self.smpp = service
+        log.info("SMPP relay started", extra={"port": service.port})
+        return True
+
+    async def _stop_smpp(self) -> None:
+        service = self.smpp
+        if service is not None:
+            await service.stop(timeout=2.0)  # type: ignore[attr-defined]
+
+    async def _close(self) -> None:
+        await self.endpoint.close()
+        if self.cdr is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.cdr.close)
+        if self.store is not None:
+            self.store.close()

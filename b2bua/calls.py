@@ -1,0 +1,922 @@
+"""The call engine: the transaction user that bridges an A-leg and a B-leg.
+
+A carrier's INVITE for virtual number X arrives on the A-leg; the engine answers 100,
+asks the translation store whom to call, and places the B-leg INVITE to the real
+callee over the route's trunks, presenting the number the binding says. Everything the
+far leg sees is built fresh here (DESIGN.md, "What the far leg may see"): Call-ID,
+tags, Via, Contact, From/To/P-Asserted-Identity, the SDP origin. Headers of the other
+leg pass only through the configured allow-list.
+
+In-dialog requests (BYE, re-INVITE, UPDATE, PRACK, INFO, OPTIONS) are relayed to the
+other leg as new transactions and their responses relayed back. ACKs for 2xx are
+relayed end to end. The engine keeps no per-message logs; it counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+from translate.bindings import Refusal
+from translate.numbers import NumberPlan, mask
+from translate.store import Store
+
+from .cdr import CallRecord, CdrWriter
+from .endpoint import SipEndpoint
+from .sip.dialog import Dialog, without_tag
+from .sip.errors import SipParseError
+from .sip.events import (
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionTimeout,
+    TransportError,
+)
+from .sip.message import START_NAME, Request, Response
+from .sip.responses import REASONS, make_response
+from .sip.routing import Peer
+from .sip.sdp import OriginRewriter, rewrite_sdp
+from .sip.transaction import ClientTransaction, ServerTransaction, State
+from .sip.uri import parse_name_addr, parse_uri
+from .sip.validate import ALLOW_HEADER, SUPPORTED_OPTIONS
+from .trunks import Trunk, TrunkTable
+
+log = logging.getLogger(__name__)
+
+# Refusal reason -> (status, phrase). "expired" looks like "unknown" to the caller.
+REFUSALS: dict[str, tuple[int, bytes]] = {
+    "unknown": (404, b"Not Found"),
+    "expired": (404, b"Not Found"),
+    "not_party": (403, b"Forbidden"),
+    "limit": (486, b"Busy Here"),
+    "hours": (403, b"Forbidden"),
+}
+# B-leg final status -> what the caller is told. Statuses that would reveal that the
+# real number is unknown or redirect to it are folded into 480.
+MAPPED_STATUS: dict[int, int] = {404: 480, 410: 480, 484: 480, 485: 480, 604: 480, 401: 503, 407: 503}
+# Headers whose values are option tags or numbers only, copied between legs as they are.
+_SAFE_COPY = (b"supported", b"session-expires", b"min-se", b"allow", b"accept")
+_MEDIA_TYPES = (b"content-type",)
+
+
+class CallState(IntEnum):
+    ROUTING = 1
+    EARLY = 2
+    ANSWERED = 3
+    CONFIRMED = 4
+    ENDED = 5
+
+
+class Ids:
+    """Unique tokens for tags, branches and Call-IDs: a random per-process prefix and a counter."""
+
+    __slots__ = ("_n", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(5).hex().encode()
+        self._n = 0
+
+    def next(self) -> bytes:
+        self._n += 1
+        return self._prefix + b"%x" % self._n
+
+
+class Leg:
+    """One side of a call: its dialog, where to send, and the SDP origin it is shown."""
+
+    __slots__ = ("ack_cseq", "call", "dialog", "is_a", "origin", "out_pending", "peer", "transport")
+
+    def __init__(self, call: Call, is_a: bool, dialog: Dialog, peer: Peer, origin: OriginRewriter) -> None:
+        self.call = call
+        self.is_a = is_a
+        self.dialog = dialog
+        self.peer = peer
+        self.transport = peer[0]
+        self.origin = origin  # rewrites SDP this leg is sent
+        self.ack_cseq: int | None = None  # INVITE on this leg whose 2xx awaits our ACK
+        self.out_pending = False  # an INVITE/UPDATE we sent on this leg awaits its final response
+
+
+class Call:
+    """One bridged call and its CDR fields."""
+
+    __slots__ = (
+        "a",
+        "a_invite",
+        "a_txn",
+        "answer_at",
+        "b",
+        "b_txn",
+        "callee",
+        "caller",
+        "cancelled",
+        "end_at",
+        "ended_by",
+        "invite_at",
+        "limit_timer",
+        "reason",
+        "retrans_interval",
+        "ring_at",
+        "route",
+        "state",
+        "status",
+        "timer",
+        "trunk",
+        "trunks",
+        "virtual",
+    )
+
+    def __init__(self, a_invite: Request, a_txn: ServerTransaction, now: float) -> None:
+        self.a_invite = a_invite
+        self.a_txn = a_txn
+        self.a: Leg | None = None
+        self.b: Leg | None = None
+        self.b_txn: ClientTransaction | None = None
+        self.state = CallState.ROUTING
+        self.virtual: str | None = None
+        self.caller: str | None = None
+        self.callee: str | None = None
+        self.route: Any = None
+        self.trunk: Trunk | None = None
+        self.trunks: list[Trunk] = []
+        self.invite_at = now
+        self.ring_at: float | None = None
+        self.answer_at: float | None = None
+        self.end_at: float | None = None
+        self.status = 0
+        self.ended_by: str | None = None
+        self.reason: str | None = None
+        self.cancelled = False
+        self.timer: Any = None
+        self.limit_timer: Any = None
+        self.retrans_interval = 0.0
+
+    def other(self, leg: Leg) -> Leg | None:
+        return self.b if leg is self.a else self.a
+
+
+class Relay:
+    """A request relayed from one leg to the other, awaiting the far response."""
+
+    __slots__ = ("call", "from_leg", "server_txn", "to_leg")
+
+    def __init__(self, call: Call, from_leg: Leg, to_leg: Leg, server_txn: ServerTransaction) -> None:
+        self.call = call
+        self.from_leg = from_leg
+        self.to_leg = to_leg
+        self.server_txn = server_txn
+
+
+class CallStats:
+    """Counters read by the metrics collector at scrape time."""
+
+    __slots__ = ("calls", "lookups", "setup_seconds")
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}  # outcome -> count
+        self.lookups: dict[str, int] = {}  # route / refusal reason -> count
+        self.setup_seconds: list[float] = []  # drained by the collector
+
+
+Scheduler = Callable[[float, Callable[..., None]], Any]
+
+
+def _epoch_offset() -> float:
+    return time.time() - time.monotonic()
+
+
+class CallEngine:
+    """Handles the endpoint's events: the B2BUA proper."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        store: Store | None,
+        trunks: TrunkTable,
+        *,
+        plan: NumberPlan,
+        advertise: dict[str, tuple[str, int]],
+        cdr: CdrWriter | None = None,
+        call_later: Callable[..., Any],
+        max_call_seconds: int | None = None,
+    ) -> None:
+        self.ep = endpoint
+        self.layer = endpoint.layer
+        self.store = store
+        self.trunks = trunks
+        self.plan = plan
+        self.advertise = {k: (h.encode(), p) for k, (h, p) in advertise.items()}
+        self.cdr = cdr
+        self.call_later = call_later
+        self.max_call_seconds = max_call_seconds
+        self.ids = Ids()
+        self.dialogs: dict[tuple[bytes, bytes], Leg] = {}
+        self.calls: set[Call] = set()
+        self.stats = CallStats()
+        self._epoch = _epoch_offset()
+        self._session = int.from_bytes(os.urandom(3), "big")
+        self.t1 = endpoint.layer.timers.t1
+        self.t2 = endpoint.layer.timers.t2
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _wall(self, now: float) -> float:
+        return now + self._epoch
+
+    def _host(self, transport: str) -> tuple[bytes, int]:
+        return self.advertise.get(transport) or next(iter(self.advertise.values()))
+
+    def _via(self, transport: str) -> bytes:
+        host, port = self._host(transport)
+        return b"SIP/2.0/%s %s:%d;branch=z9hG4bK%s;rport" % (transport.upper().encode(), host, port, self.ids.next())
+
+    def _contact(self, transport: str) -> bytes:
+        host, port = self._host(transport)
+        if transport == "udp":
+            return b"<sip:ansim@%s:%d>" % (host, port)
+        return b"<sip:ansim@%s:%d;transport=%s>" % (host, port, transport.encode())
+
+    def _origin(self) -> OriginRewriter:
+        self._session += 1
+        return OriginRewriter(self._session)
+
+    @staticmethod
+    def _dest(uri_raw: bytes, fallback: Peer) -> Peer:
+        """Where to send a request for ``uri_raw``: its host if an IP literal, else ``fallback``."""
+        try:
+            uri = parse_uri(uri_raw)
+        except SipParseError:
+            return fallback
+        host = uri.host.decode(errors="replace").strip("[]")
+        if not _is_ip(host):
+            return fallback
+        transport = (uri.params.get(b"transport") or fallback[0].encode()).decode().lower()
+        if transport not in ("udp", "tcp"):
+            transport = fallback[0]
+        return (transport, host, uri.port or 5060)
+
+    def _count(self, outcome: str) -> None:
+        calls = self.stats.calls
+        calls[outcome] = calls.get(outcome, 0) + 1
+
+    # -- events ----------------------------------------------------------------------------
+    def handle_event(self, event: Event, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event, now)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(event.response, event.txn, now)
+        elif isinstance(event, (TransactionTimeout, TransportError)):
+            self._on_failure(event.txn, now)
+        elif isinstance(event, StrayResponse):
+            self._on_stray(event.response, event.source, now)
+
+    def _on_request(self, ev: RequestReceived, now: float) -> None:
+        req = ev.request
+        txn = ev.txn
+        method = req.method
+        to_tag = req.to_tag
+        if txn is None:  # ACK for a 2xx
+            leg = self.dialogs.get((req.call_id, to_tag or b""))
+            if leg is not None:
+                self._on_ack(leg, req, now)
+            return
+        if to_tag is None:
+            if method == b"INVITE":
+                self._new_call(req, txn, ev.source, now)
+            elif method == b"CANCEL":
+                self._on_cancel(req, txn, now)
+            else:
+                self.layer.reply(txn, 481 if method in (b"BYE", b"PRACK", b"UPDATE", b"INFO") else 403, now)
+            return
+        leg = self.dialogs.get((req.call_id, to_tag))
+        if leg is None:
+            self.layer.reply(txn, 481, now)
+            return
+        if method == b"BYE":
+            self._on_bye(leg, req, txn, now)
+        else:
+            self._relay(leg, req, txn, now)
+
+    # -- a new call --------------------------------------------------------------------------
+    def _new_call(self, req: Request, txn: ServerTransaction, source: Peer, now: float) -> None:
+        layer = self.layer
+        trunk_in = self.trunks.trunk_for_source(source[1])
+        if trunk_in is None:
+            self._count("rejected_source")
+            if self.trunks.config.unknown_source == "reject":
+                layer.reply(txn, 403, now, to_tag=self.ids.next())
+            return
+        call = Call(req, txn, now)
+        txn.user = call
+        layer.reply(txn, 100, now)
+        plan = trunk_in.number_plan()
+        try:
+            ruri = parse_uri(req.uri)
+            user = ruri.user_unescaped if ruri.user is not None else req.to.uri.user_unescaped
+        except SipParseError:
+            user = None
+        virtual = self.trunks.normalise(user.decode(errors="replace"), trunk_in, plan) if user else None
+        caller_src = req.get(b"p-asserted-identity") or req.get(b"from") or b""
+        try:
+            caller_user = parse_name_addr(caller_src.split(b",", 1)[0]).uri.user_unescaped
+        except SipParseError:
+            caller_user = None
+        caller = (
+            self.trunks.normalise(caller_user.decode(errors="replace"), trunk_in, plan) if caller_user else None
+        ) or ""
+        call.virtual = virtual
+        call.caller = caller
+        a_tag = self.ids.next()
+        txn.to_tag = a_tag
+        if virtual is None:
+            self._refuse(call, 404, b"Not Found", "bad_number", now)
+            return
+        result = self.store.lookup(virtual, caller, self._wall(now)) if self.store is not None else None
+        lookups = self.stats.lookups
+        if result is None or isinstance(result, Refusal):
+            reason = "unknown" if result is None else result.reason
+            lookups[reason] = lookups.get(reason, 0) + 1
+            status, phrase = REFUSALS.get(reason, (404, b"Not Found"))
+            if result is not None:
+                call.route = result
+            self._refuse(call, status, phrase, reason, now)
+            return
+        lookups["route"] = lookups.get("route", 0) + 1
+        call.route = result
+        call.callee = result.callee
+        call.trunks = self.trunks.trunks_for(result.callee)
+        if not call.trunks:
+            self._refuse(call, 503, b"Service Unavailable", "no_route", now)
+            return
+        # The A-leg dialog exists (early) from now on, keyed by our tag.
+        contact = req.get(b"contact") or b""
+        try:
+            a_target = parse_name_addr(contact.split(b",", 1)[0]).uri_raw if contact else req.from_.uri_raw
+        except SipParseError:
+            a_target = req.from_.uri_raw
+        a_dialog = Dialog(
+            req.call_id,
+            without_tag(req.get(b"to") or b""),
+            a_tag,
+            without_tag(req.get(b"from") or b""),
+            req.from_tag,
+            a_target,
+            req.get_all(b"record-route") and [v for line in req.get_all(b"record-route") for v in _split(line)],
+            remote_cseq=req.cseq[0],
+        )
+        call.a = Leg(call, True, a_dialog, source, self._origin())
+        self.dialogs[(a_dialog.call_id, a_tag)] = call.a
+        self.calls.add(call)
+        self._try_next_trunk(call, now)
+
+    def _refuse(self, call: Call, status: int, phrase: bytes, reason: str, now: float) -> None:
+        self.layer.reply(call.a_txn, status, now, reason=phrase)
+        call.status = status
+        call.reason = reason
+        call.ended_by = "engine"
+        self._finish(call, now, f"refused_{reason}")
+
+    def _try_next_trunk(self, call: Call, now: float) -> None:
+        if call.b is not None:  # forget the failed B-leg
+            self.dialogs.pop((call.b.dialog.call_id, call.b.dialog.local_tag), None)
+            call.b = None
+        if not call.trunks or call.cancelled:
+            if call.cancelled:
+                return
+            self._fail_a(call, 503, b"Service Unavailable", "trunks_failed", now)
+            return
+        trunk = call.trunks.pop(0)
+        call.trunk = trunk
+        req = self._b_invite(call, trunk)
+        call.b_txn = self.ep.send_request(req, trunk.peer(), call)
+        call.state = CallState.ROUTING
+        self._set_timer(call, trunk.invite_timeout, self._on_invite_timeout)
+
+    def _b_invite(self, call: Call, trunk: Trunk) -> Request:
+        a_req = call.a_invite
+        peer = trunk.peer()
+        transport = peer[0]
+        host, _ = self._host(transport)
+        assert call.route is not None and call.callee is not None
+        callee = trunk.write_number(call.callee).encode()
+        present = trunk.write_number(call.route.present).encode()
+        thost = peer[1].encode()
+        ruri = b"sip:%s@%s:%d" % (callee, thost, peer[2])
+        if transport != "udp":
+            ruri += b";transport=" + transport.encode()
+        call_id = self.ids.next() + b"@ansim"
+        tag = self.ids.next()
+        mf = a_req.get(b"max-forwards")
+        max_forwards = max(int(mf) - 1, 0) if mf is not None and mf.isdigit() else 69
+        local_uri = b"<sip:%s@%s>" % (present, host)
+        remote_uri = b"<sip:%s@%s>" % (callee, thost)
+        lines = [
+            b"INVITE " + ruri + b" SIP/2.0",
+            b"Via: " + self._via(transport),
+            b"Max-Forwards: %d" % max_forwards,
+            b"From: " + local_uri + b";tag=" + tag,
+            b"To: " + remote_uri,
+            b"Call-ID: " + call_id,
+            b"CSeq: 1 INVITE",
+            b"Contact: " + self._contact(transport),
+            b"P-Asserted-Identity: " + local_uri,
+        ]
+        names = [START_NAME, b"via", b"max-forwards", b"from", b"to", b"call-id", b"cseq", b"contact", b"p-asserted-identity"]
+        self._copy_headers(a_req, lines, names)
+        require = a_req.get(b"require")
+        if require:
+            opts = [o for o in _split(require) if o.lower() in SUPPORTED_OPTIONS]
+            if opts:
+                lines.append(b"Require: " + b", ".join(opts))
+                names.append(b"require")
+        b_leg_dialog = Dialog(call_id, local_uri, tag, remote_uri, None, ruri, local_cseq=1)
+        leg = Leg(call, False, b_leg_dialog, peer, self._origin())
+        call.b = leg
+        self.dialogs[(call_id, tag)] = leg
+        body = a_req.body
+        if body:
+            body = rewrite_sdp(body, leg.origin) if _is_sdp(a_req) else body
+        return Request(b"INVITE", ruri, lines, names, body)
+
+    def _copy_headers(self, src: Request | Response, lines: list[bytes], names: list[bytes]) -> None:
+        """Copy the safe headers and the configured allow-list from ``src``."""
+        allow = self.trunks.pass_headers
+        src_lines = src.lines
+        for i, name in enumerate(src.names):
+            if name in _SAFE_COPY or name in _MEDIA_TYPES or name in allow:
+                lines.append(src_lines[i])
+                names.append(name)
+
+    def _set_timer(self, call: Call, delay: float, fn: Callable[[Call], None]) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+        call.timer = self.call_later(delay, fn, call)
+
+    def _clear_timer(self, call: Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+
+    def _on_invite_timeout(self, call: Call) -> None:
+        call.timer = None
+        txn = call.b_txn
+        if txn is None or call.state != CallState.ROUTING or txn.state != State.CALLING:
+            return
+        # No answer at all from this trunk: forget its transaction, try the next one.
+        self.layer._terminate_client(txn)
+        now = self.ep.now()
+        self._try_next_trunk(call, now)
+        self.ep.flush()
+
+    def _on_no_answer(self, call: Call) -> None:
+        call.timer = None
+        if call.state not in (CallState.ROUTING, CallState.EARLY):
+            return
+        now = self.ep.now()
+        self._cancel_b(call, now)
+        self._fail_a(call, 480, b"Temporarily Unavailable", "no_answer", now)
+        self.ep.flush()
+
+    # -- responses ---------------------------------------------------------------------------
+    def _on_response(self, resp: Response, txn: ClientTransaction, now: float) -> None:
+        user = txn.user
+        if isinstance(user, Call):
+            if txn.method == b"INVITE":
+                self._on_b_invite_response(user, resp, txn, now)
+            return
+        if isinstance(user, Relay):
+            self._on_relay_response(user, resp, txn, now)
+
+    def _on_b_invite_response(self, call: Call, resp: Response, txn: ClientTransaction, now: float) -> None:
+        status = resp.status
+        leg = call.b
+        if txn is not call.b_txn or leg is None:
+            if 200 <= status < 300:
+                self._ack_and_bye(resp, txn.dest, now)
+            return
+        if status < 200:
+            if status == 100:
+                return
+            if call.state == CallState.ROUTING:
+                call.state = CallState.EARLY
+                trunk = call.trunk
+                self._set_timer(call, trunk.no_answer_timeout if trunk else 90.0, self._on_no_answer)
+            if call.cancelled:
+                self._send_cancel(call, now)
+                return
+            self._learn_remote(leg, resp)
+            if call.ring_at is None:
+                call.ring_at = now
+            self._relay_provisional(call, resp, now)
+            return
+        if status < 300:
+            self._learn_remote(leg, resp)
+            leg.ack_cseq = resp.cseq[0]
+            if call.cancelled or call.state in (CallState.ANSWERED, CallState.CONFIRMED, CallState.ENDED):
+                if call.state in (CallState.ANSWERED, CallState.CONFIRMED) and not call.cancelled:
+                    return  # 2xx retransmission: A's ACK (or our retransmitted 200) answers it
+                self._send_ack(leg, None, now)
+                self._send_bye(leg, now)
+                return
+            self._clear_timer(call)
+            call.state = CallState.ANSWERED
+            call.answer_at = now
+            self.stats.setup_seconds.append(now - call.invite_at)
+            self._answer_a(call, resp, now)
+            return
+        # final failure
+        self._clear_timer(call)
+        if call.cancelled:
+            return
+        if status == 408 or (status >= 500 and status != 600 and status != 603):
+            self._try_next_trunk(call, now)
+            return
+        mapped = MAPPED_STATUS.get(status, status)
+        if 300 <= mapped < 400:
+            mapped = 480
+        self._fail_a(call, mapped, REASONS.get(mapped, b"Call Failed"), f"b_{status}", now)
+
+    def _learn_remote(self, leg: Leg, resp: Response) -> None:
+        d = leg.dialog
+        tag = resp.to_tag
+        if tag:
+            d.remote_tag = tag
+        contact = resp.get(b"contact")
+        if contact:
+            try:
+                d.remote_target = parse_name_addr(_split(contact)[0]).uri_raw
+            except SipParseError:
+                pass
+        rr = resp.get_all(b"record-route")
+        if rr:
+            d.route_set = [v for line in reversed(rr) for v in reversed(_split(line))]
+
+    def _a_response(self, call: Call, resp: Response, status: int, reason: bytes) -> Response:
+        """A response to the caller's INVITE built from the callee's, with nothing of the callee."""
+        a = call.a
+        assert a is not None
+        out = make_response(call.a_invite, status, reason, to_tag=a.dialog.local_tag)
+        out.add(b"contact", self._contact(a.transport))
+        lines, names = out.lines, out.names
+        self._copy_headers(resp, lines, names)
+        for name in (b"require", b"rseq"):
+            v = resp.get(name)
+            if v is not None:
+                out.add(name, v)
+        if resp.body:
+            out.body = rewrite_sdp(resp.body, a.origin) if _is_sdp(resp) else resp.body
+        return out
+
+    def _relay_provisional(self, call: Call, resp: Response, now: float) -> None:
+        out = self._a_response(call, resp, resp.status, REASONS.get(resp.status, b"Session Progress"))
+        self.layer.respond(call.a_txn, out, now)
+
+    def _answer_a(self, call: Call, resp: Response, now: float) -> None:
+        out = self._a_response(call, resp, 200, b"OK")
+        self.layer.respond(call.a_txn, out, now)
+        call.retrans_interval = self.t1
+        self._set_timer(call, self.t1, self._retransmit_2xx)
+        limit = call.route.max_seconds if call.route is not None else None
+        if self.max_call_seconds is not None:
+            limit = min(limit, self.max_call_seconds) if limit else self.max_call_seconds
+        if limit:
+            call.limit_timer = self.call_later(limit, self._on_limit, call)
+
+    def _retransmit_2xx(self, call: Call) -> None:
+        """RFC 3261 §13.3.1.4: the UAS core resends 2xx until the ACK, for 64*T1."""
+        call.timer = None
+        if call.state != CallState.ANSWERED:
+            return
+        now = self.ep.now()
+        if now - (call.answer_at or now) >= 64 * self.t1:
+            # No ACK: the call is torn down on both legs.
+            call.ended_by = "engine"
+            call.reason = "no_ack"
+            self._hangup_both(call, now)
+            self.ep.flush()
+            return
+        txn = call.a_txn
+        if txn.response is not None:
+            self.layer.respond(txn, txn.response, now)
+        call.retrans_interval = min(call.retrans_interval * 2, self.t2)
+        self._set_timer(call, call.retrans_interval, self._retransmit_2xx)
+        self.ep.flush()
+
+    def _fail_a(self, call: Call, status: int, phrase: bytes, reason: str, now: float) -> None:
+        self._clear_timer(call)
+        if call.a_txn.state in (State.PROCEEDING, State.TRYING):
+            self.layer.reply(call.a_txn, status, now, reason=phrase)
+        call.status = status
+        call.reason = reason
+        if call.ended_by is None:
+            call.ended_by = "callee" if reason.startswith("b_") else "engine"
+        self._finish(call, now, "failed" if status >= 500 else "rejected")
+
+    # -- ACK, CANCEL, BYE --------------------------------------------------------------------
+    def _on_ack(self, leg: Leg, ack: Request, now: float) -> None:
+        call = leg.call
+        other = call.other(leg)
+        if leg.is_a and call.state == CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+            self._clear_timer(call)
+        if other is not None and other.ack_cseq is not None:
+            self._send_ack(other, ack, now)
+
+    def _send_ack(self, leg: Leg, src: Request | None, now: float) -> None:
+        cseq = leg.ack_cseq
+        assert cseq is not None
+        d = leg.dialog
+        ack = d.request(b"ACK", self._via(leg.transport), cseq=cseq)
+        if src is not None and src.body:
+            ack.body = rewrite_sdp(src.body, leg.origin) if _is_sdp(src) else src.body
+            ctype = src.get(b"content-type")
+            if ctype:
+                ack.add(b"content-type", ctype)
+        leg.ack_cseq = None
+        self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
+
+    def _on_cancel(self, cancel: Request, txn: ServerTransaction, now: float) -> None:
+        invite_txn = self.layer.find_invite(cancel)
+        if invite_txn is None or not isinstance(invite_txn.user, Call):
+            self.layer.reply(txn, 481, now)
+            return
+        self.layer.reply(txn, 200, now)
+        call = invite_txn.user
+        if call.state in (CallState.ROUTING, CallState.EARLY) and not call.cancelled:
+            call.cancelled = True
+            call.ended_by = "caller"
+            self._clear_timer(call)
+            self.layer.reply(invite_txn, 487, now)
+            call.status = 487
+            call.reason = "cancelled"
+            self._cancel_b(call, now)
+            self._finish(call, now, "cancelled")
+
+    def _cancel_b(self, call: Call, now: float) -> None:
+        call.cancelled = True
+        txn = call.b_txn
+        if txn is None:
+            return
+        if txn.state == State.PROCEEDING:
+            self._send_cancel(call, now)
+        elif txn.state == State.CALLING:
+            pass  # §9.1: CANCEL only after a provisional response; sent when one arrives
+
+    def _send_cancel(self, call: Call, now: float) -> None:
+        txn = call.b_txn
+        if txn is None or txn.ack == b"cancel-sent":
+            return
+        invite = txn.request
+        lines = [b"CANCEL " + invite.uri + b" SIP/2.0"]
+        names = [START_NAME]
+        for i, name in enumerate(invite.names):
+            if name in (b"via", b"from", b"to", b"call-id", b"max-forwards", b"route"):
+                lines.append(invite.lines[i])
+                names.append(name)
+        lines.append(b"CSeq: %d CANCEL" % invite.cseq[0])
+        names.append(b"cseq")
+        cancel = Request(b"CANCEL", invite.uri, lines, names)
+        txn.ack = b"cancel-sent"  # marks the INVITE as cancelled until its final response
+        self.layer.send_request(cancel, txn.dest, now)
+
+    def _on_bye(self, leg: Leg, bye: Request, txn: ServerTransaction, now: float) -> None:
+        call = leg.call
+        self.layer.reply(txn, 200, now)
+        if call.state == CallState.ENDED:
+            return
+        call.ended_by = "caller" if leg.is_a else "callee"
+        other = call.other(leg)
+        self._unregister(leg)
+        if other is not None:
+            if not leg.is_a and call.state in (CallState.ROUTING, CallState.EARLY):
+                self._fail_a(call, 480, b"Temporarily Unavailable", "b_bye_early", now)
+                return
+            if other.ack_cseq is not None:
+                self._send_ack(other, None, now)
+            self._send_bye(other, now)
+        call.status = call.status or 200
+        self._finish(call, now, "completed")
+
+    def _send_bye(self, leg: Leg, now: float) -> None:
+        d = leg.dialog
+        bye = d.request(b"BYE", self._via(leg.transport))
+        self.layer.send_request(bye, self._dest(d.next_hop_uri(), leg.peer), now)
+        self._unregister(leg)
+
+    def _hangup_both(self, call: Call, now: float) -> None:
+        for leg in (call.a, call.b):
+            if leg is not None:
+                if leg.ack_cseq is not None:
+                    self._send_ack(leg, None, now)
+                self._send_bye(leg, now)
+        call.status = call.status or 200
+        self._finish(call, now, "completed")
+
+    def _on_limit(self, call: Call) -> None:
+        call.limit_timer = None
+        if call.state == CallState.ENDED:
+            return
+        call.ended_by = "limit"
+        call.reason = "max_call_length"
+        self._hangup_both(call, self.ep.now())
+        self.ep.flush()
+
+    def _ack_and_bye(self, resp: Response, dest: Peer, now: float) -> None:
+        """A 2xx for an INVITE we no longer want: ACK it, then BYE it (§15)."""
+        try:
+            to = resp.to
+            frm = resp.from_
+            contact = resp.get(b"contact")
+            target = parse_name_addr(_split(contact)[0]).uri_raw if contact else to.uri_raw
+        except SipParseError:
+            return
+        d = Dialog(resp.call_id, without_tag(frm.raw), frm.tag or b"", without_tag(to.raw), to.tag, target)
+        rr = resp.get_all(b"record-route")
+        if rr:
+            d.route_set = [v for line in reversed(rr) for v in reversed(_split(line))]
+        transport = dest[0]
+        ack = d.request(b"ACK", self._via(transport), cseq=resp.cseq[0])
+        hop = self._dest(d.next_hop_uri(), dest)
+        self.layer.send_request(ack, hop, now)
+        d.local_cseq = resp.cseq[0]
+        self.layer.send_request(d.request(b"BYE", self._via(transport)), hop, now)
+
+    def _on_stray(self, resp: Response, source: Peer, now: float) -> None:
+        if 200 <= resp.status < 300 and resp.cseq[1] == b"INVITE":
+            leg = self.dialogs.get((resp.call_id, resp.from_tag or b""))
+            if leg is not None and leg.call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+                if leg.ack_cseq is None:  # our ACK was lost: send it again
+                    d = leg.dialog
+                    ack = d.request(b"ACK", self._via(leg.transport), cseq=resp.cseq[0])
+                    self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
+                return
+            self._ack_and_bye(resp, source, now)
+
+    # -- in-dialog relay ---------------------------------------------------------------------
+    def _relay(self, leg: Leg, req: Request, txn: ServerTransaction, now: float) -> None:
+        call = leg.call
+        other = call.other(leg)
+        method = req.method
+        if other is None or call.state == CallState.ENDED:
+            self.layer.reply(txn, 481, now)
+            return
+        if method == b"INVITE" or method == b"UPDATE":
+            if leg.out_pending:  # glare: we have our own offer outstanding on this leg
+                self.layer.reply(txn, 491, now)
+                return
+            other.out_pending = True
+        d = other.dialog
+        if method == b"PRACK":
+            out = d.request(method, self._via(other.transport))
+            rack = req.get(b"rack")
+            if rack is not None:
+                parts = rack.split()
+                if len(parts) == 3 and call.b_txn is not None:
+                    out.add(b"rack", b"%s %d %s" % (parts[0], call.b_txn.request.cseq[0], parts[2]))
+        else:
+            contact = self._contact(other.transport) if method in (b"INVITE", b"UPDATE") else None
+            out = d.request(method, self._via(other.transport), contact=contact)
+        self._copy_headers(req, out.lines, out.names)
+        if req.body:
+            out.body = rewrite_sdp(req.body, other.origin) if _is_sdp(req) else req.body
+        ctxn = self.layer.send_request(out, self._dest(d.next_hop_uri(), other.peer), now)
+        ctxn.user = Relay(call, leg, other, txn)
+        txn.user = call
+
+    def _on_relay_response(self, relay: Relay, resp: Response, txn: ClientTransaction, now: float) -> None:
+        status = resp.status
+        if status == 100:
+            return
+        server = relay.server_txn
+        method = txn.method
+        if status >= 200 and method in (b"INVITE", b"UPDATE"):
+            relay.to_leg.out_pending = False
+        if method == b"INVITE" and 200 <= status < 300:
+            relay.to_leg.ack_cseq = resp.cseq[0]
+            self._learn_target(relay.to_leg, resp)
+        from_leg = relay.from_leg
+        out = make_response(server.request, status, REASONS.get(status, resp.reason), to_tag=from_leg.dialog.local_tag)
+        if method in (b"INVITE", b"UPDATE") and status < 300:
+            out.add(b"contact", self._contact(from_leg.transport))
+        self._copy_headers(resp, out.lines, out.names)
+        if resp.body:
+            out.body = rewrite_sdp(resp.body, from_leg.origin) if _is_sdp(resp) else resp.body
+        self.layer.respond(server, out, now)
+
+    @staticmethod
+    def _learn_target(leg: Leg, resp: Response) -> None:
+        contact = resp.get(b"contact")
+        if contact:
+            try:
+                leg.dialog.remote_target = parse_name_addr(_split(contact)[0]).uri_raw
+            except SipParseError:
+                pass
+
+    def _on_failure(self, txn: ClientTransaction | ServerTransaction, now: float) -> None:
+        user = txn.user
+        if isinstance(txn, ClientTransaction):
+            if isinstance(user, Call) and txn is user.b_txn and txn.method == b"INVITE":
+                self._clear_timer(user)
+                if user.state == CallState.ROUTING and not user.cancelled:
+                    self._try_next_trunk(user, now)
+                elif user.state == CallState.EARLY and not user.cancelled:
+                    self._fail_a(user, 408, b"Request Timeout", "b_timeout", now)
+            elif isinstance(user, Relay):
+                if txn.method in (b"INVITE", b"UPDATE"):
+                    user.to_leg.out_pending = False
+                if user.server_txn.state in (State.TRYING, State.PROCEEDING):
+                    self.layer.reply(user.server_txn, 408, now, to_tag=user.from_leg.dialog.local_tag)
+
+    # -- end of call ---------------------------------------------------------------------------
+    def _unregister(self, leg: Leg) -> None:
+        self.dialogs.pop((leg.dialog.call_id, leg.dialog.local_tag), None)
+
+    def _finish(self, call: Call, now: float, outcome: str) -> None:
+        if call.state == CallState.ENDED:
+            return
+        call.state = CallState.ENDED
+        call.end_at = now
+        self._clear_timer(call)
+        if call.limit_timer is not None:
+            call.limit_timer.cancel()
+            call.limit_timer = None
+        for leg in (call.a, call.b):
+            if leg is not None:
+                self._unregister(leg)
+        self.calls.discard(call)
+        self._count(outcome)
+        if self.cdr is not None:
+            wall = self._wall
+            route = call.route
+            self.cdr.add(
+                CallRecord(
+                    a_call_id=call.a_invite.call_id.decode(errors="replace"),
+                    b_call_id=call.b.dialog.call_id.decode() if call.b is not None else None,
+                    virtual=call.virtual,
+                    caller=call.caller,
+                    callee=call.callee,
+                    binding_id=route.binding_id if route is not None else None,
+                    invite_at=wall(call.invite_at),
+                    ring_at=wall(call.ring_at) if call.ring_at is not None else None,
+                    answer_at=wall(call.answer_at) if call.answer_at is not None else None,
+                    end_at=wall(now),
+                    duration=(now - call.answer_at) if call.answer_at is not None else None,
+                    status=call.status,
+                    ended_by=call.ended_by,
+                    trunk=call.trunk.name if call.trunk is not None else None,
+                    reason=call.reason,
+                )
+            )
+        if call.reason is not None and outcome.startswith("refused"):
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "call ended",
+                extra={
+                    "call_id": call.a_invite.call_id.decode(errors="replace"),
+                    "virtual": call.virtual,
+                    "caller": mask(call.caller or ""),
+                    "status": call.status,
+                    "outcome": outcome,
+                },
+            )
+
+    def shutdown(self, now: float) -> None:
+        """Hang up every call (engine stopping)."""
+        for call in list(self.calls):
+            if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+                call.ended_by = "engine"
+                call.reason = "shutdown"
+                self._hangup_both(call, now)
+            else:
+                self._cancel_b(call, now)
+                self._fail_a(call, 503, b"Service Unavailable", "shutdown", now)
+        self.ep.flush()
+
+
+def _split(value: bytes) -> list[bytes]:
+    from .sip.headers import split_values
+
+    return split_values(value)
+
+
+def _is_sdp(msg: Request | Response) -> bool:
+    ctype = msg.get(b"content-type")
+    return ctype is not None and ctype[:15].lower() == b"application/sdp"
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["ALLOW_HEADER", "CallEngine", "CallState"]

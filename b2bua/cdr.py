@@ -1,0 +1,199 @@
+"""Call detail records in SQLite, written by a thread off the event loop, and the `cdr` CLI.
+
+The event loop only appends a tuple to a queue; a writer thread batches them into
+one transaction per batch. The file is opened in WAL mode so that `ansim cdr` and the
+SMS records (their own table in the same file) can read and write beside the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import queue
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    a_call_id TEXT NOT NULL,
+    b_call_id TEXT,
+    virtual TEXT,
+    caller TEXT,
+    callee TEXT,
+    binding_id TEXT,
+    invite_at REAL NOT NULL,
+    ring_at REAL,
+    answer_at REAL,
+    end_at REAL,
+    duration REAL,
+    status INTEGER NOT NULL,
+    ended_by TEXT,
+    trunk TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_invite_at ON calls (invite_at);
+"""
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One finished call. Times are epoch seconds; duration counts from the answer."""
+
+    a_call_id: str
+    b_call_id: str | None
+    virtual: str | None
+    caller: str | None
+    callee: str | None
+    binding_id: str | None
+    invite_at: float
+    ring_at: float | None
+    answer_at: float | None
+    end_at: float | None
+    duration: float | None
+    status: int
+    ended_by: str | None
+    trunk: str | None
+    reason: str | None
+
+
+COLUMNS = [f.name for f in fields(CallRecord)]
+_INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+class CdrWriter:
+    """Queues records from the event loop and writes them from a thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._queue: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
+        self.written = 0
+        connect(self.path).close()
+        self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, record: CallRecord) -> None:
+        self._queue.put(record)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued and stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        db = connect(self.path)
+        try:
+            stop = False
+            while not stop:
+                batch = []
+                item = self._queue.get()
+                while True:
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(astuple(item))
+                    if len(batch) >= 500:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    with db:
+                        db.executemany(_INSERT, batch)
+                    self.written += len(batch)
+        finally:
+            db.close()
+
+
+# -- CLI ---------------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cdr", help="read call detail records")
+    cmds = p.add_subparsers(dest="cdr_command", required=True)
+    for name, helptext in (("list", "print records as a table"), ("export", "write records as CSV or JSON")):
+        c = cmds.add_parser(name, help=helptext)
+        c.add_argument("--db", default="var/cdr.sqlite", help="CDR file (default var/cdr.sqlite)")
+        c.add_argument("--since", help="ISO date/time or epoch seconds (inclusive)")
+        c.add_argument("--until", help="ISO date/time or epoch seconds (exclusive)")
+        c.add_argument("--format", choices=("csv", "json", "table"), default="table" if name == "list" else "csv")
+        c.add_argument("--limit", type=int, default=None)
+        c.set_defaults(func=cdr_command)
+
+
+def _when(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+
+
+def query(path: str, since: float | None, until: float | None, limit: int | None = None) -> list[tuple]:
+    if not Path(path).exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        sql = f"SELECT {', '.join(COLUMNS)} FROM calls WHERE 1=1"
+        args: list[object] = []
+        if since is not None:
+            sql += " AND invite_at >= ?"
+            args.append(since)
+        if until is not None:
+            sql += " AND invite_at < ?"
+            args.append(until)
+        sql += " ORDER BY invite_at, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def cdr_command(args: argparse.Namespace) -> int:
+    try:
+        rows = query(args.db, _when(args.since), _when(args.until), args.limit)
+    except ValueError as exc:
+        print(f"ansim cdr: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout
+    if args.format == "json":
+        json.dump([dict(zip(COLUMNS, row, strict=True)) for row in rows], out, indent=1)
+        out.write("\n")
+    elif args.format == "csv":
+        w = csv.writer(out)
+        w.writerow(COLUMNS)
+        w.writerows(rows)
+    else:
+        out.write(f"{'invite (UTC)':20} {'status':>6} {'dur':>7} {'by':8} {'trunk':12} {'virtual':16} binding\n")
+        for row in rows:
+            rec = dict(zip(COLUMNS, row, strict=True))
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["invite_at"]))
+            dur = "" if rec["duration"] is None else f"{rec['duration']:.1f}"
+            out.write(
+                f"{at:20} {rec['status']:>6} {dur:>7} {rec['ended_by'] or '':8} {rec['trunk'] or '':12}"
+                f" {rec['virtual'] or '':16} {rec['binding_id'] or ''}\n"
+            )
+        out.write(f"{len(rows)} call(s)\n")
+    return 0

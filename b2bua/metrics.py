@@ -1,0 +1,76 @@
+"""Prometheus metrics of the SIP side, collected at scrape time.
+
+The hot path only bumps plain integers on the endpoint's and call engine's stats
+objects; this collector turns them into metric families when /metrics is read, so a
+call costs no prometheus-client work beyond one histogram observation at answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import REGISTRY, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .calls import CallEngine
+    from .endpoint import SipEndpoint
+
+SETUP_SECONDS = Histogram(
+    "ansim_call_setup_seconds",
+    "INVITE received to 200 OK relayed to the caller",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+class SipCollector(Collector):
+    """Reads the endpoint and call engine counters."""
+
+    def __init__(self, endpoint: SipEndpoint, calls: CallEngine) -> None:
+        self.endpoint = endpoint
+        self.calls = calls
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        ep = self.endpoint.stats
+        c = self.calls.stats
+        pending = c.setup_seconds
+        if pending:
+            c.setup_seconds = []
+            for value in pending:
+                SETUP_SECONDS.observe(value)
+        calls = CounterMetricFamily("ansim_calls", "Calls ended, by outcome", labels=["outcome"])
+        for outcome, n in sorted(c.calls.items()):
+            calls.add_metric([outcome], n)
+        yield calls
+        lookups = CounterMetricFamily("ansim_lookups", "Translation lookups, by result", labels=["result"])
+        for result, n in sorted(c.lookups.items()):
+            lookups.add_metric([result], n)
+        yield lookups
+        active = GaugeMetricFamily("ansim_active_calls", "Calls in progress")
+        active.add_metric([], len(self.calls.calls))
+        yield active
+        yield CounterMetricFamily("ansim_sip_requests", "SIP requests received", value=ep.requests)
+        yield CounterMetricFamily("ansim_sip_responses", "SIP responses received", value=ep.responses)
+        yield CounterMetricFamily("ansim_sip_parse_errors", "Messages that failed to parse", value=ep.parse_errors)
+        yield CounterMetricFamily(
+            "ansim_sip_responses_dropped", "Responses dropped by validation", value=ep.responses_dropped
+        )
+        rejected = CounterMetricFamily("ansim_sip_rejected", "Requests refused statelessly", labels=["status"])
+        for status, n in sorted(ep.rejected.items()):
+            rejected.add_metric([str(status)], n)
+        yield rejected
+        yield CounterMetricFamily(
+            "ansim_sip_retransmissions", "Retransmissions sent", value=self.endpoint.layer.retransmissions
+        )
+        yield CounterMetricFamily(
+            "ansim_sip_options_answered", "Out-of-dialog OPTIONS answered", value=ep.options_answered
+        )
+
+
+def serve_metrics(endpoint: SipEndpoint, calls: CallEngine, listen: str) -> None:
+    """Register the collector and serve /metrics on ``host:port`` from a thread."""
+    REGISTRY.register(SipCollector(endpoint, calls))
+    host, _, port = listen.rpartition(":")
+    start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")
