@@ -7,7 +7,9 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from translate.numbers import NumberPlan
 from translate.reload import MapWatcher, reload_maps
@@ -22,9 +24,13 @@ from .logs import setup_logging
 from .sip.transaction import TimerConfig
 from .trunks import TrunkTable, load_trunks
 
+if TYPE_CHECKING:
+    from sms_smpp.service import SmppService
+
 log = logging.getLogger("ansim")
 
 DRAIN_SECONDS = 4.5
+PURGE_EVERY = 60  # seconds between purges of expired bindings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +69,9 @@ def serve_command(args: argparse.Namespace) -> int:
 class Engine:
     """One engine process: SIP endpoint, call engine and the services beside them."""
 
-    def __init__(self, config: EngineConfig, config_dir: Path, listeners: list[Listen], trunks: TrunkTable) -> None:
+    def __init__(
+        self, config: EngineConfig, config_dir: Path, listeners: list[Listen], trunks: TrunkTable
+    ) -> None:
         self.config = config
         self.config_dir = config_dir
         self.listeners = listeners
@@ -73,7 +81,7 @@ class Engine:
         self.store: Store | None = None
         self.cdr: CdrWriter | None = None
         self.calls: CallEngine | None = None
-        self.smpp: object | None = None
+        self.smpp: SmppService | None = None
         sip = config.sip
         self.endpoint = SipEndpoint(
             timers=TimerConfig(sip.timers.t1, sip.timers.t2, sip.timers.t4),
@@ -104,7 +112,9 @@ class Engine:
             for item in self.listeners:
                 bound = await self.endpoint.listen(item.transport, item.host, item.port)
                 advertise.setdefault(bound[0], (bound[1], bound[2]))
-                log.info("listening", extra={"transport": bound[0], "host": bound[1], "port": bound[2]})
+                log.info(
+                    "listening", extra={"transport": bound[0], "host": bound[1], "port": bound[2]}
+                )
         except OSError as exc:
             log.error("cannot listen: %s", exc)
             await self._close()
@@ -150,12 +160,26 @@ class Engine:
         log.info("engine stopped")
         return 0
 
+    def _purge(self) -> None:
+        """Delete expired bindings (lookups already refuse them; this reclaims the space)."""
+        if self.store is not None:
+            try:
+                purged = self.store.purge_expired(time.time(), limit=10_000)
+            except StoreError as exc:
+                log.error("purging expired bindings failed: %s", exc)
+                return
+            if purged:
+                log.info("expired bindings purged", extra={"count": purged})
+
     def _reload(self) -> None:
         if self.store is None:
             return
         result = reload_maps(self.store, self.config.numbers.maps, self.plan)
         if not result.ok:
-            log.error("number map reload refused; the running map stays", extra={"errors": len(result.errors)})
+            log.error(
+                "number map reload refused; the running map stays",
+                extra={"errors": len(result.errors)},
+            )
 
     async def _start_smpp(self) -> bool:
         if not self.config.smpp:
@@ -183,7 +207,7 @@ class Engine:
     async def _stop_smpp(self) -> None:
         service = self.smpp
         if service is not None:
-            await service.stop(timeout=2.0)  # type: ignore[attr-defined]
+            await service.stop(timeout=2.0)
 
     async def _close(self) -> None:
         await self.endpoint.close()

@@ -1,0 +1,420 @@
+"""Calls-per-second benchmark: SIPp carrier -> B2BUA -> SIPp callee trunk, on loopback.
+
+Starts a SIPp uas as the callee's trunk, the B2BUA under test (ansim with a generated
+map of --bindings bindings so that every call is a real lookup, or sippy's b2bua with
+--peer sippy, or both), and a SIPp uac as the carrier. The offered rate ramps through
+--rates; for each step it reports offered and achieved calls/s, failed calls at BOTH
+SIPp ends, retransmissions, CPU ms per call of the B2BUA process (from /proc), p50/p99
+INVITE->200 latency (SIPp rtd) and kernel UDP receive errors. A step fails when any
+call failed at either end; the run stops at the first failing step and prints the
+highest clean rate. Every step is bounded in calls and time.
+
+    .venv/bin/python bench/cps.py                       # ansim alone
+    .venv/bin/python bench/cps.py --peer sippy          # ansim, then sippy, same ramp, ratios
+    .venv/bin/python bench/cps.py --concurrent 5000     # memory: RSS per 1,000 concurrent calls
+
+sippy comes from the bench extra (`pip install -e '.[bench]'`); it is run as
+`b2bua -f -u -A 0 -s HOST:PORT` with SIPLOG_BEND=none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+SIPP_TUNING = ["-buff_size", "4194304", "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            try:
+                t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def udp_errors() -> tuple[int, int]:
+    lines = [
+        line.split()
+        for line in Path("/proc/net/snmp").read_text().splitlines()
+        if line.startswith("Udp:")
+    ]
+    header, values = lines[0], lines[1]
+    row = dict(zip(header[1:], map(int, values[1:]), strict=True))
+    return row.get("RcvbufErrors", 0), row.get("InErrors", 0)
+
+
+def wait_udp(port: int, timeout: float = 10.0) -> None:
+    """Wait until something answers OPTIONS on 127.0.0.1:port."""
+    msg = (
+        "OPTIONS sip:ping@127.0.0.1:%d SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKping%d\r\n"
+        "From: <sip:ping@127.0.0.1>;tag=p\r\nTo: <sip:ping@127.0.0.1>\r\nCall-ID: ping%d\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    end = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(0.2)
+        n = 0
+        while time.monotonic() < end:
+            n += 1
+            s.sendto((msg % (port, s.getsockname()[1], n, n)).encode(), ("127.0.0.1", port))
+            try:
+                s.recvfrom(4096)
+                return
+            except TimeoutError:
+                continue
+    raise RuntimeError(f"nothing answers on udp 127.0.0.1:{port}")
+
+
+@dataclass
+class Step:
+    peer: str
+    offered: float
+    calls: int
+    achieved: float
+    uac_ok: int
+    uac_failed: int
+    uas_ok: int
+    uas_failed: int
+    retrans: int
+    cpu_ms_per_call: float
+    p50_ms: float
+    p99_ms: float
+    rcvbuf_errors: int
+    ok: bool
+
+
+def last_stat_row(path: Path) -> dict[str, str]:
+    rows = list(csv.reader(path.read_text().splitlines(), delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    header = rows[0]
+    return dict(zip(header, rows[-1], strict=False))
+
+
+def stat_int(row: dict[str, str], name: str) -> int:
+    value = row.get(name, "0") or "0"
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class B2bua:
+    """The process under test."""
+
+    def __init__(self, peer: str, work: Path, uas_port: int, bindings: int) -> None:
+        self.peer = peer
+        self.port = free_port()
+        self.work = work
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.uas_port = uas_port
+        self.bindings = bindings
+
+    def start(self) -> None:
+        log = open(self.work / f"{self.peer}.log", "wb")  # noqa: SIM115
+        if self.peer == "ansim":
+            cfg = self.work / "config"
+            cfg.mkdir(exist_ok=True)
+            (cfg / "ansim.yaml").write_text(
+                f"sip: {{listen: ['udp:127.0.0.1:{self.port}']}}\n"
+                f"numbers: {{store: '{self.work}/numbers.lmdb', maps: '{self.work}/no-maps', watch: false}}\n"
+                f"metrics: {{listen: null}}\ncdr: '{self.work}/cdr.sqlite'\nsmpp: null\n"
+                "logging: {level: warning}\n"
+            )
+            (cfg / "trunks.yaml").write_text(
+                "trunks:\n  - name: callee\n    accept_from: [127.0.0.0/8]\n"
+                f"    address: 127.0.0.1:{self.uas_port}\n    invite_timeout: 8\n"
+                "routes:\n  - prefix: '+'\n    trunks: [callee]\n"
+            )
+            cmd = [str(ROOT / ".venv/bin/ansim"), "serve", "--config", str(cfg)]
+            env = dict(os.environ)
+        else:
+            exe = shutil.which("b2bua", path=str(ROOT / ".venv/bin")) or shutil.which("b2bua")
+            if exe is None:
+                raise SystemExit("sippy's b2bua not found: pip install -e '.[bench]'")
+            cmd = [
+                exe, "-f", "-u", "-A", "0", "-s", f"127.0.0.1:{self.uas_port}",
+                "--sip_address=127.0.0.1", f"--sip_port={self.port}",
+            ]  # fmt: skip
+            env = dict(os.environ, SIPLOG_BEND="none")
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, env=env
+        )
+        wait_udp(self.port, 20.0)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def build_store(work: Path, count: int) -> Path:
+    """A store of ``count`` ax bindings and the SIPp injection file that calls them."""
+    sys.path.insert(0, str(ROOT))
+    from translate.bindings import Binding
+    from translate.store import Store
+
+    store_path = work / "numbers.lmdb"
+    now = time.time()
+    with Store(store_path, sync=False) as store:
+        store.put_many(
+            (Binding(f"b{i}", "ax", f"+82507{i:08d}", f"+8210{i:08d}") for i in range(count)),
+            now=now,
+            source="api",
+        )
+        store.flush()
+    inj = work / "calls.csv"
+    with open(inj, "w") as f:
+        f.write("SEQUENTIAL\n")
+        step = max(1, count // 20000)
+        for i in range(0, count, step):
+            f.write(f"+82507{i:08d};+8211{i:08d};\n")
+    return inj
+
+
+def run_step(
+    b2bua: B2bua, work: Path, inj: Path, rate: float, seconds: float, hold_ms: int, limit: int
+) -> Step:
+    calls = max(int(rate * seconds), 1)
+    step_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"{b2bua.peer}-{int(rate)}-"))
+    uas_port = b2bua.uas_port
+    uas = subprocess.Popen(
+        ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(calls),
+         "-nostdin", "-trace_stat", "-stf", "uas.csv", "-fd", "1", *SIPP_TUNING],
+        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.3)
+    assert b2bua.proc is not None
+    pid = b2bua.proc.pid
+    cpu0 = cpu_seconds(pid)
+    err0 = udp_errors()
+    t0 = time.monotonic()
+    uac = subprocess.run(
+        ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
+         "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
+         "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", "-trace_rtt",
+         "-rtt_freq", "1", "-timeout", str(int(seconds * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING],
+        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=seconds * 4 + hold_ms / 1000 + 60,
+    )  # fmt: skip
+    elapsed = time.monotonic() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    try:
+        uas.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        uas.send_signal(signal.SIGUSR1)  # SIPp: stop gracefully
+        try:
+            uas.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            uas.kill()
+            uas.wait()
+    err1 = udp_errors()
+    uac_row = last_stat_row(step_dir / "uac.csv")
+    uas_row = last_stat_row(step_dir / "uas.csv")
+    rtts: list[float] = []
+    for rtt_file in step_dir.glob("*_rtt.csv"):
+        for line in rtt_file.read_text().splitlines()[1:]:
+            parts = line.split(";")
+            if len(parts) >= 2:
+                try:
+                    rtts.append(float(parts[1]))
+                except ValueError:
+                    pass
+    uac_ok = stat_int(uac_row, "SuccessfulCall(C)")
+    uac_failed = stat_int(uac_row, "FailedCall(C)") + (
+        calls - uac_ok - stat_int(uac_row, "FailedCall(C)")
+    )
+    uas_ok = stat_int(uas_row, "SuccessfulCall(C)")
+    uas_failed = stat_int(uas_row, "FailedCall(C)") + max(
+        0, calls - uas_ok - stat_int(uas_row, "FailedCall(C)")
+    )
+    ok = uac.returncode == 0 and uac_failed == 0 and uas_failed == 0
+    duration = max(elapsed - hold_ms / 1000, 1e-9)
+    return Step(
+        peer=b2bua.peer,
+        offered=rate,
+        calls=calls,
+        achieved=uac_ok / duration,
+        uac_ok=uac_ok,
+        uac_failed=uac_failed,
+        uas_ok=uas_ok,
+        uas_failed=uas_failed,
+        retrans=stat_int(uac_row, "Retransmissions(C)") + stat_int(uas_row, "Retransmissions(C)"),
+        cpu_ms_per_call=cpu * 1000 / max(uac_ok, 1),
+        p50_ms=percentile(rtts, 0.50),
+        p99_ms=percentile(rtts, 0.99),
+        rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
+        ok=ok,
+    )
+
+
+def print_step(s: Step) -> None:
+    print(
+        f"{s.peer:6} offered {s.offered:7.0f}/s  achieved {s.achieved:7.1f}/s  calls {s.calls:6}  "
+        f"failed uac {s.uac_failed} uas {s.uas_failed}  retrans {s.retrans:4}  "
+        f"cpu {s.cpu_ms_per_call:6.3f} ms/call  INVITE->200 p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:7.2f} ms  "
+        f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}",
+        flush=True,
+    )
+
+
+def ramp(peer: str, args: argparse.Namespace, work: Path, inj: Path) -> list[Step]:
+    uas_port = free_port()
+    b2bua = B2bua(peer, work, uas_port, args.bindings)
+    b2bua.start()
+    steps: list[Step] = []
+    try:
+        for rate in args.rates:
+            step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit)
+            print_step(step)
+            steps.append(step)
+            if not step.ok:
+                break
+            time.sleep(1.0)
+    finally:
+        b2bua.stop()
+    return steps
+
+
+def memory(args: argparse.Namespace, work: Path, inj: Path) -> None:
+    uas_port = free_port()
+    b2bua = B2bua("ansim", work, uas_port, args.bindings)
+    b2bua.start()
+    try:
+        assert b2bua.proc is not None
+        pid = b2bua.proc.pid
+        base = rss_kib(pid)
+        n = args.concurrent
+        rate = min(1000.0, float(n) / 5)
+        hold_ms = int((n / rate + 15) * 1000)
+        step_dir = Path(tempfile.mkdtemp(dir=work, prefix="mem-"))
+        uas = subprocess.Popen(
+            ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(n),
+             "-nostdin", *SIPP_TUNING], cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.3)
+        uac = subprocess.Popen(
+            ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
+             "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(n), "-l", str(n + 10),
+             "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", *SIPP_TUNING],
+            cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(n / rate + 5)
+        peak = rss_kib(pid)
+        row = last_stat_row(step_dir / "uac.csv")
+        current = stat_int(row, "CurrentCall")
+        print(
+            f"ansim RSS before calls {base / 1024:.1f} MiB, with {current} concurrent calls {peak / 1024:.1f} MiB: "
+            f"{(peak - base) * 1024 / max(current, 1) / 1000:.2f} KB per call "
+            f"({(peak - base) / 1024 / max(current, 1) * 1000:.2f} MiB per 1,000 calls)",
+            flush=True,
+        )
+        for p in (uac, uas):
+            try:
+                p.wait(timeout=hold_ms / 1000 + 30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    finally:
+        b2bua.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--peer", choices=("sippy",), help="also run this B2BUA through the same ramp")
+    ap.add_argument("--only-peer", action="store_true", help="run only the peer, not ansim")
+    ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
+                    default=[250, 500, 1000, 1500, 2000, 2500, 3000, 3500])  # fmt: skip
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    ap.add_argument("--limit", type=int, default=5000, help="SIPp -l: most calls open at once")
+    ap.add_argument("--bindings", type=int, default=100_000, help="bindings in the generated map")
+    ap.add_argument(
+        "--concurrent", type=int, help="memory mode: hold this many calls open and report RSS"
+    )
+    args = ap.parse_args()
+    if shutil.which("sipp") is None:
+        raise SystemExit("sipp not found (Debian package sip-tester)")
+    with tempfile.TemporaryDirectory(prefix="ansim-cps-") as tmp:
+        work = Path(tmp)
+        t0 = time.monotonic()
+        inj = build_store(work, args.bindings)
+        print(
+            f"map: {args.bindings} ax bindings built in {time.monotonic() - t0:.1f} s; {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        if args.concurrent:
+            memory(args, work, inj)
+            return
+        results: dict[str, list[Step]] = {}
+        peers = ([] if args.only_peer else ["ansim"]) + ([args.peer] if args.peer else [])
+        for peer in peers:
+            results[peer] = ramp(peer, args, work, inj)
+        print()
+        best: dict[str, Step | None] = {}
+        for peer, steps in results.items():
+            clean = [s for s in steps if s.ok]
+            top = max(clean, key=lambda s: s.achieved) if clean else None
+            best[peer] = top
+            if top is None:
+                print(f"{peer:6} no clean step")
+            else:
+                print(
+                    f"{peer:6} highest clean rate {top.achieved:7.1f} calls/s (offered {top.offered:.0f}), "
+                    f"cpu {top.cpu_ms_per_call:.3f} ms/call, p99 INVITE->200 {top.p99_ms:.2f} ms"
+                )
+        a, b = best.get("ansim"), best.get(args.peer or "")
+        if a is not None and b is not None:
+            print(
+                f"ratio ansim/{args.peer}: max clean CPS x{a.achieved / b.achieved:.1f}, "
+                f"CPU per call x{b.cpu_ms_per_call / a.cpu_ms_per_call:.1f} less"
+            )
+
+
+if __name__ == "__main__":
+    main()
