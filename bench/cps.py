@@ -142,11 +142,15 @@ def percentile(values: list[float], q: float) -> float:
 class B2bua:
     """The process under test."""
 
-    def __init__(self, peer: str, work: Path, uas_port: int, bindings: int) -> None:
+    def __init__(
+        self, peer: str, work: Path, uas_port: int, bindings: int, profile: str | None = None
+    ) -> None:
         self.peer = peer
+        self.profile = profile
         self.port = free_port()
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
+        self.spy: subprocess.Popen[bytes] | None = None
         self.uas_port = uas_port
         self.bindings = bindings
 
@@ -181,8 +185,27 @@ class B2bua:
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, env=env
         )
         wait_udp(self.port, 20.0)
+        if self.profile:
+            # py-spy samples the process; collapsed stacks go to the given file
+            spy = [
+                str(ROOT / ".venv/bin/py-spy"),
+                "record",
+                "-f",
+                "raw",
+                "-r",
+                "250",
+                "-o",
+                self.profile,
+            ]
+            self.spy = subprocess.Popen([*spy, "--pid", str(self.proc.pid)], stdout=log, stderr=log)
 
     def stop(self) -> None:
+        if self.spy is not None:
+            self.spy.send_signal(signal.SIGINT)
+            try:
+                self.spy.wait(20)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -304,7 +327,7 @@ def print_step(s: Step) -> None:
 
 def ramp(peer: str, args: argparse.Namespace, work: Path, inj: Path) -> list[Step]:
     uas_port = free_port()
-    b2bua = B2bua(peer, work, uas_port, args.bindings)
+    b2bua = B2bua(peer, work, uas_port, args.bindings, args.profile if peer == "ansim" else None)
     b2bua.start()
     steps: list[Step] = []
     try:
@@ -374,6 +397,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     ap.add_argument("--limit", type=int, default=5000, help="SIPp -l: most calls open at once")
     ap.add_argument("--bindings", type=int, default=100_000, help="bindings in the generated map")
+    ap.add_argument(
+        "--profile", metavar="FILE", help="sample ansim with py-spy, collapsed stacks to FILE"
+    )
     ap.add_argument(
         "--concurrent", type=int, help="memory mode: hold this many calls open and report RSS"
     )
