@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -292,3 +295,47 @@ def test_map_full_is_a_store_error(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="full"):
             small.put_many((ax(f"h{i}", x=f"+8250700{i:05d}") for i in range(20000)), now=NOW)
         assert small.stats(NOW).total == 0
+
+
+WRITER = """
+import sys
+from translate.bindings import Binding
+from translate.store import Store
+with Store(sys.argv[1], map_size=16 << 20) as store:
+    store.put(Binding(sys.argv[2], "ax", sys.argv[3], sys.argv[4]), now=float(sys.argv[5]))
+"""
+
+
+def write_elsewhere(path: Path, binding_id: str, x: str, a: str) -> None:
+    """Add an ax binding from another process (LMDB allows one Store per process)."""
+    subprocess.run(
+        [sys.executable, "-c", WRITER, str(path), binding_id, x, a, str(NOW)],
+        check=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+
+
+def test_lookup_snapshot_is_reused_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "s.lmdb"
+    with Store(path, map_size=16 << 20) as writer:
+        writer.put(ax("h1"), now=NOW)
+    with Store(path, readonly=True, snapshot_max_age=3600) as reader:
+        assert route(reader.lookup(X1, C, NOW)).callee == A
+        write_elsewhere(path, "h2", X2, B)
+        assert reader.lookup(X2, C, NOW) == Refusal("unknown", None)  # same snapshot
+        reader.release()
+        assert route(reader.lookup(X2, C, NOW)).callee == B
+    with Store(path, readonly=True, snapshot_max_age=0) as reader:
+        assert reader.lookup("+825070001003", C, NOW) == Refusal("unknown", None)
+        write_elsewhere(path, "h3", "+825070001003", D)
+        assert route(reader.lookup("+825070001003", C, NOW)).callee == D
+
+
+def test_own_writes_are_seen_at_once(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.lmdb", map_size=16 << 20, snapshot_max_age=3600) as store:
+        assert store.lookup(X1, C, NOW) == Refusal("unknown", None)
+        store.put(ax(), now=NOW)
+        assert route(store.lookup(X1, C, NOW)).callee == A
+        store.unbind("ax-1")
+        assert store.lookup(X1, C, NOW) == Refusal("unknown", None)

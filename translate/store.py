@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -73,6 +74,7 @@ from translate.numbers import mask
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
+    "DEFAULT_SNAPSHOT_MAX_AGE",
     "SOURCES",
     "Conflict",
     "ConflictError",
@@ -88,11 +90,23 @@ log = logging.getLogger(__name__)
 
 #: Address space reserved for the store; the file only grows as data is written.
 DEFAULT_MAP_SIZE: Final = 32 << 30
+#: Longest a lookup snapshot is reused, in seconds (see Store).
+DEFAULT_SNAPSHOT_MAX_AGE: Final = 0.005
 SOURCES: Final = ("yaml", "api")
 
 _UNKNOWN: Final = Refusal("unknown", None)
 _NOT_PARTY: Final = Refusal("not_party", None)
 _unpackb = msgpack.unpackb
+_monotonic = time.monotonic
+#: Route flags decoded once: flags -> (kind, record, callee sees the caller).
+_FLAGS: Final = tuple(
+    (
+        KINDS[f & KIND_MASK] if f & KIND_MASK < len(KINDS) else "",
+        bool(f & FLAG_RECORD),
+        bool(f & FLAG_PRESENT_CALLER),
+    )
+    for f in range(16)
+)
 
 Progress = Callable[[int], None]
 
@@ -151,7 +165,18 @@ class StoreStats:
 
 
 class Store:
-    """The LMDB translation table: lookups for the hot path, writers for the API and maps."""
+    """The LMDB translation table: lookups for the hot path, writers for the API and maps.
+
+    Open one Store per path per process (LMDB refuses a second one), after forking.
+    A Store is not thread-safe.
+
+    Lookups reuse one read snapshot for up to ``snapshot_max_age`` seconds (5 ms by
+    default) instead of opening a read transaction per lookup, which would cost about a
+    tenth of a lookup. A lookup may therefore miss a write committed by another process
+    less than 5 ms earlier; it never sees part of a write. Writes through this Store are
+    seen by its next lookup at once. ``snapshot_max_age=0`` gives a fresh snapshot to
+    every lookup.
+    """
 
     def __init__(
         self,
@@ -160,8 +185,13 @@ class Store:
         readonly: bool = False,
         map_size: int = DEFAULT_MAP_SIZE,
         sync: bool = True,
+        snapshot_max_age: float = DEFAULT_SNAPSHOT_MAX_AGE,
     ) -> None:
         self.path = os.fspath(path)
+        self.snapshot_max_age = snapshot_max_age
+        self._reader: lmdb.Transaction | None = None
+        self._cursor: lmdb.Cursor | None = None
+        self._reader_until = 0.0
         self.readonly = readonly
         if not readonly:
             os.makedirs(self.path, exist_ok=True)
@@ -202,8 +232,13 @@ class Store:
             elif stored != FORMAT:
                 raise StoreError(f"{self.path} holds {stored!r}, expected {FORMAT!r}")
 
+    def flush(self) -> None:
+        """Force committed writes to disk (for a store opened with ``sync=False``)."""
+        self._env.sync(True)
+
     def close(self) -> None:
         """Close the environment; the Store must not be used afterwards."""
+        self.release()
         self._env.close()
 
     def __enter__(self) -> Store:
@@ -223,26 +258,16 @@ class Store:
         ``translate.bindings.REFUSAL_REASONS``. With ``count`` False (SMS, inspection)
         the call is not counted against calls-per-hour limits.
         """
-        x = virtual.encode()
-        try:
-            txn = self._env.begin(db=self._routes)
-        except lmdb.MapResizedError:
-            self._env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = self._env.begin(db=self._routes)
-        try:
-            raw = txn.get(x + SEP + caller.encode())
-            if raw is None:
-                raw = txn.get(x)
-                if raw is None:
-                    cursor = txn.cursor()
-                    prefix = x + SEP
-                    if cursor.set_range(prefix) and cursor.key().startswith(prefix):
-                        return _NOT_PARTY
-                    return _UNKNOWN
-        finally:
-            txn.abort()
+        cursor = self._cursor
+        if cursor is None or _monotonic() >= self._reader_until:
+            cursor = self._new_snapshot()
+        # A cursor kept with the snapshot is cheaper than Transaction.get, which opens one.
+        if not (
+            cursor.set_key((virtual + "\0" + caller).encode()) or cursor.set_key(virtual.encode())
+        ):
+            return self._unrouted(cursor, virtual)
+        raw = cursor.value()
         rec = _unpackb(raw)
-        flags = rec[0]
         binding_id = rec[2]
         max_seconds = None
         if len(rec) > 3:
@@ -254,14 +279,39 @@ class Store:
                 if refusal is not None:
                     return refusal
                 max_seconds = rec[4]
+        kind, record, to_caller = _FLAGS[rec[0]]
         return Route(
-            rec[1],
-            caller if flags & FLAG_PRESENT_CALLER else virtual,
-            binding_id,
-            KINDS[flags & KIND_MASK],
-            flags & FLAG_RECORD != 0,
-            max_seconds,
+            rec[1], caller if to_caller else virtual, binding_id, kind, record, max_seconds
         )
+
+    def _new_snapshot(self) -> lmdb.Cursor:
+        self.release()
+        try:
+            txn = self._env.begin(db=self._routes)
+        except lmdb.MapResizedError:
+            self._env.set_mapsize(0)  # another process grew the map: adopt its size
+            txn = self._env.begin(db=self._routes)
+        self._reader = txn
+        self._cursor = cursor = txn.cursor()
+        self._reader_until = _monotonic() + self.snapshot_max_age
+        return cursor
+
+    def release(self) -> None:
+        """End the lookup snapshot now (see the class docstring); the next lookup starts
+        a fresh one. Cheap; the engine calls it from its once-a-second housekeeping so an
+        idle worker does not keep an old snapshot (and the pages it pins) alive."""
+        if self._reader is not None:
+            self._cursor = None
+            self._reader.abort()
+            self._reader = None
+
+    @staticmethod
+    def _unrouted(cursor: lmdb.Cursor, virtual: str) -> Refusal:
+        """not_party when X holds caller-specific routes (axb pairs), else unknown."""
+        prefix = virtual.encode() + SEP
+        if cursor.set_range(prefix) and bytes(cursor.key()).startswith(prefix):
+            return _NOT_PARTY
+        return _UNKNOWN
 
     def _check_limits(self, rec: list[Any], now: float, count: bool) -> Refusal | None:
         if len(rec) > 6:
@@ -459,6 +509,7 @@ class Store:
     def _write(self) -> _WriteTxn:
         if self.readonly:
             raise StoreError("store opened read-only")
+        self.release()  # this process's next lookup sees its own write
         return _WriteTxn(self._env)
 
     @staticmethod
