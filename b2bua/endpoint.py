@@ -14,7 +14,7 @@ import logging
 from typing import Any, Protocol
 
 from .sip.errors import SipParseError
-from .sip.events import Event
+from .sip.events import Event, StrayResponse
 from .sip.message import Request, Response, SipMessage
 from .sip.parser import parse_datagram
 from .sip.responses import make_response
@@ -82,13 +82,35 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closing = False
+        # sent-by values this endpoint writes in its Via headers (RFC 3261 §18.1.2)
+        self.sent_by: set[tuple[bytes, int]] = set()
+        self._sent_by_any_host: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def listen(self, transport: str, host: str, port: int) -> Peer:
         self._loop = asyncio.get_running_loop()
         if transport == "udp":
-            return await self.transports.listen_udp(host, port)
-        return await self.transports.listen_tcp(host, port)
+            bound = await self.transports.listen_udp(host, port)
+        else:
+            bound = await self.transports.listen_tcp(host, port)
+        self.add_sent_by(bound[1], bound[2])
+        return bound
+
+    def add_sent_by(self, host: str, port: int) -> None:
+        """Declare a host:port written as sent-by in this endpoint's Via headers (the
+        listen addresses are declared by ``listen``; add advertised ones). A response
+        matching no transaction whose top Via names none of them is not ours and is
+        dropped (RFC 3261 §18.1.2)."""
+        host = host.strip("[]")
+        if host in ("0.0.0.0", "::", ""):
+            self._sent_by_any_host.add(port)
+        else:
+            self.sent_by.add((host.encode(), port))
+
+    def _sent_by_us(self, msg: SipMessage) -> bool:
+        via = msg.via
+        port = via.port or 5060
+        return (via.host.strip(b"[]"), port) in self.sent_by or port in self._sent_by_any_host
 
     def now(self) -> float:
         assert self._loop is not None
@@ -186,6 +208,9 @@ class SipEndpoint:
                 self.stats.responses_dropped += 1
                 return
             events = self.layer.receive(msg, peer, now)
+            if events and isinstance(events[0], StrayResponse) and not self._sent_by_us(msg):
+                self.stats.responses_dropped += 1
+                return
         user = self.user
         if user is not None:
             for ev in events:

@@ -174,6 +174,10 @@ class SipMessage:
                 raise SipParseError("missing CSeq")
             num, _, method = raw.partition(b" ")
             method = method.strip()
+            if not method or not num.isdigit():  # LWS other than one SP (slow path)
+                parts = raw.split(None, 1)
+                if len(parts) == 2:
+                    num, method = parts
             if not num.isdigit() or not method or len(num) > 10 or int(num) >= 2**31:
                 raise SipParseError("bad CSeq")
             c = (int(num), method)

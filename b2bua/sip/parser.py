@@ -36,20 +36,27 @@ def _unfold(head: bytes) -> bytes:
 # peer sending endless distinct names cannot grow it without limit.
 _NAME_CACHE: dict[bytes, bytes] = {}
 _NAME_CACHE_MAX = 4096
+_BAD_NAME = b""  # name slot of a malformed header line (never a real header name)
 
 
-def _name_of(raw: bytes) -> bytes:
-    """Slow path of header naming: validate, lower-case, expand compact forms, cache."""
+def _name_of(line: bytes) -> bytes | None:
+    """Slow path of header naming: validate, lower-case, expand compact forms, cache.
+    None for a malformed line."""
+    raw, colon, _ = line.partition(b":")
     name = raw.rstrip(b" \t").lower()
-    if not name or not all(c in _TOKEN for c in name):
-        raise SipParseError("malformed header line")
+    if not colon or not name or not all(c in _TOKEN for c in name):
+        return None
     name = COMPACT.get(name, name)
     if len(_NAME_CACHE) < _NAME_CACHE_MAX:
         _NAME_CACHE[raw] = name
     return name
 
 
-def _split_head(head: bytes) -> tuple[list[bytes], list[bytes]]:
+def _split_head(head: bytes) -> tuple[list[bytes], list[bytes], bool]:
+    """The header block as (raw lines, lower-case full names, whether a line is malformed).
+
+    A malformed line is named ``_BAD_NAME`` so that the rest of the message can still
+    address a 400 to its sender."""
     if _FOLD_SP in head or _FOLD_TAB in head:
         head = _unfold(head)
     lines = head.split(b"\r\n")
@@ -57,13 +64,16 @@ def _split_head(head: bytes) -> tuple[list[bytes], list[bytes]]:
     names: list = [get(line.partition(b":")[0]) for line in lines]
     names[0] = START_NAME
     if None in names:
+        bad = False
         for i, name in enumerate(names):
             if name is None:
-                line = lines[i]
-                if b":" not in line:
-                    raise SipParseError("malformed header line")
-                names[i] = _name_of(line.partition(b":")[0])
-    return lines, names
+                name = _name_of(lines[i])
+                if name is None:
+                    bad = True
+                    name = _BAD_NAME
+                names[i] = name
+        return lines, names, bad
+    return lines, names, False
 
 
 def _content_length(lines: list[bytes], names: list[bytes]) -> int | None:
@@ -78,39 +88,66 @@ def _content_length(lines: list[bytes], names: list[bytes]) -> int | None:
     return int(raw)
 
 
+def _partial(lines: list[bytes], names: list[bytes]) -> SipMessage | None:
+    """As much of a failed message as can address a reply to its sender."""
+    try:
+        return _build(lines, names, b"")
+    except SipParseError as exc:
+        return exc.message
+
+
+def _response(start: bytes, lines: list[bytes], names: list[bytes], body: bytes) -> Response:
+    # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+    sp1 = start.find(b" ")
+    sp2 = start.find(b" ", sp1 + 1)
+    code = start[sp1 + 1 :] if sp2 < 0 else start[sp1 + 1 : sp2]
+    if sp1 < 0 or len(code) != 3 or not code.isdigit():
+        raise SipParseError("malformed status line")
+    status = int(code)
+    if status < 100:
+        raise SipParseError("status code out of range")
+    reason = b"" if sp2 < 0 else start[sp2 + 1 :]
+    return Response(status, reason, lines, names, body, start[:sp1])
+
+
 def _build(lines: list[bytes], names: list[bytes], body: bytes) -> SipMessage:
     start = lines[0]
     if start.startswith(b"SIP/"):
-        # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        sp1 = start.find(b" ")
-        sp2 = start.find(b" ", sp1 + 1)
-        code = start[sp1 + 1 :] if sp2 < 0 else start[sp1 + 1 : sp2]
-        if sp1 < 0 or len(code) != 3 or not code.isdigit():
-            raise SipParseError("malformed status line")
-        status = int(code)
-        if status < 100:
-            raise SipParseError("status code out of range")
-        reason = b"" if sp2 < 0 else start[sp2 + 1 :]
-        return Response(status, reason, lines, names, body, start[:sp1])
+        return _response(start, lines, names, body)
     # Request-Line = Method SP Request-URI SP SIP-Version
     parts = start.split(b" ")
-    if len(parts) != 3:
-        partial = Request(b"", b"", lines, names, body)
-        raise SipParseError("malformed request line", 400, partial)
+    if len(parts) != 3 or (
+        parts[0] not in _COMMON_METHODS and (not parts[0] or not all(c in _TOKEN for c in parts[0]))
+    ):
+        # SIP-Version is case-insensitive (RFC 3261 §7.1): "sip/2.0 200 OK" is a response.
+        if start[:4].upper() == b"SIP/":
+            return _response(start, lines, names, body)
+        if len(parts) != 3:
+            partial = Request(b"", b"", lines, names, body)
+            raise SipParseError("malformed request line", 400, partial)
+        partial = Request(parts[0], parts[1], lines, names, body, parts[2])
+        raise SipParseError("malformed method", 400, partial)
     method, uri, version = parts
     req = Request(method, uri, lines, names, body, version)
-    if method not in _COMMON_METHODS and (not method or not all(c in _TOKEN for c in method)):
-        raise SipParseError("malformed method", 400, req)
-    if not uri or not version.startswith(b"SIP/"):
+    if not uri or not (version.startswith(b"SIP/") or version[:4].upper() == b"SIP/"):
         raise SipParseError("malformed request line", 400, req)
     return req
 
 
 def parse_datagram(data: bytes) -> SipMessage:
-    """Parse one message from a UDP datagram; bytes after the body are discarded."""
+    """Parse one message from a UDP datagram; bytes after the body are discarded.
+
+    A failure raises SipParseError; its ``message`` holds what was parsed when that is
+    enough to answer the sender (a request with a Via), so that it can get its 400.
+    """
     if len(data) > MAX_MESSAGE:
         raise SipParseError("message too large", 513)
-    end = data.find(b"\r\n\r\n")
+    start = 0
+    while data.startswith(b"\r\n", start):  # RFC 3261 §7.5: ignore leading CRLFs
+        start += 2
+    if start >= len(data):
+        raise SipParseError("empty message")
+    end = data.find(b"\r\n\r\n", start)
     if end < 0:
         # A datagram whose header block lacks the final empty line still delimits the
         # message; take it whole so that it can be answered (with 400 if it is bad).
@@ -118,11 +155,13 @@ def parse_datagram(data: bytes) -> SipMessage:
             raise SipParseError("no end of headers")
         data += b"\r\n"
         end = len(data) - 4
-    start = 0
-    while data.startswith(b"\r\n", start):  # RFC 3261 §7.5: ignore leading CRLFs
-        start += 2
-    lines, names = _split_head(data[start:end])
-    clen = _content_length(lines, names)
+    lines, names, bad = _split_head(data[start:end])
+    try:
+        clen = _content_length(lines, names)
+    except SipParseError as exc:
+        raise SipParseError(exc.reason, 400, _partial(lines, names)) from None
+    if bad:
+        raise SipParseError("malformed header line", 400, _partial(lines, names))
     if clen is None:
         body = data[end + 4 :]
     else:
@@ -137,53 +176,103 @@ def parse_datagram(data: bytes) -> SipMessage:
 class StreamParser:
     """Frames SIP messages out of a TCP byte stream.
 
-    ``feed(data)`` returns the complete messages now available; a partial message stays
-    buffered. Double-CRLF keep-alives (RFC 5626) are counted in ``pings`` so the
-    transport can answer them with a single CRLF. A framing error is unrecoverable for
-    the connection: it raises SipParseError and the caller closes the connection.
+    ``feed(data)`` returns the complete messages now available, in order; a partial
+    message stays buffered (bytes arriving one at a time cost linear time overall). A
+    message that is framed but malformed comes back as a SipParseError in the list,
+    carrying what was parsed so that it can be answered. Double-CRLF keep-alives
+    (RFC 5626) are counted in ``pings`` so the transport can answer them with a single
+    CRLF. A framing error (bad Content-Length, message over ``max_message``) is
+    unrecoverable for the connection: ``feed`` raises SipParseError (after returning
+    the messages framed before it, if any) and the caller closes the connection.
     """
 
-    __slots__ = ("_buf", "max_message", "pings")
+    __slots__ = ("_buf", "_error", "_need", "_scan", "max_message", "pings")
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._scan = 0  # where the search for the end of the buffered header resumes
+        self._need = 0  # length of the buffered message once its header is known
+        self._error: SipParseError | None = None
         self.max_message = max_message
         self.pings = 0
 
     def feed(self, data: bytes) -> list[SipMessage | SipParseError]:
-        buf = self._buf + data if self._buf else data
+        if self._error is not None:
+            raise self._error
+        pending = self._buf
+        if pending:
+            pending += data
+            if self._need:
+                if len(pending) < self._need:
+                    return []
+            elif pending.find(b"\r\n\r\n", self._scan) < 0:
+                if len(pending) > self.max_message:
+                    raise SipParseError("message too large", 513)
+                self._scan = max(0, len(pending) - 3)
+                return []
+            data = bytes(pending)
+            self._buf = bytearray()
+            self._scan = self._need = 0
+        elif not data:
+            return []
+        return self._frame(data)
+
+    def _frame(self, buf: bytes) -> list[SipMessage | SipParseError]:
         out: list[SipMessage | SipParseError] = []
         pos = 0
         n = len(buf)
         while pos < n:
-            while buf.startswith(b"\r\n", pos):
+            if buf[pos] == 13:  # CR: keep-alive CRLFs between messages
                 if buf.startswith(b"\r\n\r\n", pos):
                     self.pings += 1
                     pos += 4
-                else:
+                    continue
+                if n - pos < 4 and b"\r\n\r\n".startswith(buf[pos:]):
+                    break  # maybe the start of a keep-alive: wait for the rest
+                if buf.startswith(b"\r\n", pos):
                     pos += 2
-            if pos >= n:
-                break
+                    continue
             end = buf.find(b"\r\n\r\n", pos)
             if end < 0:
                 if n - pos > self.max_message:
-                    raise SipParseError("message too large", 513)
+                    return self._fail(out, SipParseError("message too large", 513))
+                self._scan = max(0, n - pos - 3)
                 break
-            lines, names = _split_head(buf[pos:end])
-            clen = _content_length(lines, names)
-            if clen is None:
-                clen = 0
-            if end + 4 - pos + clen > self.max_message:
-                raise SipParseError("message too large", 513)
+            lines, names, bad = _split_head(buf[pos:end])
+            try:
+                clen = _content_length(lines, names) or 0
+            except SipParseError as exc:
+                return self._fail(out, SipParseError(exc.reason, 400, _partial(lines, names)))
+            size = end + 4 - pos + clen
+            if size > self.max_message:
+                too_large = SipParseError("message too large", 513, _partial(lines, names))
+                return self._fail(out, too_large)
             if end + 4 + clen > n:
+                self._need = size
                 break
             body = buf[end + 4 : end + 4 + clen]
             pos = end + 4 + clen
+            if bad:
+                out.append(SipParseError("malformed header line", 400, _partial(lines, names)))
+                continue
             try:
                 out.append(_build(lines, names, body))
             except SipParseError as exc:
                 out.append(exc)
-        self._buf = buf[pos:] if pos < n else b""
+        if pos < n:
+            self._buf = bytearray(buf[pos:])
+        return out
+
+    def _fail(
+        self, out: list[SipMessage | SipParseError], exc: SipParseError
+    ) -> list[SipMessage | SipParseError]:
+        """A framing error: nothing after it can be trusted. Hand over what came before
+        and raise on the next ``feed``, or raise now when there is nothing to hand over."""
+        self._buf = bytearray()
+        self._scan = self._need = 0
+        if not out:
+            raise exc
+        self._error = exc
         return out
 
     @property

@@ -22,14 +22,29 @@ def response_destination(via: Via, source: Peer, *, symmetric: bool) -> Peer:
 
 
 def stamp_received(via_line_value: bytes, via: Via, source: Peer) -> bytes | None:
-    """The top Via value with ``received`` (and the ``rport`` value) added, or None when
-    unchanged (§18.2.1: received when sent-by differs from the source address)."""
+    """The Via header value ``via_line_value`` (whose first value is ``via``, the top Via)
+    with ``received`` and the ``rport`` value set on the top Via, or None when unchanged.
+
+    RFC 3261 §18.2.1: ``received`` when sent-by differs from the source address.
+    RFC 3581 §4: an empty ``rport`` gets the source port, and then ``received`` is
+    added even when it equals sent-by. Later Via values on the same line are kept.
+    """
     _, host, port = source
     hostb = host.encode()
-    add = b""
-    if via.host != hostb and b"received" not in via.params:
-        add += b";received=" + hostb
-    if via.has_rport and via.rport is None:
-        value = via_line_value.replace(b";rport", b";rport=%d" % port, 1)
-        return value + add
-    return via_line_value + add if add else None
+    want_rport = via.has_rport and via.rport is None
+    if not want_rport and (via.host == hostb or via.received == hostb):
+        return None
+    top = via.raw
+    if not via_line_value.startswith(top):
+        return None
+    parts = top.split(b";")
+    out = [parts[0].rstrip()]
+    for part in parts[1:]:
+        name = part.partition(b"=")[0].strip().lower()
+        if name == b"received":
+            continue  # replaced by the address the request came from
+        if name == b"rport" and want_rport:
+            part = b"rport=%d" % port
+        out.append(part)
+    out.append(b"received=" + hostb)
+    return b";".join(out) + via_line_value[len(top) :]

@@ -62,9 +62,7 @@ def check_request(req: Request) -> Rejection | None:
 
 
 def _check_request(req: Request) -> Rejection | None:
-    if req.version != b"SIP/2.0":
-        if req.version.upper() == b"SIP/2.0":
-            return None if req.version == b"SIP/2.0" else Rejection(400, "Bad SIP-Version")
+    if req.version != b"SIP/2.0" and req.version.upper() != b"SIP/2.0":  # case-insensitive (§7.1)
         return Rejection(505, "Version Not Supported")
     names = req.names
     for name in (b"via", b"from", b"to", b"call-id", b"cseq"):
@@ -107,7 +105,7 @@ def _check_request(req: Request) -> Rejection | None:
         return Rejection(501, "Not Implemented", [(b"allow", ALLOW_HEADER)])
     if uri.scheme not in (b"sip", b"sips", b"tel"):
         return Rejection(416, "Unsupported URI Scheme")
-    if mf is not None and mf == b"0" and method != b"OPTIONS":
+    if mf is not None and int(mf) == 0 and method != b"OPTIONS":
         return Rejection(483, "Too Many Hops")
     require = req.get_all(b"require")
     if require and method != b"ACK" and method != b"CANCEL":
@@ -129,7 +127,7 @@ def check_response(resp: Response) -> str | None:
     try:
         if not 100 <= resp.status <= 699:
             return "status code out of range"
-        if resp.version != b"SIP/2.0":
+        if resp.version != b"SIP/2.0" and resp.version.upper() != b"SIP/2.0":
             return "bad version"
         names = resp.names
         for name in (b"via", b"from", b"to", b"call-id", b"cseq"):

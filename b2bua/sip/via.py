@@ -94,6 +94,8 @@ def parse_via(raw: bytes) -> Via:
             host = hostport[:c]
         else:
             host = hostport
+    if not host:
+        raise SipParseError("Via without host")
     params = parse_params(sentby[semi:], what="Via") if semi >= 0 else {}
     return Via(value, transport, host, port, params)
 

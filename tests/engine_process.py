@@ -1,0 +1,246 @@
+"""`ansim serve` as a child process for integration tests.
+
+``EngineProcess`` writes a throw-away configuration folder (metrics off, the number
+store and the CDR file inside it), starts ``.venv/bin/ansim serve`` on a free UDP+TCP
+port of 127.0.0.1, waits (bounded) until the engine answers OPTIONS over UDP, and on
+``stop()`` sends SIGTERM (or SIGINT) and waits (bounded) for a clean exit. Use it as a
+context manager so that the process is stopped whatever the test does::
+
+    with EngineProcess(tmp_path) as engine:
+        resp = engine.options()          # parsed 200 OK
+        sock.sendto(data, engine.udp)    # ("127.0.0.1", port)
+
+Everything the engine logs goes to ``<dir>/engine.log``; ``log_text()`` reads it back
+for assertion messages.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from conftest import ROOT, free_port
+
+from b2bua.sip.message import Response
+from b2bua.sip.parser import parse_datagram
+
+ANSIM = ROOT / ".venv" / "bin" / "ansim"
+STOP_TIMEOUT = 6.0  # issue 3: exit within 5 s of SIGTERM/SIGINT, with a little slack
+
+
+def options_request(
+    port: int, local_port: int, *, call_id: str | None = None, transport: str = "UDP"
+) -> bytes:
+    """An out-of-dialog OPTIONS to 127.0.0.1:``port`` from 127.0.0.1:``local_port``."""
+    call_id = call_id or uuid.uuid4().hex
+    branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+    return (
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{local_port};branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:127.0.0.1:{port}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def udp_options(port: int, timeout: float = 1.0) -> Response | None:
+    """Send one OPTIONS over UDP to 127.0.0.1:``port``; the parsed 200-class answer or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(timeout)
+        call_id = uuid.uuid4().hex
+        sock.sendto(
+            options_request(port, sock.getsockname()[1], call_id=call_id), ("127.0.0.1", port)
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except (TimeoutError, ConnectionRefusedError):
+                return None
+            msg = parse_datagram(data)
+            if isinstance(msg, Response) and msg.call_id == call_id.encode():
+                return msg
+    return None
+
+
+class EngineProcess:
+    """One ``ansim serve`` child listening on udp and tcp 127.0.0.1:``port``.
+
+    ``config`` is merged over the generated ``ansim.yaml`` (one level deep: a dict value
+    updates the section); ``files`` are written into the config folder before the
+    start (``{"trunks.yaml": ..., "numbers/map.yaml": ...}``).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        config: dict[str, Any] | None = None,
+        files: dict[str, str] | None = None,
+        start_timeout: float = 15.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.extra_config = config or {}
+        self.files = files or {}
+        self.start_timeout = start_timeout
+        self.config_dir = self.workdir / "config"
+        self.log_path = self.workdir / "engine.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+
+    @property
+    def udp(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def tcp(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    # -- configuration ---------------------------------------------------------------------
+    def write_config(self) -> Path:
+        """Write ``ansim.yaml`` into a fresh config folder and return the folder."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        var = self.workdir / "var"
+        var.mkdir(exist_ok=True)
+        maps = self.config_dir / "numbers"
+        maps.mkdir(exist_ok=True)
+        config: dict[str, Any] = {
+            "metrics": {"listen": None},
+            "numbers": {"store": str(var / "numbers.lmdb"), "maps": str(maps), "watch": False},
+            "cdr": str(var / "cdr.sqlite"),
+            "smpp": None,
+        }
+        for key, value in self.extra_config.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        (self.config_dir / "ansim.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        for name, text in self.files.items():
+            path = self.config_dir / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return self.config_dir
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> EngineProcess:
+        if not ANSIM.exists():
+            raise RuntimeError(f"{ANSIM} is missing: run .venv/bin/pip install -e . --no-deps")
+        self.write_config()
+        cmd = [
+            str(ANSIM),
+            "serve",
+            "--config",
+            str(self.config_dir),
+            "--sip",
+            f"udp:127.0.0.1:{self.port}",
+            "--sip",
+            f"tcp:127.0.0.1:{self.port}",
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.workdir,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"ansim serve exited with {self.proc.returncode} before answering:\n{self.log_text()}"
+                )
+            if udp_options(self.port, timeout=0.3) is not None:
+                return
+        raise RuntimeError(
+            f"ansim serve did not answer OPTIONS within {self.start_timeout} s:\n{self.log_text()}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def options(self, timeout: float = 2.0) -> Response | None:
+        """Ask the running engine for OPTIONS over UDP; the response or None."""
+        return udp_options(self.port, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+        """Signal the engine and wait for it; asserts it exited 0 within ``timeout`` s."""
+        proc = self.proc
+        assert proc is not None, "engine not started"
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError(
+                    f"ansim serve did not exit within {timeout} s of {signal.Signals(sig).name}:\n{self.log_text()}"
+                ) from None
+        self.returncode = proc.returncode
+        self.proc = None
+        assert self.returncode == 0, (
+            f"ansim serve exited with {self.returncode}:\n{self.log_text()}"
+        )
+        return self.returncode
+
+    def kill(self) -> None:
+        """Stop the process unconditionally (cleanup path; no assertions)."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+                pass
+        self.returncode = proc.returncode
+        self.proc = None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-8000:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc is None:
+            return
+        if exc_type is None:
+            self.stop()
+        else:
+            self.kill()
