@@ -113,20 +113,17 @@ def _server_key(req: Request) -> tuple:
         method = b"INVITE"
     if via.rfc3261_branch:
         return (via.branch, via.host, via.port, method)
-    # RFC 2543 fallback (§17.2.3): no usable branch.
-    return (b"2543", req.call_id, req.from_tag, req.cseq[0], via.raw, method)
+    # RFC 2543 fallback (§17.2.3): no usable branch. The To tag is left out so that the
+    # ACK (which carries the tag of our final response) matches its INVITE.
+    return (b"2543", req.uri, req.call_id, req.from_tag, req.cseq[0], via.raw, method)
 
 
 def ack_for(invite: Request, response: Response) -> Request:
     """The ACK a client transaction sends for a non-2xx final response (§17.1.1.3)."""
-    lines = [b"ACK " + invite.uri + b" SIP/2.0"]
-    names = [START_NAME]
+    # One Via, equal to the top Via of the INVITE (which may share its line with others).
+    lines = [b"ACK " + invite.uri + b" SIP/2.0", b"Via: " + invite.via.raw]
+    names = [START_NAME, b"via"]
     src = invite.lines
-    for i, name in enumerate(invite.names):
-        if name == b"via":
-            lines.append(src[i])
-            names.append(name)
-            break
     for i, name in enumerate(invite.names):
         if name in (b"from", b"call-id", b"route", b"max-forwards"):
             lines.append(src[i])
@@ -301,7 +298,10 @@ class TransactionLayer:
                 elif txn.state == State.ACCEPTED:
                     events.append(RequestReceived(req, source, None))  # RFC 6026 §7.1
                 return
-            if txn.last is not None and txn.state != State.ACCEPTED:
+            # A retransmission: resend the last response in Proceeding (provisional) and
+            # Completed (final); absorb it in Trying, Accepted (RFC 6026) and Confirmed.
+            state = txn.state
+            if txn.last is not None and (state == State.PROCEEDING or state == State.COMPLETED):
                 self.outbox.append((txn.last, txn.dest))
                 self.retransmissions += 1
             return
@@ -318,10 +318,11 @@ class TransactionLayer:
         state = txn.state
         if state in (State.COMPLETED, State.CONFIRMED, State.TERMINATED):
             return
-        if state == State.ACCEPTED and resp.status < 300:
-            # 2xx retransmissions by the UAS core in Accepted (RFC 6026 §8.5)
-            data = resp.serialize()
-            self.outbox.append((data, txn.dest))
+        if state == State.ACCEPTED:
+            # 2xx retransmissions by the UAS core in Accepted (RFC 6026 §8.5); nothing
+            # else may follow a 2xx.
+            if 200 <= resp.status < 300:
+                self.outbox.append((resp.serialize(), txn.dest))
             return
         data = resp.serialize()
         txn.last = data
