@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
@@ -172,15 +173,26 @@ class Relay:
         self.server_txn = server_txn
 
 
-class CallStats:
-    """Counters read by the metrics collector at scrape time."""
+# Upper bounds (seconds) of the call setup time histogram's buckets.
+SETUP_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-    __slots__ = ("calls", "lookups", "setup_seconds")
+
+class CallStats:
+    """Counters read by the metrics collector at scrape time (plain numbers, so that
+    counting costs the hot path nothing and nothing grows when no one scrapes)."""
+
+    __slots__ = ("calls", "lookups", "setup_buckets", "setup_sum")
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}  # outcome -> count
         self.lookups: dict[str, int] = {}  # route / refusal reason -> count
-        self.setup_seconds: list[float] = []  # drained by the collector
+        # Setup times per bucket of SETUP_BUCKETS (not cumulative), the last one above them all.
+        self.setup_buckets = [0] * (len(SETUP_BUCKETS) + 1)
+        self.setup_sum = 0.0
+
+    def observe_setup(self, seconds: float) -> None:
+        self.setup_buckets[bisect_left(SETUP_BUCKETS, seconds)] += 1
+        self.setup_sum += seconds
 
 
 Scheduler = Callable[[float, Callable[..., None]], Any]
@@ -525,7 +537,7 @@ class CallEngine:
             self._clear_timer(call)
             call.state = CallState.ANSWERED
             call.answer_at = now
-            self.stats.setup_seconds.append(now - call.invite_at)
+            self.stats.observe_setup(now - call.invite_at)
             self._answer_a(call, resp, now)
             return
         # final failure
@@ -538,7 +550,7 @@ class CallEngine:
         mapped = MAPPED_STATUS.get(status, status)
         if 300 <= mapped < 400:
             mapped = 480
-        self._fail_a(call, mapped, REASONS.get(mapped, b"Call Failed"), f"b_{status}", now)
+        self._fail_a(call, mapped, _reason(mapped), f"b_{status}", now)
 
     def _learn_remote(self, leg: Leg, resp: Response) -> None:
         d = leg.dialog
@@ -572,7 +584,7 @@ class CallEngine:
         return out
 
     def _relay_provisional(self, call: Call, resp: Response, now: float) -> None:
-        out = self._a_response(call, resp, resp.status, REASONS.get(resp.status, b"Session Progress"))
+        out = self._a_response(call, resp, resp.status, _reason(resp.status))
         self.layer.respond(call.a_txn, out, now)
 
     def _answer_a(self, call: Call, resp: Response, now: float) -> None:
@@ -769,6 +781,9 @@ class CallEngine:
                 self.layer.reply(txn, 491, now)
                 return
             other.out_pending = True
+            if method == b"INVITE":
+                # §17.2.1: the far leg may take longer than 200 ms; stop the sender's retransmissions.
+                self.layer.reply(txn, 100, now)
         d = other.dialog
         if method == b"PRACK":
             out = d.request(method, self._via(other.transport))
@@ -799,7 +814,8 @@ class CallEngine:
             relay.to_leg.ack_cseq = resp.cseq[0]
             self._learn_target(relay.to_leg, resp)
         from_leg = relay.from_leg
-        out = make_response(server.request, status, REASONS.get(status, resp.reason), to_tag=from_leg.dialog.local_tag)
+        # The far end's reason phrase is free text (it may name its number): never relayed.
+        out = make_response(server.request, status, _reason(status), to_tag=from_leg.dialog.local_tag)
         if method in (b"INVITE", b"UPDATE") and status < 300:
             out.add(b"contact", self._contact(from_leg.transport))
         self._copy_headers(resp, out.lines, out.names)
@@ -902,6 +918,21 @@ def _split(value: bytes) -> list[bytes]:
     from .sip.headers import split_values
 
     return split_values(value)
+
+
+_CLASS_REASONS = {
+    1: b"Session Progress",
+    2: b"OK",
+    3: b"Redirected",
+    4: b"Request Failed",
+    5: b"Server Error",
+    6: b"Global Failure",
+}
+
+
+def _reason(status: int) -> bytes:
+    """ansim's own reason phrase for ``status``."""
+    return REASONS.get(status) or _CLASS_REASONS.get(status // 100, b"Unknown")
 
 
 def _is_sdp(msg: Request | Response) -> bool:

@@ -1,8 +1,9 @@
 """Prometheus metrics of the SIP side, collected at scrape time.
 
-The hot path only bumps plain integers on the endpoint's and call engine's stats
-objects; this collector turns them into metric families when /metrics is read, so a
-call costs no prometheus-client work beyond one histogram observation at answer.
+The hot path only bumps plain numbers on the endpoint's and call engine's stats
+objects (the setup time histogram included: a bucket count per call); this collector
+turns them into metric families when /metrics is read, so a call costs no
+prometheus-client work at all.
 """
 
 from __future__ import annotations
@@ -10,19 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import REGISTRY, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from .calls import SETUP_BUCKETS
 
 if TYPE_CHECKING:
     from .calls import CallEngine
     from .endpoint import SipEndpoint
 
-SETUP_SECONDS = Histogram(
-    "ansim_call_setup_seconds",
-    "INVITE received to 200 OK relayed to the caller",
-    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
+_BUCKET_NAMES = [floatToGoString(b) for b in SETUP_BUCKETS] + ["+Inf"]
 
 
 class SipCollector(Collector):
@@ -32,14 +32,20 @@ class SipCollector(Collector):
         self.endpoint = endpoint
         self.calls = calls
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         ep = self.endpoint.stats
         c = self.calls.stats
-        pending = c.setup_seconds
-        if pending:
-            c.setup_seconds = []
-            for value in pending:
-                SETUP_SECONDS.observe(value)
+        cumulative = 0
+        buckets = []
+        for name, n in zip(_BUCKET_NAMES, c.setup_buckets, strict=True):
+            cumulative += n
+            buckets.append((name, cumulative))
+        yield HistogramMetricFamily(
+            "ansim_call_setup_seconds",
+            "INVITE received to 200 OK relayed to the caller",
+            buckets=buckets,
+            sum_value=c.setup_sum,
+        )
         calls = CounterMetricFamily("ansim_calls", "Calls ended, by outcome", labels=["outcome"])
         for outcome, n in sorted(c.calls.items()):
             calls.add_metric([outcome], n)
