@@ -146,12 +146,17 @@ class Engine:
             await self._close()
             return 1
         log.info("engine started", extra={"config": str(self.config_dir)})
+        ticks = 0
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), 1.0)
             except TimeoutError:
+                ticks += 1
+                self.store.release()  # an idle engine holds no old read snapshot
                 if watcher is not None and watcher.changed():
                     self._reload()
+                if ticks % PURGE_EVERY == 0:
+                    self._purge()
         log.info("stopping: finishing in-flight transactions")
         await self._stop_smpp()
         self.calls.shutdown(self.endpoint.now())
