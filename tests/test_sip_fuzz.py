@@ -231,7 +231,7 @@ def _transaction(msg: SipMessage) -> None:
     for event in LAYER.receive(msg, SOURCE, 0.0):
         txn = getattr(event, "txn", None)
         if txn is not None and isinstance(msg, Request) and msg.method != b"ACK":
-            LAYER.reply(txn, 486, 0.0, to_tag=b"t")  # type: ignore[arg-type]
+            LAYER.reply(txn, 486, 0.0, to_tag=b"t")
             if msg.method == b"CANCEL":
                 LAYER.find_invite(msg)
     LAYER.take_outbox()

@@ -333,13 +333,19 @@ def test_ack_for_takes_the_top_via_of_a_shared_line() -> None:
 
 
 # -- INVITE server transaction ---------------------------------------------------------------------
+def new_txn(tl: TransactionLayer, req: Request, source: Any, now: float) -> ServerTransaction:
+    """Receive ``req``; assert it starts a server transaction, passed up once, and return it."""
+    (ev,) = tl.receive(req, source, now)
+    assert isinstance(ev, RequestReceived) and ev.request is req and ev.source == source
+    assert isinstance(ev.txn, ServerTransaction) and ev.txn.request is req
+    return ev.txn
+
+
 def _ist(tl: TransactionLayer, now: float = 0.0, **kw: Any) -> tuple[Request, ServerTransaction]:
     inv = request(**kw)
-    (ev,) = tl.receive(inv, PEER, now)
-    assert isinstance(ev, RequestReceived) and ev.request is inv and ev.source == PEER
-    assert isinstance(ev.txn, ServerTransaction)
-    assert ev.txn.state == State.PROCEEDING
-    return inv, ev.txn
+    txn = new_txn(tl, inv, PEER, now)
+    assert txn.state == State.PROCEEDING
+    return inv, txn
 
 
 def test_ist_proceeding_resends_the_last_provisional() -> None:
@@ -427,9 +433,8 @@ def test_ist_2xx_accepted_until_timer_l() -> None:
 def test_ist_reliable_transport() -> None:
     tl = layer()
     inv = request()
-    (ev,) = tl.receive(inv, TCP, 0.0)
-    txn = ev.txn
-    assert isinstance(txn, ServerTransaction) and txn.reliable
+    txn = new_txn(tl, inv, TCP, 0.0)
+    assert txn.reliable
     busy = tl.reply(txn, 486, 0.0, to_tag=b"srv1")
     sent(tl)
     assert tl.get_timer() == pytest.approx(32.0)  # timer H only, no timer G
@@ -438,9 +443,7 @@ def test_ist_reliable_transport() -> None:
     assert fire(tl, 1.0) == []  # timer I is zero
     assert txn.state == State.TERMINATED and tl.retransmissions == 0 and sent(tl) == []
     # timer H on a reliable transport
-    (ev,) = tl.receive(request(branch=b"z9hG4bKother"), TCP, 2.0)
-    txn2 = ev.txn
-    assert isinstance(txn2, ServerTransaction)
+    txn2 = new_txn(tl, request(branch=b"z9hG4bKother"), TCP, 2.0)
     tl.reply(txn2, 480, 2.0)
     sent(tl)
     assert fire(tl, 34.0) == [TransactionTimeout(txn2)]
@@ -455,8 +458,7 @@ def test_ist_transport_error() -> None:
     assert tl.transport_error(txn) == [TransportError(txn)]
     assert txn.state == State.TERMINATED and tl.server == {}
     # the next retransmission of the INVITE starts a new transaction
-    (ev,) = tl.receive(request(), PEER, 1.0)
-    assert isinstance(ev, RequestReceived) and ev.txn is not None and ev.txn is not txn
+    assert new_txn(tl, request(), PEER, 1.0) is not txn
 
 
 def test_rfc2543_matching_without_magic_cookie() -> None:
@@ -480,31 +482,27 @@ def test_rfc2543_matching_without_magic_cookie() -> None:
         request(branch=None, call_id=b"call-2543", via_host=b"198.51.100.10"),
         request(branch=None, call_id=b"call-2543", uri=b"sip:other@192.0.2.1"),
     ):
-        (ev,) = tl.receive(other, PEER, 0.5)
-        assert isinstance(ev, RequestReceived) and ev.txn is not None and ev.txn is not txn
+        assert new_txn(tl, other, PEER, 0.5) is not txn
 
 
 def test_branch_matching_includes_sent_by_and_method() -> None:
     tl = layer()
     _, txn = _ist(tl)
     same_branch_other_host = request(via_host=b"203.0.113.1")
-    (ev,) = tl.receive(same_branch_other_host, PEER, 0.1)
-    assert isinstance(ev, RequestReceived) and ev.txn is not txn
+    assert new_txn(tl, same_branch_other_host, PEER, 0.1) is not txn
     bare_cookie = request(branch=b"z9hG4bK")  # the cookie alone still counts as RFC 3261
-    (ev,) = tl.receive(bare_cookie, PEER, 0.2)
-    assert ev.txn is not None and ev.txn.key[0] == b"z9hG4bK"
+    assert new_txn(tl, bare_cookie, PEER, 0.2).key[0] == b"z9hG4bK"
     bye_same_branch = request(b"BYE", to_tag=b"srv1")
-    (ev,) = tl.receive(bye_same_branch, PEER, 0.3)
-    assert isinstance(ev, RequestReceived) and ev.txn is not None and ev.txn.method == b"BYE"
+    assert new_txn(tl, bye_same_branch, PEER, 0.3).method == b"BYE"
 
 
 def test_cancel_finds_its_invite() -> None:
     tl = layer()
     inv, inv_txn = _ist(tl)
     cancel = request(b"CANCEL")
-    (ev,) = tl.receive(cancel, PEER, 1.0)
-    assert isinstance(ev, RequestReceived) and ev.txn is not None
-    assert ev.txn is not inv_txn and ev.txn.method == b"CANCEL" and ev.txn.state == State.TRYING
+    cancel_txn = new_txn(tl, cancel, PEER, 1.0)
+    assert cancel_txn is not inv_txn and cancel_txn.method == b"CANCEL"
+    assert cancel_txn.state == State.TRYING
     assert tl.find_invite(cancel) is inv_txn
     assert tl.find_invite(request(b"CANCEL", branch=b"z9hG4bKnope")) is None
     # RFC 2543 CANCEL: matched on Request-URI, Call-ID, From tag, CSeq number and top Via
@@ -530,9 +528,8 @@ def test_stray_ack_is_passed_up() -> None:
 def test_nist_trying_proceeding_completed_timer_j() -> None:
     tl = layer()
     bye = request(b"BYE", to_tag=b"srv1")
-    (ev,) = tl.receive(bye, PEER, 0.0)
-    txn = ev.txn
-    assert isinstance(txn, ServerTransaction) and txn.state == State.TRYING
+    txn = new_txn(tl, bye, PEER, 0.0)
+    assert txn.state == State.TRYING
     assert tl.receive(bye, PEER, 0.1) == [] and sent(tl) == []  # Trying: absorbed
     trying = tl.reply(txn, 100, 0.2)
     assert txn.state == State.PROCEEDING and sent(tl) == [(trying.serialize(), PEER)]
@@ -543,16 +540,14 @@ def test_nist_trying_proceeding_completed_timer_j() -> None:
     assert tl.receive(bye, PEER, 1.0) == [] and sent(tl) == [(ok.serialize(), PEER)]
     assert tl.reply(txn, 500, 1.1) is not None and sent(tl) == []  # a second final: ignored
     assert fire(tl, 32.4) == [] and txn.state == State.TERMINATED and tl.server == {}
-    (ev,) = tl.receive(bye, PEER, 33.0)  # now a new transaction
-    assert isinstance(ev, RequestReceived) and ev.txn is not None and ev.txn is not txn
+    assert new_txn(tl, bye, PEER, 33.0) is not txn  # now a new transaction
 
 
 def test_nist_final_from_trying_and_reliable_timer_j() -> None:
     tl = layer()
     opt = request(b"OPTIONS")
-    (ev,) = tl.receive(opt, TCP, 0.0)
-    txn = ev.txn
-    assert txn is not None and txn.reliable
+    txn = new_txn(tl, opt, TCP, 0.0)
+    assert txn.reliable
     ok = tl.reply(txn, 200, 0.0, to_tag=b"srv1")
     assert sent(tl) == [(ok.serialize(), TCP)] and txn.state == State.COMPLETED
     assert fire(tl, 0.0) == [] and txn.state == State.TERMINATED  # timer J is zero
@@ -560,10 +555,9 @@ def test_nist_final_from_trying_and_reliable_timer_j() -> None:
 
 def test_nist_transport_error() -> None:
     tl = layer()
-    (ev,) = tl.receive(request(b"INFO", to_tag=b"srv1"), PEER, 0.0)
-    assert ev.txn is not None
-    assert tl.transport_error(ev.txn) == [TransportError(ev.txn)]
-    assert ev.txn.state == State.TERMINATED and tl.server == {}
+    txn = new_txn(tl, request(b"INFO", to_tag=b"srv1"), PEER, 0.0)
+    assert tl.transport_error(txn) == [TransportError(txn)]
+    assert txn.state == State.TERMINATED and tl.server == {}
 
 
 # -- the timer heap --------------------------------------------------------------------------------
