@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from b2bua.sip.parser import parse_datagram  # noqa: E402
+from b2bua.sip.parser import parse_datagram
 
 SDP = (
     b"v=0\r\n"
