@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from conftest import ROOT, free_port
 
+from b2bua.sip.errors import SipParseError
 from b2bua.sip.message import Response
 from b2bua.sip.parser import parse_datagram
 
@@ -55,22 +56,25 @@ def options_request(
 
 
 def udp_options(port: int, timeout: float = 1.0) -> Response | None:
-    """Send one OPTIONS over UDP to 127.0.0.1:``port``; the parsed 200-class answer or None."""
+    """Send one OPTIONS over UDP to 127.0.0.1:``port``; the parsed response to it (whatever
+    its status), or None when none came within ``timeout`` seconds."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        sock.settimeout(timeout)
         call_id = uuid.uuid4().hex
-        sock.sendto(
-            options_request(port, sock.getsockname()[1], call_id=call_id), ("127.0.0.1", port)
-        )
+        request = options_request(port, sock.getsockname()[1], call_id=call_id)
+        sock.sendto(request, ("127.0.0.1", port))
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
             try:
                 data = sock.recv(65536)
             except (TimeoutError, ConnectionRefusedError):
                 return None
-            msg = parse_datagram(data)
-            if isinstance(msg, Response) and msg.call_id == call_id.encode():
+            try:
+                msg = parse_datagram(data)
+            except SipParseError:
+                continue
+            if isinstance(msg, Response) and msg.get(b"call-id") == call_id.encode():
                 return msg
     return None
 
