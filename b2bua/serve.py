@@ -125,6 +125,8 @@ class Engine:
                 advertise = {k: (host, int(port)) for k in advertise}
             else:
                 advertise = {k: (self.config.sip.advertise, v[1]) for k, v in advertise.items()}
+            for host_port in advertise.values():
+                self.endpoint.add_sent_by(*host_port)
         self.calls = CallEngine(
             self.endpoint,
             self.store,
