@@ -90,7 +90,17 @@ class Ids:
 class Leg:
     """One side of a call: its dialog, where to send, and the SDP origin it is shown."""
 
-    __slots__ = ("ack_cseq", "call", "dialog", "is_a", "origin", "out_pending", "peer", "transport")
+    __slots__ = (
+        "ack_cseq",
+        "call",
+        "dialog",
+        "is_a",
+        "last_ack",
+        "origin",
+        "out_pending",
+        "peer",
+        "transport",
+    )
 
     def __init__(self, call: Call, is_a: bool, dialog: Dialog, peer: Peer, origin: OriginRewriter) -> None:
         self.call = call
@@ -101,6 +111,7 @@ class Leg:
         self.origin = origin  # rewrites SDP this leg is sent
         self.ack_cseq: int | None = None  # INVITE on this leg whose 2xx awaits our ACK
         self.out_pending = False  # an INVITE/UPDATE we sent on this leg awaits its final response
+        self.last_ack: Request | None = None  # the last ACK we sent on this leg
 
 
 class Call:
@@ -526,11 +537,15 @@ class CallEngine:
             self._relay_provisional(call, resp, now)
             return
         if status < 300:
+            if self._acked(leg, resp):
+                # A retransmission of a 2xx we ACKed: our ACK was lost, send it again (§13.2.2.4).
+                self._resend_ack(leg, resp.cseq[0], now)
+                return
+            if not call.cancelled and call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+                return  # a retransmission before the caller's ACK: that ACK will answer it
             self._learn_remote(leg, resp)
             leg.ack_cseq = resp.cseq[0]
-            if call.cancelled or call.state in (CallState.ANSWERED, CallState.CONFIRMED, CallState.ENDED):
-                if call.state in (CallState.ANSWERED, CallState.CONFIRMED) and not call.cancelled:
-                    return  # 2xx retransmission: A's ACK (or our retransmitted 200) answers it
+            if call.cancelled or call.state == CallState.ENDED:
                 self._send_ack(leg, None, now)
                 self._send_bye(leg, now)
                 return
@@ -649,6 +664,27 @@ class CallEngine:
             if ctype:
                 ack.add(b"content-type", ctype)
         leg.ack_cseq = None
+        leg.last_ack = ack
+        self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
+
+    @staticmethod
+    def _acked(leg: Leg, resp: Response) -> bool:
+        """Whether ``resp`` (a 2xx to an INVITE on ``leg``) was ACKed already."""
+        last = leg.last_ack
+        return leg.ack_cseq is None and last is not None and last.cseq[0] == resp.cseq[0]
+
+    def _resend_ack(self, leg: Leg, cseq: int, now: float) -> None:
+        """ACK the 2xx of INVITE ``cseq`` on ``leg`` again (§13.2.2.4: an ACK for every 2xx).
+        The ACK is rebuilt with a fresh branch, keeping the body of the one it repeats."""
+        d = leg.dialog
+        ack = d.request(b"ACK", self._via(leg.transport), cseq=cseq)
+        last = leg.last_ack
+        if last is not None and last.body and last.cseq[0] == cseq:
+            ack.body = last.body
+            ctype = last.get(b"content-type")
+            if ctype:
+                ack.add(b"content-type", ctype)
+        leg.last_ack = ack
         self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
 
     def _on_cancel(self, cancel: Request, txn: ServerTransaction, now: float) -> None:
@@ -762,9 +798,7 @@ class CallEngine:
             leg = self.dialogs.get((resp.call_id, resp.from_tag or b""))
             if leg is not None and leg.call.state in (CallState.ANSWERED, CallState.CONFIRMED):
                 if leg.ack_cseq is None:  # our ACK was lost: send it again
-                    d = leg.dialog
-                    ack = d.request(b"ACK", self._via(leg.transport), cseq=resp.cseq[0])
-                    self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
+                    self._resend_ack(leg, resp.cseq[0], now)
                 return
             self._ack_and_bye(resp, source, now)
 
@@ -811,6 +845,9 @@ class CallEngine:
         if status >= 200 and method in (b"INVITE", b"UPDATE"):
             relay.to_leg.out_pending = False
         if method == b"INVITE" and 200 <= status < 300:
+            if self._acked(relay.to_leg, resp):  # the 2xx again: our ACK was lost
+                self._resend_ack(relay.to_leg, resp.cseq[0], now)
+                return
             relay.to_leg.ack_cseq = resp.cseq[0]
             self._learn_target(relay.to_leg, resp)
         from_leg = relay.from_leg

@@ -292,3 +292,18 @@ def test_all_trunks_down_503(sipp: Sipp, start_ansim: StartAnsim) -> None:
     assert run.uac.received_statuses("INVITE") == [100, 503]
     check_cdr(engine, status=503, ended_by="engine", binding_id=BINDING_AX, answer_at=None)
     assert_no_leaks(run)
+
+
+def test_callee_2xx_retransmission_is_acked_again(sipp: Sipp, start_ansim: StartAnsim) -> None:
+    """A callee whose ACK was lost sends its 200 again: ansim ACKs it again at once (not only
+    when the call ends, by which time the callee would have given up on the call)."""
+    port = free_port()
+    engine = start_ansim(port)
+    run = run_call(sipp, engine, "call_uac_callee_bye", "call_uas_2xx_again", uas_port=port)
+    assert run.uas.received_requests() == ["INVITE", "ACK", "ACK"]
+    acks = [m for m in run.uas.received() if m.method == "ACK"]
+    assert {m.header("CSeq") for m in acks} == {"1 ACK"}
+    assert run.uac.received_statuses("INVITE") == [100, 180, 200]
+    assert run.uac.received_requests() == ["BYE"]
+    check_cdr(engine, status=200, ended_by="callee", binding_id=BINDING_AX, trunk="t1")
+    assert_no_leaks(run)
