@@ -586,9 +586,14 @@ class CallEngine:
         """A response to the caller's INVITE built from the callee's, with nothing of the callee."""
         a = call.a
         assert a is not None
-        out = make_response(call.a_invite, status, reason, to_tag=a.dialog.local_tag)
-        out.add(b"contact", self._contact(a.transport))
+        invite = call.a_invite
+        out = make_response(invite, status, reason, to_tag=a.dialog.local_tag)
         lines, names = out.lines, out.names
+        for i, name in enumerate(invite.names):
+            if name == b"record-route":  # §12.1.1: the caller's side of the route set, echoed
+                lines.append(invite.lines[i])
+                names.append(name)
+        out.add(b"contact", self._contact(a.transport))
         self._copy_headers(resp, lines, names)
         for name in (b"require", b"rseq"):
             v = resp.get(name)

@@ -93,6 +93,15 @@ def test_basic_call_callee_hangs_up(sipp: Sipp, start_ansim: StartAnsim) -> None
     run = run_call(sipp, engine, "call_uac_callee_bye", "call_uas_bye", uas_port=port)
     assert run.uac.received_statuses("INVITE") == [100, 180, 200]
     assert run.uac.received_requests() == ["BYE"]
+    # The carrier's INVITE was Record-Routed: the route set is echoed and then followed.
+    record_route = run.uac.sent()[0].header("Record-Route")
+    assert record_route.startswith("<sip:127.0.0.1:")
+    assert {m.header("Record-Route") for m in run.uac.received() if m.status in (180, 200)} == {
+        record_route
+    }
+    assert next(m for m in run.uac.received() if m.method == "BYE").headers("Route") == [
+        record_route
+    ]
     assert run.uas.received_requests() == ["INVITE", "ACK"]
     assert run.uas.received_statuses("BYE") == [200]
     check_cdr(engine, status=200, ended_by="callee", binding_id=BINDING_AX, trunk="t1")
@@ -286,11 +295,26 @@ def test_failover_when_first_trunk_never_answers(sipp: Sipp, start_ansim: StartA
     assert not leaks(silent.received(), CALLER)
 
 
+def test_failover_when_first_trunk_answers_503(sipp: Sipp, start_ansim: StartAnsim) -> None:
+    out_of_service, alive = free_port(), free_port()
+    engine = start_ansim(out_of_service, alive)
+    first = sipp.start("call_uas_503", port=out_of_service, keys=CALLEE.sipp_keys("callee"))
+    run = run_call(sipp, engine, "call_uac_basic", "call_uas_answer", uas_port=alive)
+    assert first.wait(20) == 0, first.report()
+    assert first.received_requests() == ["INVITE", "ACK"]
+    assert run.uac.received_statuses("INVITE") == [100, 180, 200]
+    check_cdr(engine, status=200, ended_by="caller", binding_id=BINDING_AX, trunk="t2")
+    assert_no_leaks(run)
+    assert not leaks(first.received(), CALLER)
+
+
 def test_all_trunks_down_503(sipp: Sipp, start_ansim: StartAnsim) -> None:
     engine = start_ansim(free_port(), free_port(), trunk_opts={"invite_timeout": 0.5})
     run = run_call(sipp, engine, "call_uac_reject_503")
     assert run.uac.received_statuses("INVITE") == [100, 503]
-    check_cdr(engine, status=503, ended_by="engine", binding_id=BINDING_AX, answer_at=None)
+    check_cdr(
+        engine, status=503, ended_by="engine", binding_id=BINDING_AX, trunk="t2", answer_at=None
+    )
     assert_no_leaks(run)
 
 
