@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -64,6 +65,20 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvloop
 
     return uvloop.run(Engine(config, Path(args.config), listeners, trunks).run())
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a signalling engine.
+
+    A busy engine allocates many short-lived containers per message and keeps tens of
+    thousands of transactions alive for their 32-second timers; with the default
+    thresholds the collector rescans them so often that it costs about a third of the
+    CPU per call (bench/engine_bench.py). Objects that exist after start-up are frozen
+    out of collection, and collections of the young generation are made rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 20)
 
 
 class Engine:
@@ -147,6 +162,7 @@ class Engine:
         if not await self._start_smpp():
             await self._close()
             return 1
+        tune_gc()
         log.info("engine started", extra={"config": str(self.config_dir)})
         ticks = 0
         while not self._stop.is_set():

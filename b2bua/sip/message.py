@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .errors import SipParseError
 from .headers import canonical, split_values
-from .uri import NameAddr, parse_name_addr
+from .uri import NameAddr, Uri, parse_name_addr, parse_uri
 from .via import Via, parse_via
 
 _START = b":start"  # name slot of lines[0], never a real header name
@@ -236,7 +236,7 @@ class SipMessage:
 class Request(SipMessage):
     """A SIP request: method, Request-URI (raw bytes), version."""
 
-    __slots__ = ("method", "uri", "version")
+    __slots__ = ("_ruri", "method", "uri", "version")
 
     def __init__(
         self,
@@ -254,8 +254,18 @@ class Request(SipMessage):
         self.method = method
         self.uri = uri
         self.version = version
+        self._ruri: Uri | None = None
+
+    @property
+    def ruri(self) -> Uri:
+        """The Request-URI, parsed once (raises SipParseError when malformed)."""
+        u = self._ruri
+        if u is None:
+            u = self._ruri = parse_uri(self.uri)
+        return u
 
     def set_uri(self, uri: bytes) -> None:
+        self._ruri = None
         self.uri = uri
         self.lines[0] = self.method + b" " + uri + b" " + self.version
 

@@ -94,15 +94,21 @@ class Uri:
         return f"<Uri {self.raw.decode(errors='replace')}>"
 
 
+# Schemes as usually written, mapped to their lower-case form without further checks.
+_KNOWN_SCHEMES = {b"sip": b"sip", b"sips": b"sips", b"tel": b"tel", b"SIP": b"sip", b"TEL": b"tel"}
+
+
 def parse_uri(raw: bytes) -> Uri:
     """Parse a URI; raises SipParseError on malformed sip/sips/tel URIs."""
     uri = Uri(raw)
     colon = raw.find(b":")
     if colon <= 0 or _has_ws(raw):
         raise SipParseError("malformed URI")
-    scheme = raw[:colon].lower()
-    if not all(c in _SCHEME for c in scheme) or not (0x61 <= scheme[0] <= 0x7A):
-        raise SipParseError("malformed URI scheme")
+    scheme = _KNOWN_SCHEMES.get(raw[:colon])
+    if scheme is None:
+        scheme = raw[:colon].lower()
+        if not all(c in _SCHEME for c in scheme) or not (0x61 <= scheme[0] <= 0x7A):
+            raise SipParseError("malformed URI scheme")
     uri.scheme = scheme
     rest = raw[colon + 1 :]
     if scheme == b"sip" or scheme == b"sips":

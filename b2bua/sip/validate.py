@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .errors import SipParseError
 from .headers import SINGLE_VALUED, split_values
 from .message import Request, Response
-from .uri import parse_name_addr, parse_uri
+from .uri import parse_name_addr
 
 KNOWN_METHODS = frozenset(
     (
@@ -82,8 +82,13 @@ def _check_request(req: Request) -> Rejection | None:
     if expires is not None and not _uint(expires, _MAX_EXPIRES):
         return Rejection(400, "Bad Expires")
     req.via  # noqa: B018  (parses the top Via; raises when malformed)
-    req.from_.uri  # noqa: B018
-    req.to.uri  # noqa: B018
+    if req.to.tag is None:
+        # Out of dialog: the URIs are checked in full. In a dialog the tags identify it
+        # and the URIs are not used, so their name-addr syntax is all that is checked.
+        req.from_.uri  # noqa: B018
+        req.to.uri  # noqa: B018
+    else:
+        req.from_  # noqa: B018
     method = req.method
     if method == b"INVITE" or method == b"REGISTER" or method == b"SUBSCRIBE":
         for contact in req.get_all(b"contact"):
@@ -92,7 +97,7 @@ def _check_request(req: Request) -> Rejection | None:
             for value in split_values(contact):
                 parse_name_addr(value).uri  # noqa: B018
     try:
-        uri = parse_uri(req.uri)
+        uri = req.ruri
     except SipParseError:
         if req.uri.startswith(b"<") or b":" not in req.uri:
             return Rejection(400, "Malformed Request-URI")
