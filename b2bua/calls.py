@@ -407,6 +407,8 @@ class CallEngine:
         if call.b is not None:  # forget the failed B-leg
             self.dialogs.pop((call.b.dialog.call_id, call.b.dialog.local_tag), None)
             call.b = None
+            if call.a is not None:
+                call.a.origin.new_sender()
         if not call.trunks or call.cancelled:
             if call.cancelled:
                 return

@@ -309,6 +309,27 @@ def test_failover_when_first_trunk_answers_503(sipp: Sipp, start_ansim: StartAns
     assert not leaks(first.received(), CALLER)
 
 
+def test_failover_after_early_media_moves_the_sdp_version(
+    sipp: Sipp, start_ansim: StartAnsim
+) -> None:
+    """The caller saw the first trunk's SDP in a 183; the second trunk's answer is a new SDP
+    in the same dialog on the caller's side, so its o= version must be higher (RFC 3264 §8)."""
+    failing, alive = free_port(), free_port()
+    engine = start_ansim(failing, alive)
+    first = sipp.start("call_uas_early_503", port=failing, keys=CALLEE.sipp_keys("callee"))
+    run = run_call(sipp, engine, "call_uac_basic", "call_uas_answer", uas_port=alive)
+    assert first.wait(20) == 0, first.report()
+    assert run.uac.received_statuses("INVITE") == [100, 183, 180, 200]
+    early, answer = (
+        m for m in run.uac.received() if m.status in (183, 200) and m.cseq_method == "INVITE"
+    )
+    origin = [m.body.split("o=", 1)[1].split()[:3] for m in (early, answer)]
+    assert origin[0][:2] == origin[1][:2] == ["ansim", origin[0][1]]
+    assert int(origin[1][2]) > int(origin[0][2])
+    check_cdr(engine, status=200, ended_by="caller", binding_id=BINDING_AX, trunk="t2")
+    assert_no_leaks(run)
+
+
 def test_all_trunks_down_503(sipp: Sipp, start_ansim: StartAnsim) -> None:
     engine = start_ansim(free_port(), free_port(), trunk_opts={"invite_timeout": 0.5})
     run = run_call(sipp, engine, "call_uac_reject_503")

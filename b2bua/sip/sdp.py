@@ -16,12 +16,13 @@ _DROP = (b"i=", b"u=", b"e=", b"p=")
 class OriginRewriter:
     """Origin state of one direction of one leg."""
 
-    __slots__ = ("_base", "_first", "session_id")
+    __slots__ = ("_base", "_first", "_last", "session_id")
 
     def __init__(self, session_id: int) -> None:
         self.session_id = session_id
         self._first: int | None = None
         self._base = 1
+        self._last = 0  # the last version written, 0 before the first
 
     def origin(self, version: bytes, nettype_addr: bytes) -> bytes:
         try:
@@ -31,7 +32,16 @@ class OriginRewriter:
         if self._first is None:
             self._first = v
         new_version = self._base + max(0, v - self._first)
+        self._last = new_version
         return b"o=ansim %d %d %s" % (self.session_id, new_version, nettype_addr)
+
+    def new_sender(self) -> None:
+        """The SDP written from now on comes from another party (a failover to the next
+        trunk): its versions continue above the last one written, whatever the new
+        sender's own numbering."""
+        if self._last:
+            self._first = None
+            self._base = self._last + 1
 
 
 def rewrite_sdp(body: bytes, origin: OriginRewriter) -> bytes:
