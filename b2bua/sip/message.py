@@ -20,12 +20,13 @@ _START = b":start"  # name slot of lines[0], never a real header name
 class SipMessage:
     """Common part of requests and responses."""
 
-    __slots__ = ("_cseq", "_from", "_to", "_via", "body", "lines", "names")
+    __slots__ = ("_call_id", "_cseq", "_from", "_to", "_via", "body", "lines", "names")
 
     def __init__(self, lines: list[bytes], names: list[bytes], body: bytes = b"") -> None:
         self.lines = lines
         self.names = names
         self.body = body
+        self._call_id: bytes | None = None
         self._via: Via | None = None
         self._cseq: tuple[int, bytes] | None = None
         self._from: NameAddr | None = None
@@ -134,6 +135,8 @@ class SipMessage:
             self._from = None
         elif name == b"to":
             self._to = None
+        elif name == b"call-id":
+            self._call_id = None
 
     def header_items(self) -> list[tuple[bytes, bytes]]:
         """(lower-case name, value) of every header line, in order."""
@@ -159,9 +162,12 @@ class SipMessage:
 
     @property
     def call_id(self) -> bytes:
-        v = self.get(b"call-id")
-        if not v:
-            raise SipParseError("missing Call-ID")
+        v = self._call_id
+        if v is None:
+            v = self.get(b"call-id")
+            if not v:
+                raise SipParseError("missing Call-ID")
+            self._call_id = v
         return v
 
     @property

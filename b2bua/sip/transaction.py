@@ -118,6 +118,17 @@ def _server_key(req: Request) -> tuple:
     return (b"2543", req.uri, req.call_id, req.from_tag, req.cseq[0], via.raw, method)
 
 
+def _own_branch(request: Request) -> bytes | None:
+    """The branch of a request this engine built: its first line after the start line is
+    the Via it wrote, ``...;branch=z9hG4bK...[;...]``, so a find does what a parse would."""
+    line = request.lines[1] if len(request.lines) > 1 and request.names[1] == b"via" else b""
+    i = line.find(b";branch=")
+    if i < 0 or b"," in line:
+        return request.via.branch
+    j = line.find(b";", i + 8)
+    return line[i + 8 : j] if j >= 0 else line[i + 8 :].rstrip()
+
+
 def ack_for(invite: Request, response: Response) -> Request:
     """The ACK a client transaction sends for a non-2xx final response (§17.1.1.3)."""
     # One Via, equal to the top Via of the INVITE (which may share its line with others).
@@ -187,8 +198,7 @@ class TransactionLayer:
         self, request: Request, dest: Any, now: float, user: Any = None
     ) -> ClientTransaction:
         """Start a client transaction for ``request`` (its top Via must carry a fresh branch)."""
-        via = request.via
-        key = (via.branch, request.method)
+        key = (_own_branch(request), request.method)
         reliable = self._reliable(dest)
         txn = ClientTransaction(request, dest, reliable, key)
         txn.user = user

@@ -44,21 +44,34 @@ def parse_params(raw: bytes, *, what: str) -> dict[bytes, bytes | None]:
     if not raw:
         return params
     parts = raw.split(b";")
-    if parts[0].strip() == b"":
-        parts = parts[1:]
+    if not parts[0] or not parts[0].strip():
+        del parts[0]
+    if b" " not in raw and b"\t" not in raw:
+        # the usual case: no whitespace around ';' and '=', nothing to strip
+        for part in parts:
+            name, eq, value = part.partition(b"=")
+            if not name:
+                raise SipParseError(f"empty {what} parameter")
+            if eq:
+                if not value:
+                    raise SipParseError(f"empty {what} parameter value")
+                params[name.lower()] = value
+            else:
+                params[name.lower()] = None
+        return params
     for part in parts:
-        eq = part.find(b"=")
-        if eq < 0:
+        at = part.find(b"=")
+        if at < 0:
             name = part.strip()
-            value: bytes | None = None
+            opt: bytes | None = None
         else:
-            name = part[:eq].strip()
-            value = part[eq + 1 :].strip()
-            if not value:
+            name = part[:at].strip()
+            opt = part[at + 1 :].strip()
+            if not opt:
                 raise SipParseError(f"empty {what} parameter value")
         if not name:
             raise SipParseError(f"empty {what} parameter")
-        params[name.lower()] = value
+        params[name.lower()] = opt
     return params
 
 
