@@ -55,11 +55,14 @@ def start_ansim(tmp_path: Path) -> Iterator[StartAnsim]:
         started.append(engine)
         return engine.start()
 
+    codes = []
     try:
         yield start
     finally:
         for engine in started:
-            engine.stop()
+            codes.append((engine.stop(), engine.log_text()))
+    for rc, log in codes:
+        assert rc == 0, f"ansim exited with {rc}:\n{log}"
 
 
 def check_cdr(engine: Ansim, **expected: Any) -> dict[str, Any]:
