@@ -492,7 +492,7 @@ class CallEngine:
         if txn is None or call.state != CallState.ROUTING or txn.state != State.CALLING:
             return
         # No answer at all from this trunk: forget its transaction, try the next one.
-        self.layer._terminate_client(txn)
+        self.layer.abandon(txn)
         now = self.ep.now()
         self._try_next_trunk(call, now)
         self.ep.flush()
@@ -702,14 +702,18 @@ class CallEngine:
         self.layer.reply(txn, 200, now)
         call = invite_txn.user
         if call.state in (CallState.ROUTING, CallState.EARLY) and not call.cancelled:
-            call.cancelled = True
-            call.ended_by = "caller"
-            self._clear_timer(call)
-            self.layer.reply(invite_txn, 487, now)
-            call.status = 487
-            call.reason = "cancelled"
-            self._cancel_b(call, now)
-            self._finish(call, now, "cancelled")
+            self._caller_gave_up(call, now)
+
+    def _caller_gave_up(self, call: Call, now: float) -> None:
+        """The caller cancelled (or hung up) before the answer: 487, and the callee is cancelled."""
+        call.cancelled = True
+        call.ended_by = "caller"
+        self._clear_timer(call)
+        self.layer.reply(call.a_txn, 487, now)
+        call.status = 487
+        call.reason = "cancelled"
+        self._cancel_b(call, now)
+        self._finish(call, now, "cancelled")
 
     def _cancel_b(self, call: Call, now: float) -> None:
         call.cancelled = True
@@ -737,11 +741,16 @@ class CallEngine:
         cancel = Request(b"CANCEL", invite.uri, lines, names)
         txn.ack = b"cancel-sent"  # marks the INVITE as cancelled until its final response
         self.layer.send_request(cancel, txn.dest, now)
+        # §9.1: if no final response comes 64*T1 after the CANCEL, the INVITE is given up.
+        self.call_later(64 * self.t1, self.layer.abandon, txn)
 
     def _on_bye(self, leg: Leg, bye: Request, txn: ServerTransaction, now: float) -> None:
         call = leg.call
         self.layer.reply(txn, 200, now)
         if call.state == CallState.ENDED:
+            return
+        if leg.is_a and call.state in (CallState.ROUTING, CallState.EARLY):
+            self._caller_gave_up(call, now)  # BYE in the early dialog: a CANCEL for the callee
             return
         call.ended_by = "caller" if leg.is_a else "callee"
         other = call.other(leg)

@@ -210,6 +210,19 @@ def test_cancel_while_ringing(sipp: Sipp, start_ansim: StartAnsim) -> None:
     assert_no_leaks(run)
 
 
+def test_caller_bye_while_ringing_cancels_the_callee(sipp: Sipp, start_ansim: StartAnsim) -> None:
+    port = free_port()
+    engine = start_ansim(port)
+    run = run_call(sipp, engine, "call_uac_early_bye", "call_uas_ring_cancel", uas_port=port)
+    assert run.uac.received_statuses("INVITE") == [100, 180, 487]
+    assert run.uac.received_statuses("BYE") == [200]
+    assert run.uas.received_requests() == ["INVITE", "CANCEL", "ACK"]
+    check_cdr(
+        engine, status=487, ended_by="caller", binding_id=BINDING_AX, trunk="t1", answer_at=None
+    )
+    assert_no_leaks(run)
+
+
 def test_200_after_cancel_is_acked_then_byed(sipp: Sipp, start_ansim: StartAnsim) -> None:
     port = free_port()
     engine = start_ansim(port)

@@ -247,6 +247,12 @@ class TransactionLayer:
         else:  # Completed (timer D/K) or Accepted (timer M)
             self._terminate_client(txn)
 
+    def abandon(self, txn: ClientTransaction) -> None:
+        """Forget a client transaction without an event: a trunk that never answered its
+        INVITE, or a cancelled INVITE whose final response never came (§9.1: 64*T1)."""
+        if txn.state != State.TERMINATED:
+            self._terminate_client(txn)
+
     def _terminate_client(self, txn: ClientTransaction) -> None:
         txn.state = State.TERMINATED
         txn.deadline = None
