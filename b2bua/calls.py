@@ -14,6 +14,7 @@ relayed end to end. The engine keeps no per-message logs; it counts.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
@@ -94,6 +95,7 @@ class Leg:
         "ack_cseq",
         "call",
         "dialog",
+        "hop",
         "is_a",
         "last_ack",
         "origin",
@@ -111,6 +113,7 @@ class Leg:
         self.origin = origin  # rewrites SDP this leg is sent
         self.ack_cseq: int | None = None  # INVITE on this leg whose 2xx awaits our ACK
         self.out_pending = False  # an INVITE/UPDATE we sent on this leg awaits its final response
+        self.hop: Peer | None = None  # where in-dialog requests go; None: work it out again
         self.last_ack: Request | None = None  # the last ACK we sent on this leg
 
 
@@ -267,6 +270,13 @@ class CallEngine:
         self._session += 1
         return OriginRewriter(self._session)
 
+    def _hop(self, leg: Leg) -> Peer:
+        """Where requests in ``leg``'s dialog are sent (cached until the route changes)."""
+        hop = leg.hop
+        if hop is None:
+            hop = leg.hop = self._dest(leg.dialog.next_hop_uri(), leg.peer)
+        return hop
+
     @staticmethod
     def _dest(uri_raw: bytes, fallback: Peer) -> Peer:
         """Where to send a request for ``uri_raw``: its host if an IP literal, else ``fallback``."""
@@ -336,9 +346,9 @@ class CallEngine:
         call = Call(req, txn, now)
         txn.user = call
         layer.reply(txn, 100, now)
-        plan = trunk_in.number_plan()
+        plan = self.trunks.plan_of(trunk_in)
         try:
-            ruri = parse_uri(req.uri)
+            ruri = req.ruri
             user = ruri.user_unescaped if ruri.user is not None else req.to.uri.user_unescaped
         except SipParseError:
             user = None
@@ -571,6 +581,7 @@ class CallEngine:
 
     def _learn_remote(self, leg: Leg, resp: Response) -> None:
         d = leg.dialog
+        leg.hop = None
         tag = resp.to_tag
         if tag:
             d.remote_tag = tag
@@ -672,7 +683,7 @@ class CallEngine:
                 ack.add(b"content-type", ctype)
         leg.ack_cseq = None
         leg.last_ack = ack
-        self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
+        self.layer.send_request(ack, self._hop(leg), now)
 
     @staticmethod
     def _acked(leg: Leg, resp: Response) -> bool:
@@ -692,7 +703,7 @@ class CallEngine:
             if ctype:
                 ack.add(b"content-type", ctype)
         leg.last_ack = ack
-        self.layer.send_request(ack, self._dest(d.next_hop_uri(), leg.peer), now)
+        self.layer.send_request(ack, self._hop(leg), now)
 
     def _on_cancel(self, cancel: Request, txn: ServerTransaction, now: float) -> None:
         invite_txn = self.layer.find_invite(cancel)
@@ -768,7 +779,7 @@ class CallEngine:
     def _send_bye(self, leg: Leg, now: float) -> None:
         d = leg.dialog
         bye = d.request(b"BYE", self._via(leg.transport))
-        self.layer.send_request(bye, self._dest(d.next_hop_uri(), leg.peer), now)
+        self.layer.send_request(bye, self._hop(leg), now)
         self._unregister(leg)
 
     def _hangup_both(self, call: Call, now: float) -> None:
@@ -848,7 +859,7 @@ class CallEngine:
         self._copy_headers(req, out.lines, out.names)
         if req.body:
             out.body = rewrite_sdp(req.body, other.origin) if _is_sdp(req) else req.body
-        ctxn = self.layer.send_request(out, self._dest(d.next_hop_uri(), other.peer), now)
+        ctxn = self.layer.send_request(out, self._hop(other), now)
         ctxn.user = Relay(call, leg, other, txn)
         txn.user = call
 
@@ -878,6 +889,7 @@ class CallEngine:
 
     @staticmethod
     def _learn_target(leg: Leg, resp: Response) -> None:
+        leg.hop = None
         contact = resp.get(b"contact")
         if contact:
             try:
@@ -993,14 +1005,21 @@ def _is_sdp(msg: Request | Response) -> bool:
     return ctype is not None and ctype[:15].lower() == b"application/sdp"
 
 
-def _is_ip(host: str) -> bool:
-    import ipaddress
+_IP_LITERAL: dict[str, bool] = {}
 
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+
+def _is_ip(host: str) -> bool:
+    """Whether ``host`` is an IP address literal (answers cached; the cache is bounded)."""
+    known = _IP_LITERAL.get(host)
+    if known is None:
+        try:
+            ipaddress.ip_address(host)
+            known = True
+        except ValueError:
+            known = False
+        if len(_IP_LITERAL) < 65536:
+            _IP_LITERAL[host] = known
+    return known
 
 
 __all__ = ["ALLOW_HEADER", "CallEngine", "CallState"]

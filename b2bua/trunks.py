@@ -122,6 +122,7 @@ class TrunkTable:
     def __init__(self, config: TrunkConfig) -> None:
         self.config = config
         self.by_name = {t.name: t for t in config.trunks}
+        self._plans = {t.name: t.number_plan() for t in config.trunks}
         self._nets = [
             (ipaddress.ip_network(net, strict=False), t) for t in config.trunks for net in t.accept_from
         ]
@@ -150,9 +151,11 @@ class TrunkTable:
                 return [self.by_name[n] for n in route.trunks]
         return []
 
-    @staticmethod
-    def normalise(raw: str, trunk: Trunk | None, default: NumberPlan) -> str | None:
-        value = normalise(raw, trunk.number_plan() if trunk is not None else default)
+    def plan_of(self, trunk: Trunk) -> NumberPlan:
+        return self._plans[trunk.name]
+
+    def normalise(self, raw: str, trunk: Trunk | None, default: NumberPlan) -> str | None:
+        value = normalise(raw, self._plans[trunk.name] if trunk is not None else default)
         return value if isinstance(value, str) and is_e164(value) else None
 
 
