@@ -325,13 +325,15 @@ def print_step(s: Step) -> None:
     )
 
 
-def ramp(peer: str, args: argparse.Namespace, work: Path, inj: Path) -> list[Step]:
+def ramp(
+    peer: str, args: argparse.Namespace, work: Path, inj: Path, rates: list[float]
+) -> list[Step]:
     uas_port = free_port()
     b2bua = B2bua(peer, work, uas_port, args.bindings, args.profile if peer == "ansim" else None)
     b2bua.start()
     steps: list[Step] = []
     try:
-        for rate in args.rates:
+        for rate in rates:
             step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit)
             print_step(step)
             steps.append(step)
@@ -394,6 +396,8 @@ def main() -> None:
     ap.add_argument("--only-peer", action="store_true", help="run only the peer, not ansim")
     ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")],
                     default=[250, 500, 1000, 1500, 2000, 2500, 3000, 3500])  # fmt: skip
+    ap.add_argument("--peer-rates", type=lambda s: [float(x) for x in s.split(",")],
+                    default=[50, 100, 150, 200, 250, 300, 400, 500], help="the peer's ramp")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each step")
     ap.add_argument("--limit", type=int, default=5000, help="SIPp -l: most calls open at once")
     ap.add_argument("--bindings", type=int, default=100_000, help="bindings in the generated map")
@@ -420,7 +424,9 @@ def main() -> None:
         results: dict[str, list[Step]] = {}
         peers = ([] if args.only_peer else ["ansim"]) + ([args.peer] if args.peer else [])
         for peer in peers:
-            results[peer] = ramp(peer, args, work, inj)
+            results[peer] = ramp(
+                peer, args, work, inj, args.rates if peer == "ansim" else args.peer_rates
+            )
         print()
         best: dict[str, Step | None] = {}
         for peer, steps in results.items():
