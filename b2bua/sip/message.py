@@ -35,11 +35,10 @@ class SipMessage:
     # -- header access -----------------------------------------------------------------
     def get(self, name: bytes) -> bytes | None:
         """Value of the first ``name`` header (lower-case full name), or None."""
-        try:
-            i = self.names.index(name)
-        except ValueError:
+        names = self.names
+        if name not in names:  # cheaper than catching ValueError from index()
             return None
-        line = self.lines[i]
+        line = self.lines[names.index(name)]
         return line[line.find(b":") + 1 :].strip()
 
     def get_all(self, name: bytes) -> list[bytes]:
@@ -69,21 +68,17 @@ class SipMessage:
         """Replace every ``name`` header with one line holding ``value`` (append if absent)."""
         line = canonical(name) + b": " + value
         names = self.names
-        try:
-            i = names.index(name)
-        except ValueError:
+        lines = self.lines
+        if name not in names:
             names.append(name)
-            self.lines.append(line)
+            lines.append(line)
         else:
-            self.lines[i] = line
-            j = i + 1
-            while True:
-                try:
-                    j = names.index(name, j)
-                except ValueError:
-                    break
+            i = names.index(name)
+            lines[i] = line
+            for _ in range(names.count(name) - 1):
+                j = names.index(name, i + 1)
                 del names[j]
-                del self.lines[j]
+                del lines[j]
         self._invalidate(name)
 
     def add(self, name: bytes, value: bytes, *, first: bool = False) -> None:
@@ -102,25 +97,20 @@ class SipMessage:
     def remove(self, name: bytes) -> int:
         """Remove every ``name`` header line; returns how many were removed."""
         names = self.names
-        removed = 0
-        while True:
-            try:
-                i = names.index(name)
-            except ValueError:
-                break
+        removed = names.count(name)
+        for _ in range(removed):
+            i = names.index(name)
             del names[i]
             del self.lines[i]
-            removed += 1
         if removed:
             self._invalidate(name)
         return removed
 
     def remove_first(self, name: bytes) -> bytes | None:
         """Remove the first ``name`` line and return its value."""
-        try:
-            i = self.names.index(name)
-        except ValueError:
+        if name not in self.names:
             return None
+        i = self.names.index(name)
         line = self.lines.pop(i)
         del self.names[i]
         self._invalidate(name)
