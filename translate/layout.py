@@ -18,6 +18,7 @@ __all__ = [
     "FLAG_PRESENT_CALLER",
     "FLAG_RECORD",
     "FORMAT",
+    "HEAD_MARK",
     "KIND_MASK",
     "SEP",
     "decode_binding",
@@ -30,8 +31,11 @@ __all__ = [
     "source_key",
 ]
 
-FORMAT: Final = b"ansim-translate/1"
+FORMAT: Final = b"ansim-translate/2"
 SEP: Final = b"\x00"  # never in E.164 text, so X\0C sorts right after X and before X0...
+# Ends a head key: X\1 sorts after every X\0C and before X0..., so one seek to X\0C
+# lands on the party route or, when there is none for C, usually on the head itself.
+HEAD_MARK: Final = b"\x01"
 KIND_MASK: Final = 0b0011
 FLAG_RECORD: Final = 0b0100
 FLAG_PRESENT_CALLER: Final = 0b1000
@@ -40,7 +44,7 @@ _MS: Final = struct.Struct(">Q")
 
 
 def head_key(virtual: str) -> bytes:
-    return virtual.encode("ascii")
+    return virtual.encode("ascii") + HEAD_MARK
 
 
 def party_key(virtual: str, caller: str) -> bytes:

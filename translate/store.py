@@ -11,16 +11,18 @@ Numbers are E.164 text as ASCII, ids UTF-8, ``\\0`` a separator that never occur
 a number. Five named databases:
 
 ``routes`` (the hot path)
-    ``X``        -> head route: where callers without a caller-specific entry go
+    ``X\\1``      -> head route: where callers without a caller-specific entry go
                     (``ax`` and ``axn`` bindings).
     ``X\\0C``     -> caller-specific route for caller C on X: each party of an ``axb``
                     pair (to the other party), and A of an ``axn`` (to its default B).
     Value: msgpack ``[flags, callee, binding_id, expires?, max_seconds?, calls_per_hour?,
     hours?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
-    | record << 2 | present-caller << 3. The route is precomputed per caller, so:
-    an ``axb`` party is one ``get``; an ``ax``/``axn`` caller is two (a miss on ``X\\0C``,
-    then ``X``); an outsider of an axb-only X is two gets and one cursor seek (to tell
-    ``not_party`` from ``unknown``). Decoding is one small msgpack array; the kind string
+    | record << 2 | present-caller << 3. The route is precomputed per caller, and
+    ``X\\0C`` < ``X\\1`` < any other number's keys, so one seek to ``X\\0C`` finds an
+    ``axb`` party or the ``axn`` A, or stops on the next key: the head ``X\\1`` for an
+    ``ax`` X (and an ``axn`` caller sorting after A), else one more descent reads the
+    head; an outsider of an axb-only X costs one more seek (to tell ``not_party`` from
+    ``unknown``). Decoding is one small msgpack array; the kind string
     and the present number are shared objects, not new ones.
 ``bindings``
     ``id`` -> msgpack ``[kind, X, a, b, present_caller, record, expires, max_seconds,
@@ -58,6 +60,7 @@ from translate.layout import (
     FLAG_PRESENT_CALLER,
     FLAG_RECORD,
     FORMAT,
+    HEAD_MARK,
     KIND_MASK,
     SEP,
     decode_binding,
@@ -262,11 +265,21 @@ class Store:
         if cursor is None or _monotonic() >= self._reader_until:
             cursor = self._new_snapshot()
         # A cursor kept with the snapshot is cheaper than Transaction.get, which opens one.
-        if not (
-            cursor.set_key((virtual + "\0" + caller).encode()) or cursor.set_key(virtual.encode())
-        ):
+        # One seek to X\0C finds C's own route, or stops on the next key, which is X's head
+        # when no party route of X sorts after C (see the key layout above).
+        key = (virtual + "\0" + caller).encode()
+        raw = None
+        if cursor.set_range(key):
+            found = cursor.key()
+            if found == key:
+                raw = cursor.value()
+            else:
+                head = virtual.encode() + HEAD_MARK
+                raw = cursor.value() if found == head else cursor.get(head)
+        else:
+            raw = cursor.get(virtual.encode() + HEAD_MARK)
+        if raw is None:
             return self._unrouted(cursor, virtual)
-        raw = cursor.value()
         rec = _unpackb(raw)
         binding_id = rec[2]
         max_seconds = None
@@ -343,7 +356,7 @@ class Store:
             cursor = txn.cursor(db=self._routes)
             if cursor.set_key(x):
                 ids.append(_unpackb(cursor.value())[2])
-            prefix = x + SEP
+            prefix = virtual.encode("ascii") + SEP
             if cursor.set_range(prefix):
                 for key, value in cursor:
                     if not key.startswith(prefix):
