@@ -668,6 +668,10 @@ class CallEngine:
         if leg.is_a and call.state == CallState.ANSWERED:
             call.state = CallState.CONFIRMED
             self._clear_timer(call)
+            # The 2xx is not sent again once ACKed: its copies need not outlive the ACK.
+            call.a_txn.response = None
+            call.a_txn.last = None
+            call.a_invite.forget_parsed()
         if other is not None and other.ack_cseq is not None:
             self._send_ack(other, ack, now)
 

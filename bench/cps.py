@@ -355,7 +355,7 @@ def memory(args: argparse.Namespace, work: Path, inj: Path) -> None:
         base = rss_kib(pid)
         n = args.concurrent
         rate = min(1000.0, float(n) / 5)
-        hold_ms = int((n / rate + 15) * 1000)
+        hold_ms = int((n / rate + 50) * 1000)
         step_dir = Path(tempfile.mkdtemp(dir=work, prefix="mem-"))
         uas = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(n),
@@ -368,7 +368,9 @@ def memory(args: argparse.Namespace, work: Path, inj: Path) -> None:
              "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", *SIPP_TUNING],
             cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(n / rate + 5)
+        # measured once every call is up and the transactions of its set-up have ended
+        # (their timers run 64*T1 = 32 s), so what is left is what an established call costs
+        time.sleep(n / rate + 40)
         peak = rss_kib(pid)
         row = last_stat_row(step_dir / "uac.csv")
         current = stat_int(row, "CurrentCall")

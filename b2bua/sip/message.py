@@ -136,6 +136,12 @@ class SipMessage:
             out.append((self.names[i], line[line.find(b":") + 1 :].strip()))
         return out
 
+    def forget_parsed(self) -> None:
+        """Drop the parsed forms of header fields (they are parsed again if read): for a
+        message kept for its whole call after the layers that read them are done."""
+        self._via = self._from = self._to = None
+        self._cseq = None
+
     # -- fields every layer needs --------------------------------------------------------
     @property
     def via(self) -> Via:

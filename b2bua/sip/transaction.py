@@ -270,6 +270,7 @@ class TransactionLayer:
         status = resp.status
         state = txn.state
         if txn.method == b"INVITE":
+            txn.last = None  # any response ends the INVITE's retransmissions (timer A)
             if status < 200:
                 if state in (State.CALLING, State.PROCEEDING):
                     txn.state = State.PROCEEDING
@@ -298,6 +299,7 @@ class TransactionLayer:
                 txn.state = State.PROCEEDING
             else:
                 txn.state = State.COMPLETED
+                txn.last = None  # nothing is sent again in Completed; timer K only absorbs
                 self._arm(txn, now + (0.0 if txn.reliable else self.timers.t4))
             events.append(ResponseReceived(resp, txn))
 
