@@ -60,7 +60,15 @@ REFUSALS: dict[str, tuple[int, bytes]] = {
 }
 # B-leg final status -> what the caller is told. Statuses that would reveal that the
 # real number is unknown or redirect to it are folded into 480.
-MAPPED_STATUS: dict[int, int] = {404: 480, 410: 480, 484: 480, 485: 480, 604: 480, 401: 503, 407: 503}
+MAPPED_STATUS: dict[int, int] = {
+    404: 480,
+    410: 480,
+    484: 480,
+    485: 480,
+    604: 480,
+    401: 503,
+    407: 503,
+}
 # Headers whose values are option tags or numbers only, copied between legs as they are.
 _SAFE_COPY = (b"supported", b"session-expires", b"min-se", b"allow", b"accept")
 _MEDIA_TYPES = (b"content-type",)
@@ -104,7 +112,9 @@ class Leg:
         "transport",
     )
 
-    def __init__(self, call: Call, is_a: bool, dialog: Dialog, peer: Peer, origin: OriginRewriter) -> None:
+    def __init__(
+        self, call: Call, is_a: bool, dialog: Dialog, peer: Peer, origin: OriginRewriter
+    ) -> None:
         self.call = call
         self.is_a = is_a
         self.dialog = dialog
@@ -180,7 +190,9 @@ class Relay:
 
     __slots__ = ("call", "from_leg", "server_txn", "to_leg")
 
-    def __init__(self, call: Call, from_leg: Leg, to_leg: Leg, server_txn: ServerTransaction) -> None:
+    def __init__(
+        self, call: Call, from_leg: Leg, to_leg: Leg, server_txn: ServerTransaction
+    ) -> None:
         self.call = call
         self.from_leg = from_leg
         self.to_leg = to_leg
@@ -258,7 +270,12 @@ class CallEngine:
 
     def _via(self, transport: str) -> bytes:
         host, port = self._host(transport)
-        return b"SIP/2.0/%s %s:%d;branch=z9hG4bK%s;rport" % (transport.upper().encode(), host, port, self.ids.next())
+        return b"SIP/2.0/%s %s:%d;branch=z9hG4bK%s;rport" % (
+            transport.upper().encode(),
+            host,
+            port,
+            self.ids.next(),
+        )
 
     def _contact(self, transport: str) -> bytes:
         host, port = self._host(transport)
@@ -323,7 +340,9 @@ class CallEngine:
             elif method == b"CANCEL":
                 self._on_cancel(req, txn, now)
             else:
-                self.layer.reply(txn, 481 if method in (b"BYE", b"PRACK", b"UPDATE", b"INFO") else 403, now)
+                self.layer.reply(
+                    txn, 481 if method in (b"BYE", b"PRACK", b"UPDATE", b"INFO") else 403, now
+                )
             return
         leg = self.dialogs.get((req.call_id, to_tag))
         if leg is None:
@@ -352,14 +371,18 @@ class CallEngine:
             user = ruri.user_unescaped if ruri.user is not None else req.to.uri.user_unescaped
         except SipParseError:
             user = None
-        virtual = self.trunks.normalise(user.decode(errors="replace"), trunk_in, plan) if user else None
+        virtual = (
+            self.trunks.normalise(user.decode(errors="replace"), trunk_in, plan) if user else None
+        )
         caller_src = req.get(b"p-asserted-identity") or req.get(b"from") or b""
         try:
             caller_user = parse_name_addr(caller_src.split(b",", 1)[0]).uri.user_unescaped
         except SipParseError:
             caller_user = None
         caller = (
-            self.trunks.normalise(caller_user.decode(errors="replace"), trunk_in, plan) if caller_user else None
+            self.trunks.normalise(caller_user.decode(errors="replace"), trunk_in, plan)
+            if caller_user
+            else None
         ) or ""
         call.virtual = virtual
         call.caller = caller
@@ -368,7 +391,9 @@ class CallEngine:
         if virtual is None:
             self._refuse(call, 404, b"Not Found", "bad_number", now)
             return
-        result = self.store.lookup(virtual, caller, self._wall(now)) if self.store is not None else None
+        result = (
+            self.store.lookup(virtual, caller, self._wall(now)) if self.store is not None else None
+        )
         lookups = self.stats.lookups
         if result is None or isinstance(result, Refusal):
             reason = "unknown" if result is None else result.reason
@@ -388,7 +413,9 @@ class CallEngine:
         # The A-leg dialog exists (early) from now on, keyed by our tag.
         contact = req.get(b"contact") or b""
         try:
-            a_target = parse_name_addr(contact.split(b",", 1)[0]).uri_raw if contact else req.from_.uri_raw
+            a_target = (
+                parse_name_addr(contact.split(b",", 1)[0]).uri_raw if contact else req.from_.uri_raw
+            )
         except SipParseError:
             a_target = req.from_.uri_raw
         a_dialog = Dialog(
@@ -398,7 +425,8 @@ class CallEngine:
             without_tag(req.get(b"from") or b""),
             req.from_tag,
             a_target,
-            req.get_all(b"record-route") and [v for line in req.get_all(b"record-route") for v in _split(line)],
+            req.get_all(b"record-route")
+            and [v for line in req.get_all(b"record-route") for v in _split(line)],
             remote_cseq=req.cseq[0],
         )
         call.a = Leg(call, True, a_dialog, source, self._origin())
@@ -460,7 +488,17 @@ class CallEngine:
             b"Contact: " + self._contact(transport),
             b"P-Asserted-Identity: " + local_uri,
         ]
-        names = [START_NAME, b"via", b"max-forwards", b"from", b"to", b"call-id", b"cseq", b"contact", b"p-asserted-identity"]
+        names = [
+            START_NAME,
+            b"via",
+            b"max-forwards",
+            b"from",
+            b"to",
+            b"call-id",
+            b"cseq",
+            b"contact",
+            b"p-asserted-identity",
+        ]
         self._copy_headers(a_req, lines, names)
         require = a_req.get(b"require")
         if require:
@@ -477,7 +515,9 @@ class CallEngine:
             body = rewrite_sdp(body, leg.origin) if _is_sdp(a_req) else body
         return Request(b"INVITE", ruri, lines, names, body)
 
-    def _copy_headers(self, src: Request | Response, lines: list[bytes], names: list[bytes]) -> None:
+    def _copy_headers(
+        self, src: Request | Response, lines: list[bytes], names: list[bytes]
+    ) -> None:
         """Copy the safe headers and the configured allow-list from ``src``."""
         allow = self.trunks.pass_headers
         src_lines = src.lines
@@ -526,7 +566,9 @@ class CallEngine:
         if isinstance(user, Relay):
             self._on_relay_response(user, resp, txn, now)
 
-    def _on_b_invite_response(self, call: Call, resp: Response, txn: ClientTransaction, now: float) -> None:
+    def _on_b_invite_response(
+        self, call: Call, resp: Response, txn: ClientTransaction, now: float
+    ) -> None:
         status = resp.status
         leg = call.b
         if txn is not call.b_txn or leg is None:
@@ -539,7 +581,9 @@ class CallEngine:
             if call.state == CallState.ROUTING:
                 call.state = CallState.EARLY
                 trunk = call.trunk
-                self._set_timer(call, trunk.no_answer_timeout if trunk else 90.0, self._on_no_answer)
+                self._set_timer(
+                    call, trunk.no_answer_timeout if trunk else 90.0, self._on_no_answer
+                )
             if call.cancelled:
                 self._send_cancel(call, now)
                 return
@@ -813,7 +857,9 @@ class CallEngine:
             target = parse_name_addr(_split(contact)[0]).uri_raw if contact else to.uri_raw
         except SipParseError:
             return
-        d = Dialog(resp.call_id, without_tag(frm.raw), frm.tag or b"", without_tag(to.raw), to.tag, target)
+        d = Dialog(
+            resp.call_id, without_tag(frm.raw), frm.tag or b"", without_tag(to.raw), to.tag, target
+        )
         rr = resp.get_all(b"record-route")
         if rr:
             d.route_set = [v for line in reversed(rr) for v in reversed(_split(line))]
@@ -867,7 +913,9 @@ class CallEngine:
         ctxn.user = Relay(call, leg, other, txn)
         txn.user = call
 
-    def _on_relay_response(self, relay: Relay, resp: Response, txn: ClientTransaction, now: float) -> None:
+    def _on_relay_response(
+        self, relay: Relay, resp: Response, txn: ClientTransaction, now: float
+    ) -> None:
         status = resp.status
         if status == 100:
             return
@@ -883,7 +931,9 @@ class CallEngine:
             self._learn_target(relay.to_leg, resp)
         from_leg = relay.from_leg
         # The far end's reason phrase is free text (it may name its number): never relayed.
-        out = make_response(server.request, status, _reason(status), to_tag=from_leg.dialog.local_tag)
+        out = make_response(
+            server.request, status, _reason(status), to_tag=from_leg.dialog.local_tag
+        )
         if method in (b"INVITE", b"UPDATE") and status < 300:
             out.add(b"contact", self._contact(from_leg.transport))
         self._copy_headers(resp, out.lines, out.names)
@@ -914,7 +964,9 @@ class CallEngine:
                 if txn.method in (b"INVITE", b"UPDATE"):
                     user.to_leg.out_pending = False
                 if user.server_txn.state in (State.TRYING, State.PROCEEDING):
-                    self.layer.reply(user.server_txn, 408, now, to_tag=user.from_leg.dialog.local_tag)
+                    self.layer.reply(
+                        user.server_txn, 408, now, to_tag=user.from_leg.dialog.local_tag
+                    )
 
     # -- end of call ---------------------------------------------------------------------------
     def _unregister(self, leg: Leg) -> None:

@@ -127,12 +127,19 @@ class CdrWriter:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cdr", help="read call detail records")
     cmds = p.add_subparsers(dest="cdr_command", required=True)
-    for name, helptext in (("list", "print records as a table"), ("export", "write records as CSV or JSON")):
+    for name, helptext in (
+        ("list", "print records as a table"),
+        ("export", "write records as CSV or JSON"),
+    ):
         c = cmds.add_parser(name, help=helptext)
         c.add_argument("--db", default="var/cdr.sqlite", help="CDR file (default var/cdr.sqlite)")
         c.add_argument("--since", help="ISO date/time or epoch seconds (inclusive)")
         c.add_argument("--until", help="ISO date/time or epoch seconds (exclusive)")
-        c.add_argument("--format", choices=("csv", "json", "table"), default="table" if name == "list" else "csv")
+        c.add_argument(
+            "--format",
+            choices=("csv", "json", "table"),
+            default="table" if name == "list" else "csv",
+        )
         c.add_argument("--limit", type=int, default=None)
         c.set_defaults(func=cdr_command)
 
@@ -149,7 +156,9 @@ def _when(text: str | None) -> float | None:
         return dt.timestamp()
 
 
-def query(path: str, since: float | None, until: float | None, limit: int | None = None) -> list[tuple]:
+def query(
+    path: str, since: float | None, until: float | None, limit: int | None = None
+) -> list[tuple]:
     if not Path(path).exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
@@ -186,7 +195,9 @@ def cdr_command(args: argparse.Namespace) -> int:
         w.writerow(COLUMNS)
         w.writerows(rows)
     else:
-        out.write(f"{'invite (UTC)':20} {'status':>6} {'dur':>7} {'by':8} {'trunk':12} {'virtual':16} binding\n")
+        out.write(
+            f"{'invite (UTC)':20} {'status':>6} {'dur':>7} {'by':8} {'trunk':12} {'virtual':16} binding\n"
+        )
         for row in rows:
             rec = dict(zip(COLUMNS, row, strict=True))
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec["invite_at"]))

@@ -109,7 +109,9 @@ class EngineConfig(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     trunks: str = Field("trunks.yaml", description="trunk file, relative to the config folder")
     cdr: str = Field("var/cdr.sqlite", description="SQLite file for call detail records")
-    smpp: str | None = Field("smpp.yaml", description="SMPP relay config, relative to the config folder")
+    smpp: str | None = Field(
+        "smpp.yaml", description="SMPP relay config, relative to the config folder"
+    )
 
 
 def load_engine_config(config_dir: str | Path) -> EngineConfig:

@@ -163,7 +163,12 @@ class SipEndpoint:
         self._flush()
 
     def _reject(
-        self, req: Request, peer: Peer, status: int, reason: bytes, headers: list[tuple[bytes, bytes]] | None = None
+        self,
+        req: Request,
+        peer: Peer,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         rejected = self.stats.rejected
         rejected[status] = rejected.get(status, 0) + 1
@@ -186,7 +191,11 @@ class SipEndpoint:
                 self._flush()
                 return
             via = msg.via
-            stamped = stamp_received(msg.get(b"via") or b"", via, peer) if via.host != peer[1].encode() or via.has_rport else None
+            stamped = (
+                stamp_received(msg.get(b"via") or b"", via, peer)
+                if via.host != peer[1].encode() or via.has_rport
+                else None
+            )
             if stamped is not None:
                 i = msg.names.index(b"via")
                 line = msg.lines[i]

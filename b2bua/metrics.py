@@ -50,7 +50,9 @@ class SipCollector(Collector):
         for outcome, n in sorted(c.calls.items()):
             calls.add_metric([outcome], n)
         yield calls
-        lookups = CounterMetricFamily("ansim_lookups", "Translation lookups, by result", labels=["result"])
+        lookups = CounterMetricFamily(
+            "ansim_lookups", "Translation lookups, by result", labels=["result"]
+        )
         for result, n in sorted(c.lookups.items()):
             lookups.add_metric([result], n)
         yield lookups
@@ -58,20 +60,32 @@ class SipCollector(Collector):
         active.add_metric([], len(self.calls.calls))
         yield active
         yield CounterMetricFamily("ansim_sip_requests", "SIP requests received", value=ep.requests)
-        yield CounterMetricFamily("ansim_sip_responses", "SIP responses received", value=ep.responses)
-        yield CounterMetricFamily("ansim_sip_parse_errors", "Messages that failed to parse", value=ep.parse_errors)
         yield CounterMetricFamily(
-            "ansim_sip_responses_dropped", "Responses dropped by validation", value=ep.responses_dropped
+            "ansim_sip_responses", "SIP responses received", value=ep.responses
         )
-        rejected = CounterMetricFamily("ansim_sip_rejected", "Requests refused statelessly", labels=["status"])
+        yield CounterMetricFamily(
+            "ansim_sip_parse_errors", "Messages that failed to parse", value=ep.parse_errors
+        )
+        yield CounterMetricFamily(
+            "ansim_sip_responses_dropped",
+            "Responses dropped by validation",
+            value=ep.responses_dropped,
+        )
+        rejected = CounterMetricFamily(
+            "ansim_sip_rejected", "Requests refused statelessly", labels=["status"]
+        )
         for status, n in sorted(ep.rejected.items()):
             rejected.add_metric([str(status)], n)
         yield rejected
         yield CounterMetricFamily(
-            "ansim_sip_retransmissions", "Retransmissions sent", value=self.endpoint.layer.retransmissions
+            "ansim_sip_retransmissions",
+            "Retransmissions sent",
+            value=self.endpoint.layer.retransmissions,
         )
         yield CounterMetricFamily(
-            "ansim_sip_options_answered", "Out-of-dialog OPTIONS answered", value=ep.options_answered
+            "ansim_sip_options_answered",
+            "Out-of-dialog OPTIONS answered",
+            value=ep.options_answered,
         )
 
 

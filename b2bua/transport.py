@@ -67,7 +67,11 @@ class _Tcp(asyncio.Protocol):
             items = self.parser.feed(data)
         except SipParseError as exc:
             self.owner.stream_errors += 1
-            log.info("closing TCP connection: %s", exc.reason, extra={"peer": f"{self.peer[1]}:{self.peer[2]}"})
+            log.info(
+                "closing TCP connection: %s",
+                exc.reason,
+                extra={"peer": f"{self.peer[1]}:{self.peer[2]}"},
+            )
             if self.transport is not None:
                 self.transport.close()
             return
@@ -132,7 +136,9 @@ class Transports:
 
     async def listen_tcp(self, host: str, port: int) -> Peer:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: _Tcp(self), host, port, reuse_address=True, backlog=1024)
+        server = await loop.create_server(
+            lambda: _Tcp(self), host, port, reuse_address=True, backlog=1024
+        )
         self.servers.append(server)
         bound = server.sockets[0].getsockname()
         peer: Peer = ("tcp", host, bound[1])

@@ -37,14 +37,20 @@ class Trunk(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     accept_from: list[str] = Field(default_factory=list, description="networks calls may come from")
-    address: str | None = Field(None, description="host:port calls to this trunk are sent to (IP literal)")
+    address: str | None = Field(
+        None, description="host:port calls to this trunk are sent to (IP literal)"
+    )
     transport: Literal["udp", "tcp"] = "udp"
     plan: PlanSettings = PlanSettings()
     number_format: Literal["e164", "national"] = Field(
         "e164", description="how callee and presented numbers are written toward this trunk"
     )
-    invite_timeout: float = Field(4.0, gt=0, le=60, description="seconds without any response before failover")
-    no_answer_timeout: float = Field(90.0, gt=0, le=600, description="seconds of ringing before giving up (480)")
+    invite_timeout: float = Field(
+        4.0, gt=0, le=60, description="seconds without any response before failover"
+    )
+    no_answer_timeout: float = Field(
+        90.0, gt=0, le=600, description="seconds of ringing before giving up (480)"
+    )
 
     @field_validator("accept_from")
     @classmethod
@@ -112,7 +118,9 @@ class TrunkConfig(_Strict):
                     raise ValueError(f"route {route.prefix!r} names unknown trunk {name!r}")
                 trunk = self.trunks[names.index(name)]
                 if trunk.address is None:
-                    raise ValueError(f"route {route.prefix!r} uses trunk {name!r}, which has no address")
+                    raise ValueError(
+                        f"route {route.prefix!r} uses trunk {name!r}, which has no address"
+                    )
         return self
 
 
@@ -124,7 +132,9 @@ class TrunkTable:
         self.by_name = {t.name: t for t in config.trunks}
         self._plans = {t.name: t.number_plan() for t in config.trunks}
         self._nets = [
-            (ipaddress.ip_network(net, strict=False), t) for t in config.trunks for net in t.accept_from
+            (ipaddress.ip_network(net, strict=False), t)
+            for t in config.trunks
+            for net in t.accept_from
         ]
         self._by_ip: dict[str, Trunk | None] = {}
         self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)

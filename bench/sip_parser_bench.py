@@ -80,13 +80,17 @@ def per_call_us(fn, seconds: float) -> float:  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=1.0, help="minimum time per measurement")
-    ap.add_argument("--repeat", type=int, default=5, help="measurements per figure (best is printed)")
+    ap.add_argument(
+        "--repeat", type=int, default=5, help="measurements per figure (best is printed)"
+    )
     args = ap.parse_args()
     print(f"INVITE {len(INVITE)} bytes, 200 OK {len(OK200)} bytes; best of {args.repeat}")
     for label, data in (("INVITE+SDP", INVITE), ("200 OK", OK200)):
         msg = parse_datagram(data)
         assert msg.serialize() == data, "round trip must be byte-exact"
-        parse = min(per_call_us(lambda d=data: parse_datagram(d), args.seconds) for _ in range(args.repeat))
+        parse = min(
+            per_call_us(lambda d=data: parse_datagram(d), args.seconds) for _ in range(args.repeat)
+        )
         ser = min(per_call_us(msg.serialize, args.seconds) for _ in range(args.repeat))
         print(f"{label:11s} parse {parse:6.2f} us/msg   serialize {ser:6.2f} us/msg")
 

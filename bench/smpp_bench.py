@@ -81,22 +81,31 @@ class Esme(asyncio.Protocol):
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.loop = bench.loop
-        self.session = Session(Role.ESME, self.loop.time(), enquire_link_interval=0,
-                               response_timeout=60)
+        self.session = Session(
+            Role.ESME, self.loop.time(), enquire_link_interval=0, response_timeout=60
+        )
         self.transport: Any = None
         self.bound = self.loop.create_future()
-        template = ShortMessage(Cmd.SUBMIT_SM, source_addr_ton=1, source_addr_npi=1,
-                                source_addr=SENDER[1:], dest_addr_ton=1, dest_addr_npi=1,
-                                destination_addr=VIRTUAL[1:], data_coding=4,
-                                short_message=b"bench" + bytes(8))
+        template = ShortMessage(
+            Cmd.SUBMIT_SM,
+            source_addr_ton=1,
+            source_addr_npi=1,
+            source_addr=SENDER[1:],
+            dest_addr_ton=1,
+            dest_addr_npi=1,
+            destination_addr=VIRTUAL[1:],
+            data_coding=4,
+            short_message=b"bench" + bytes(8),
+        )
         self.prefix = encode_short_message_body(template)[:-8]
         self.sent = 0
         self.total = 0
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.session.send_request(Bind(Cmd.BIND_TRANSMITTER, system_id="bench",
-                                       password="bench"), self.loop.time())
+        self.session.send_request(
+            Bind(Cmd.BIND_TRANSMITTER, system_id="bench", password="bench"), self.loop.time()
+        )
         transport.write(self.session.data_to_send())
 
     def fill(self) -> None:
@@ -163,10 +172,22 @@ def build(workdir: Path, sink_port: int, fsync: bool, window: int) -> Path:
         store.put(Binding("bench", "ax", VIRTUAL, REAL), now=time.time(), source="api")
     cfg = {
         "enabled": True,
-        "server": {"host": "127.0.0.1", "port": 0, "window": window,
-                   "accounts": [{"system_id": "bench", "password": "bench"}]},
-        "upstreams": [{"name": "sink", "host": "127.0.0.1", "port": sink_port,
-                       "system_id": "ansim", "password": "x", "window": window}],
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "window": window,
+            "accounts": [{"system_id": "bench", "password": "bench"}],
+        },
+        "upstreams": [
+            {
+                "name": "sink",
+                "host": "127.0.0.1",
+                "port": sink_port,
+                "system_id": "ansim",
+                "password": "x",
+                "window": window,
+            }
+        ],
         "queue": {"path": str(workdir / "queue"), "fsync": fsync},
         "records": str(workdir / "cdr.sqlite"),
         "translate_store": str(workdir / "translate"),
@@ -196,8 +217,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cfg = build(Path(tmp), sink_port, args.fsync, args.window)
         profile = ["-m", "cProfile", "-o", str(args.profile)] if args.profile else []
         proc = subprocess.Popen(
-            [sys.executable, *profile, "-m", "sms_smpp.cli", "smpp", "run", "--config",
-             str(cfg), "--log-level", "WARNING"], cwd=ROOT, stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                *profile,
+                "-m",
+                "sms_smpp.cli",
+                "smpp",
+                "run",
+                "--config",
+                str(cfg),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
         try:
             assert proc.stdout is not None
             line = await loop.run_in_executor(None, proc.stdout.readline)

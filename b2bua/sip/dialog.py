@@ -63,7 +63,11 @@ class Dialog:
             self.local_cseq += 1
             cseq = self.local_cseq
         target = self.remote_target
-        lines = [method + b" " + target + b" SIP/2.0", b"Via: " + via, b"Max-Forwards: %d" % max_forwards]
+        lines = [
+            method + b" " + target + b" SIP/2.0",
+            b"Via: " + via,
+            b"Max-Forwards: %d" % max_forwards,
+        ]
         names = [START_NAME, b"via", b"max-forwards"]
         for route in self.route_set:
             lines.append(b"Route: " + route)
