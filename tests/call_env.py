@@ -110,10 +110,12 @@ VIRTUAL_AX = "0507-7000-4001"  # ax: anyone -> CALLEE
 VIRTUAL_AXB = "0507-7000-4002"  # axb: PARTY_A <-> PARTY_B; CALLER is a third party
 VIRTUAL_EXPIRED = "0507-7000-4003"  # ax, expired (put straight into the store)
 VIRTUAL_UNKNOWN = "0507-7000-4999"  # bound to nothing
+VIRTUAL_LIMITED = "0507-7000-4004"  # ax -> CALLEE, calls limited to one second
 
 BINDING_AX = "it-ax-1"
 BINDING_AXB = "it-trip-1"
 BINDING_EXPIRED = "it-expired-1"
+BINDING_LIMITED = "it-ax-limited"
 
 
 def user_part(national: str) -> str:
@@ -125,7 +127,10 @@ def number_map() -> dict[str, Any]:
     """The number map of the call tests (no ``hours``: an ax with hours refuses outside them)."""
     return {
         "version": 1,
-        "ax": [{"id": BINDING_AX, "x": VIRTUAL_AX, "a": CALLEE.dashed}],
+        "ax": [
+            {"id": BINDING_AX, "x": VIRTUAL_AX, "a": CALLEE.dashed},
+            {"id": BINDING_LIMITED, "x": VIRTUAL_LIMITED, "a": CALLEE.dashed, "max_seconds": 1},
+        ],
         "axb": [{"id": BINDING_AXB, "x": VIRTUAL_AXB, "a": PARTY_A.dashed, "b": PARTY_B.dashed}],
     }
 

@@ -17,10 +17,12 @@ import pytest
 from call_env import (
     BINDING_AX,
     BINDING_EXPIRED,
+    BINDING_LIMITED,
     CALLEE,
     CALLER,
     VIRTUAL_AXB,
     VIRTUAL_EXPIRED,
+    VIRTUAL_LIMITED,
     VIRTUAL_UNKNOWN,
     Ansim,
     Sipp,
@@ -86,6 +88,27 @@ def test_basic_call_caller_hangs_up(sipp: Sipp, start_ansim: StartAnsim) -> None
         engine, status=200, ended_by="caller", binding_id=BINDING_AX, trunk="t1", callee=CALLEE.e164
     )
     assert row["answer_at"] >= row["ring_at"] >= row["invite_at"]
+    assert_no_leaks(run)
+
+
+def test_max_call_length_ends_the_call_on_both_legs(sipp: Sipp, start_ansim: StartAnsim) -> None:
+    port = free_port()
+    engine = start_ansim(port)
+    run = run_call(
+        sipp,
+        engine,
+        "call_uac_callee_bye",
+        "call_uas_answer",
+        uas_port=port,
+        service=VIRTUAL_LIMITED,
+    )
+    assert run.uac.received_statuses("INVITE") == [100, 180, 200]
+    assert run.uac.received_requests() == ["BYE"]
+    assert run.uas.received_requests() == ["INVITE", "ACK", "BYE"]
+    row = check_cdr(
+        engine, status=200, ended_by="limit", reason="max_call_length", binding_id=BINDING_LIMITED
+    )
+    assert row["duration"] >= 1.0  # the binding's limit, never cut short
     assert_no_leaks(run)
 
 
