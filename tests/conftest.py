@@ -12,17 +12,25 @@ ROOT = Path(__file__).resolve().parent.parent
 TORTURE = ROOT.parent / "shared" / "sip-torture"
 
 
+# Ports this test process has handed out: a port is free when asked for but is bound
+# later (by a server the test starts), so two calls must never return the same one.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
+    """A port free for both UDP and TCP on 127.0.0.1, never one handed out before."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
             port = u.getsockname()[1]
+            if port in _HANDED_OUT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
                 try:
                     t.bind(("127.0.0.1", port))
                 except OSError:
                     continue
+                _HANDED_OUT.add(port)
                 return port
     raise RuntimeError("no free port")
 
