@@ -77,46 +77,56 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 
 class CdrWriter:
-    """Queues records from the event loop and writes them from a thread."""
+    """Collects records on the event loop and writes them from a thread.
 
-    def __init__(self, path: str | Path) -> None:
+    Records are handed to the thread in batches (every ``batch`` records, or when
+    ``max_delay`` seconds have passed since the last hand-over, checked on each ``add``
+    and on ``flush``, which the engine calls once a second). One hand-over per batch
+    instead of one per call keeps the writer from contending for the interpreter lock
+    with the event loop hundreds of times a second.
+    """
+
+    def __init__(self, path: str | Path, *, batch: int = 500, max_delay: float = 0.25) -> None:
         self.path = str(path)
-        self._queue: queue.SimpleQueue[CallRecord | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[CallRecord] | None] = queue.SimpleQueue()
+        self._pending: list[CallRecord] = []
+        self._batch = batch
+        self._max_delay = max_delay
+        self._handed = time.monotonic()
         self.written = 0
         connect(self.path).close()
         self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
         self._thread.start()
 
     def add(self, record: CallRecord) -> None:
-        self._queue.put(record)
+        pending = self._pending
+        pending.append(record)
+        if len(pending) >= self._batch or time.monotonic() - self._handed >= self._max_delay:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what has been collected to the writer thread."""
+        self._handed = time.monotonic()
+        if self._pending:
+            self._queue.put(self._pending)
+            self._pending = []
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued and stop the thread."""
+        """Write everything collected and stop the thread."""
+        self.flush()
         self._queue.put(None)
         self._thread.join(timeout)
 
     def _run(self) -> None:
         db = connect(self.path)
         try:
-            stop = False
-            while not stop:
-                batch = []
-                item = self._queue.get()
-                while True:
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(astuple(item))
-                    if len(batch) >= 500:
-                        break
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    with db:
-                        db.executemany(_INSERT, batch)
-                    self.written += len(batch)
+            while True:
+                records = self._queue.get()
+                if records is None:
+                    break
+                with db:
+                    db.executemany(_INSERT, [astuple(r) for r in records])
+                self.written += len(records)
         finally:
             db.close()
 

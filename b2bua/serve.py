@@ -171,6 +171,7 @@ class Engine:
             except TimeoutError:
                 ticks += 1
                 self.store.release()  # an idle engine holds no old read snapshot
+                self.cdr.flush()  # the last records of a burst reach the disk within a second
                 if watcher is not None and watcher.changed():
                     self._reload()
                 if ticks % PURGE_EVERY == 0:
