@@ -31,19 +31,21 @@ from .cdr import CallRecord, CdrWriter
 from .endpoint import SipEndpoint
 from .sip.dialog import Dialog, without_tag
 from .sip.errors import SipParseError
-from .sip.events import (
-    Event,
-    RequestReceived,
-    ResponseReceived,
-    StrayResponse,
-    TransactionTimeout,
-    TransportError,
-)
 from .sip.message import START_NAME, Request, Response
 from .sip.responses import REASONS, make_response
 from .sip.routing import Peer
 from .sip.sdp import OriginRewriter, rewrite_sdp
-from .sip.transaction import ClientTransaction, ServerTransaction, State
+from .sip.transaction import (
+    ClientTransaction,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    StrayResponse,
+    TransactionTimeout,
+    TransportError,
+)
 from .sip.uri import parse_name_addr, parse_uri
 from .sip.validate import ALLOW_HEADER, SUPPORTED_OPTIONS
 from .trunks import Trunk, TrunkTable

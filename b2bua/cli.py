@@ -12,7 +12,13 @@ import sys
 from collections.abc import Sequence
 
 # Modules that contribute subcommands through a ``register(subparsers)`` function.
-_COMMAND_MODULES = ("b2bua.serve", "b2bua.cdr", "translate.cli", "sms_smpp.cli")
+_COMMAND_MODULES = (
+    "b2bua.serve",
+    "b2bua.cdr",
+    "b2bua.native",
+    "translate.cli",
+    "sms_smpp.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,12 +14,18 @@ import logging
 from typing import Any, Protocol
 
 from .sip.errors import SipParseError
-from .sip.events import Event, StrayResponse
 from .sip.message import Request, Response, SipMessage
 from .sip.parser import parse_datagram
 from .sip.responses import make_response
 from .sip.routing import Peer, response_destination, stamp_received
-from .sip.transaction import ClientTransaction, ServerTransaction, TimerConfig, TransactionLayer
+from .sip.transaction import (
+    ClientTransaction,
+    Event,
+    ServerTransaction,
+    StrayResponse,
+    TimerConfig,
+    TransactionLayer,
+)
 from .sip.validate import ALLOW_HEADER, check_request, check_response
 from .transport import Transports
 

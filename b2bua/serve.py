@@ -17,6 +17,7 @@ from translate.reload import MapWatcher, reload_maps
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
+from . import native
 from .calls import CallEngine
 from .cdr import CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
@@ -163,7 +164,12 @@ class Engine:
             await self._close()
             return 1
         tune_gc()
-        log.info("engine started", extra={"config": str(self.config_dir)})
+        log.info(
+            "engine started",
+            extra={"config": str(self.config_dir), "hot_path": native.mode},
+        )
+        if native.mode != "compiled":
+            log.warning("running the hot path from sources: %s", native.mode)
         ticks = 0
         while not self._stop.is_set():
             try:

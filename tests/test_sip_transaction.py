@@ -17,22 +17,20 @@ from typing import Any
 
 import pytest
 
-from b2bua.sip.events import (
-    RequestReceived,
-    ResponseReceived,
-    StrayResponse,
-    TransactionTimeout,
-    TransportError,
-)
 from b2bua.sip.message import Request, Response
 from b2bua.sip.parser import parse_datagram
 from b2bua.sip.responses import make_response
 from b2bua.sip.transaction import (
     ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
     ServerTransaction,
     State,
+    StrayResponse,
     TimerConfig,
     TransactionLayer,
+    TransactionTimeout,
+    TransportError,
     ack_for,
 )
 

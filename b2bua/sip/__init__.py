@@ -3,5 +3,7 @@
 Nothing in this package opens a socket, touches asyncio or reads a clock: bytes and a
 time value go in, bytes and events come out. It is ansim's own because the B2BUA hot
 path needs a parser and transaction layer built for speed, and no maintained Python SIP
-stack fits (see DESIGN.md, "Dependencies").
+stack fits (see DESIGN.md, "Dependencies"). Setup compiles these modules with mypyc for
+speed; the sources are the reference and run as they are when no current build exists
+(see ``b2bua/native.py``).
 """

@@ -59,7 +59,7 @@ def canonical(name: bytes) -> bytes:
     """The spelling ansim uses on the wire for lower-case header name ``name``."""
     spelled = _CANONICAL.get(name)
     if spelled is None:
-        spelled = b"-".join(part.capitalize() for part in name.split(b"-"))
+        spelled = b"-".join([part.capitalize() for part in name.split(b"-")])
         _CANONICAL[name] = spelled
     return spelled
 

@@ -21,14 +21,6 @@ from enum import IntEnum
 from typing import Any
 
 from .errors import SipParseError
-from .events import (
-    Event,
-    RequestReceived,
-    ResponseReceived,
-    StrayResponse,
-    TransactionTimeout,
-    TransportError,
-)
 from .message import START_NAME, Request, Response, SipMessage
 from .responses import make_response
 
@@ -436,12 +428,65 @@ class TransactionLayer:
         return out
 
 
+# -- events: what the layer hands to the transaction user (the call engine) --------------
+# Defined after the transaction classes they refer to, so that compiled builds can
+# create their field types when the module initialises.
+
+
+@dataclass(slots=True)
+class RequestReceived:
+    """A new request (not a retransmission); ``txn`` is None for an ACK to a 2xx."""
+
+    request: Request
+    source: Any
+    txn: ServerTransaction | None
+
+
+@dataclass(slots=True)
+class ResponseReceived:
+    """A response for a client transaction (or a 2xx retransmission in Accepted)."""
+
+    response: Response
+    txn: ClientTransaction
+
+
+@dataclass(slots=True)
+class StrayResponse:
+    """A response that matches no transaction (a late 2xx retransmission, say)."""
+
+    response: Response
+    source: Any
+
+
+@dataclass(slots=True)
+class TransactionTimeout:
+    """Timer B/F fired for a client transaction, or timer H (no ACK) for a server one."""
+
+    txn: ClientTransaction | ServerTransaction
+
+
+@dataclass(slots=True)
+class TransportError:
+    """Sending for this transaction failed."""
+
+    txn: ClientTransaction | ServerTransaction
+
+
+Event = RequestReceived | ResponseReceived | StrayResponse | TransactionTimeout | TransportError
+
+
 __all__ = [
     "ClientTransaction",
+    "Event",
+    "RequestReceived",
+    "ResponseReceived",
     "ServerTransaction",
     "SipParseError",
     "State",
+    "StrayResponse",
     "TimerConfig",
     "TransactionLayer",
+    "TransactionTimeout",
+    "TransportError",
     "ack_for",
 ]
