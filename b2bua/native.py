@@ -48,6 +48,7 @@ MODULES: Final = (
     "b2bua.sip.sdp",
     "b2bua.endpoint",
     "b2bua.calls",
+    "b2bua.transport",
 )
 #: The shared library holding the compiled code of all of MODULES.
 GROUP: Final = "b2bua._native"

@@ -13,6 +13,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 from .sip.errors import SipParseError
 from .sip.message import SipMessage
@@ -140,7 +141,8 @@ class Transports:
             lambda: _Tcp(self), host, port, reuse_address=True, backlog=1024
         )
         self.servers.append(server)
-        bound = server.sockets[0].getsockname()
+        # uvloop's Server.sockets is a list, asyncio's (and the stubs') a tuple
+        bound = cast(Any, server).sockets[0].getsockname()
         peer: Peer = ("tcp", host, bound[1])
         self.bound.append(peer)
         if self._sweeper is None:

@@ -52,9 +52,10 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid``, its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def rss_kib(pid: int) -> int:
@@ -110,6 +111,7 @@ class Step:
     uas_failed: int
     retrans: int
     cpu_ms_per_call: float
+    user_ms_per_call: float
     p50_ms: float
     p99_ms: float
     rcvbuf_errors: int
@@ -265,7 +267,9 @@ def run_step(
         timeout=seconds * 4 + hold_ms / 1000 + 60,
     )  # fmt: skip
     elapsed = time.monotonic() - t0
-    cpu = cpu_seconds(pid) - cpu0
+    cpu1 = cpu_seconds(pid)
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + system
     try:
         uas.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -308,6 +312,7 @@ def run_step(
         uas_failed=uas_failed,
         retrans=stat_int(uac_row, "Retransmissions(C)") + stat_int(uas_row, "Retransmissions(C)"),
         cpu_ms_per_call=cpu * 1000 / max(uac_ok, 1),
+        user_ms_per_call=user * 1000 / max(uac_ok, 1),
         p50_ms=percentile(rtts, 0.50),
         p99_ms=percentile(rtts, 0.99),
         rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
@@ -319,7 +324,7 @@ def print_step(s: Step) -> None:
     print(
         f"{s.peer:6} offered {s.offered:7.0f}/s  achieved {s.achieved:7.1f}/s  calls {s.calls:6}  "
         f"failed uac {s.uac_failed} uas {s.uas_failed}  retrans {s.retrans:4}  "
-        f"cpu {s.cpu_ms_per_call:6.3f} ms/call  INVITE->200 p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:7.2f} ms  "
+        f"cpu {s.cpu_ms_per_call:6.3f} ms/call ({s.user_ms_per_call:.3f} user)  INVITE->200 p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:7.2f} ms  "
         f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}",
         flush=True,
     )

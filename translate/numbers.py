@@ -117,7 +117,10 @@ def normalise(raw: str, plan: NumberPlan = KR) -> str | NumberError:
     if "%" in text:
         text = unquote(text)
     text = text.replace("(0)", "", 1) if text[:1] == "+" else text
-    digits = text.translate(_SEPARATORS)
+    # Most numbers arrive without separators; translate() would raise and catch a
+    # KeyError inside CPython for every character it keeps.
+    plain = text[1:] if text[:1] == "+" else text
+    digits = text if plain.isdigit() else text.translate(_SEPARATORS)
     if not digits:
         return NumberError("no digits")
     if context:

@@ -6,4 +6,8 @@ path needs a parser and transaction layer built for speed, and no maintained Pyt
 stack fits (see DESIGN.md, "Dependencies"). Setup compiles these modules with mypyc for
 speed; the sources are the reference and run as they are when no current build exists
 (see ``b2bua/native.py``).
+
+Substring tests on bytes are written ``data.find(sub) >= 0``, not ``sub in data``:
+CPython's ``in`` on bytes first tries the needle as an integer, raising and discarding a
+TypeError each time, which costs more than the search.
 """

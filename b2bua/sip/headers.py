@@ -66,7 +66,7 @@ def canonical(name: bytes) -> bytes:
 
 def split_values(value: bytes) -> list[bytes]:
     """Split a header value on commas that are outside quotes and angle brackets."""
-    if b"," not in value:
+    if value.find(b",") < 0:
         return [value.strip()]
     out: list[bytes] = []
     start = 0

@@ -57,7 +57,7 @@ def _split_head(head: bytes) -> tuple[list[bytes], list[bytes], bool]:
 
     A malformed line is named ``_BAD_NAME`` so that the rest of the message can still
     address a 400 to its sender."""
-    if _FOLD_SP in head or _FOLD_TAB in head:
+    if head.find(_FOLD_SP) >= 0 or head.find(_FOLD_TAB) >= 0:
         head = _unfold(head)
     lines = head.split(b"\r\n")
     get = _NAME_CACHE.get

@@ -43,7 +43,7 @@ def make_response(
             names.append(name)
         elif name == b"to":
             line = src_lines[i]
-            if to_tag is not None and status != 100 and b";tag=" not in line.lower():
+            if to_tag is not None and status != 100 and line.lower().find(b";tag=") < 0:
                 # "tag" is matched case-insensitively above; a To without it gets ours.
                 line = line + b";tag=" + to_tag
             lines.append(line)

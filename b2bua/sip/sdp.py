@@ -46,7 +46,7 @@ class OriginRewriter:
 
 def rewrite_sdp(body: bytes, origin: OriginRewriter) -> bytes:
     """The SDP ``body`` as the far leg may see it."""
-    eol = b"\r\n" if b"\r\n" in body else b"\n"
+    eol = b"\r\n" if body.find(b"\r\n") >= 0 else b"\n"
     lines = body.split(eol)
     out = []
     for line in lines:

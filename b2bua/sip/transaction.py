@@ -115,7 +115,7 @@ def _own_branch(request: Request) -> bytes | None:
     the Via it wrote, ``...;branch=z9hG4bK...[;...]``, so a find does what a parse would."""
     line = request.lines[1] if len(request.lines) > 1 and request.names[1] == b"via" else b""
     i = line.find(b";branch=")
-    if i < 0 or b"," in line:
+    if i < 0 or line.find(b",") >= 0:
         return request.via.branch
     j = line.find(b";", i + 8)
     return line[i + 8 : j] if j >= 0 else line[i + 8 :].rstrip()

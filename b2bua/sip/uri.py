@@ -18,7 +18,7 @@ _HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 def unescape(value: bytes) -> bytes:
     """Decode %XX escapes (a malformed escape is kept as it is)."""
-    if b"%" not in value:
+    if value.find(b"%") < 0:
         return value
     out = bytearray()
     i = 0
@@ -35,7 +35,12 @@ def unescape(value: bytes) -> bytes:
 
 
 def _has_ws(value: bytes) -> bool:
-    return b" " in value or b"\t" in value or b"\r" in value or b"\n" in value
+    return (
+        value.find(b" ") >= 0
+        or value.find(b"\t") >= 0
+        or value.find(b"\r") >= 0
+        or value.find(b"\n") >= 0
+    )
 
 
 def parse_params(raw: bytes, *, what: str) -> dict[bytes, bytes | None]:
@@ -46,7 +51,7 @@ def parse_params(raw: bytes, *, what: str) -> dict[bytes, bytes | None]:
     parts = raw.split(b";")
     if not parts[0] or not parts[0].strip():
         del parts[0]
-    if b" " not in raw and b"\t" not in raw:
+    if raw.find(b" ") < 0 and raw.find(b"\t") < 0:
         # the usual case: no whitespace around ';' and '=', nothing to strip
         for part in parts:
             name, eq, value = part.partition(b"=")
@@ -184,7 +189,12 @@ def _parse_sip(uri: Uri, rest: bytes) -> None:
         if c >= 0:
             uri.port = _port(hostpart[c + 1 :])
             hostpart = hostpart[:c]
-        if not hostpart or b"[" in hostpart or b"]" in hostpart or b"<" in hostpart:
+        if (
+            not hostpart
+            or hostpart.find(b"[") >= 0
+            or hostpart.find(b"]") >= 0
+            or hostpart.find(b"<") >= 0
+        ):
             raise SipParseError("malformed URI host")
         uri.host = hostpart
 
@@ -276,7 +286,7 @@ def parse_name_addr(raw: bytes) -> NameAddr:
         semi = value.find(b";")
         uri_raw = value if semi < 0 else value[:semi]
         rest = b"" if semi < 0 else value[semi:]
-        if b"?" in uri_raw or b"," in uri_raw or _has_ws(uri_raw.strip()):
+        if uri_raw.find(b"?") >= 0 or uri_raw.find(b",") >= 0 or _has_ws(uri_raw.strip()):
             raise SipParseError("URI with headers or separators must be enclosed in <>")
         uri_raw = uri_raw.strip()
     params = parse_params(rest, what="header") if rest else {}

@@ -99,7 +99,7 @@ def _check_request(req: Request) -> Rejection | None:
     try:
         uri = req.ruri
     except SipParseError:
-        if req.uri.startswith(b"<") or b":" not in req.uri:
+        if req.uri.startswith(b"<") or req.uri.find(b":") < 0:
             return Rejection(400, "Malformed Request-URI")
         raise
     if uri.headers is not None:
@@ -139,7 +139,7 @@ def check_response(resp: Response) -> str | None:
             if name not in names:
                 return f"missing {name.decode()}"
         # RFC 3261 §8.1.3.3: a response reaching a UAC with more than one Via is discarded.
-        if names.count(b"via") > 1 or b"," in (resp.get(b"via") or b""):
+        if names.count(b"via") > 1 or (resp.get(b"via") or b"").find(b",") >= 0:
             return "more than one Via"
         resp.cseq  # noqa: B018
         resp.via  # noqa: B018

@@ -76,7 +76,7 @@ def parse_via(raw: bytes) -> Via:
     sentby = rest[sp:].lstrip()
     semi = sentby.find(b";")
     hostport = (sentby if semi < 0 else sentby[:semi]).strip()
-    if not hostport or b"," in hostport or b" " in hostport:
+    if not hostport or hostport.find(b",") >= 0 or hostport.find(b" ") >= 0:
         raise SipParseError("malformed Via sent-by")
     port: int | None = None
     if hostport[0] == 0x5B:
