@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
@@ -257,11 +258,17 @@ class CallEngine:
         self.ids = Ids()
         self.dialogs: dict[tuple[bytes, bytes], Leg] = {}
         self.calls: set[Call] = set()
+        # Ended calls awaiting the end of their last transaction: (when, call), in order.
+        self._ended: deque[tuple[float, Call]] = deque()
         self.stats = CallStats()
         self._epoch = _epoch_offset()
         self._session = int.from_bytes(os.urandom(3), "big")
         self.t1 = endpoint.layer.timers.t1
         self.t2 = endpoint.layer.timers.t2
+        timers = endpoint.layer.timers
+        # Longest a transaction of an ended call can live on (timer H then I, or J, L, M:
+        # 64*T1, plus T4), with a margin.
+        self.linger = 64 * timers.t1 + timers.t4 + 2.0
 
     # -- helpers ---------------------------------------------------------------------------
     def _wall(self, now: float) -> float:
@@ -987,6 +994,7 @@ class CallEngine:
             if leg is not None:
                 self._unregister(leg)
         self.calls.discard(call)
+        self._ended.append((now + self.linger, call))
         self._count(outcome)
         if self.cdr is not None:
             wall = self._wall
@@ -1023,6 +1031,28 @@ class CallEngine:
                     "outcome": outcome,
                 },
             )
+
+    def release_ended(self, now: float) -> int:
+        """Unlink calls that ended more than ``linger`` seconds ago; returns how many.
+
+        A call, its legs and its transactions refer to each other. Once its last
+        transaction has ended nothing else can reach it, and cutting those links lets
+        reference counting free it at once, so the cyclic garbage collector never has to
+        find it: the engine freezes what it has allocated out of collection every second
+        (see ``b2bua.serve``), and relies on this to leave no garbage cycles behind.
+        """
+        ended = self._ended
+        n = 0
+        while ended and ended[0][0] <= now:
+            call = ended.popleft()[1]
+            call.a_txn.user = None
+            if call.b_txn is not None:
+                call.b_txn.user = None
+                call.b_txn = None
+            call.a = call.b = None
+            call.timer = call.limit_timer = None
+            n += 1
+        return n
 
     def shutdown(self, now: float) -> None:
         """Hang up every call (engine stopping)."""

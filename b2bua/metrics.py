@@ -8,6 +8,7 @@ prometheus-client work at all.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,13 @@ class SipCollector(Collector):
         active = GaugeMetricFamily("ansim_active_calls", "Calls in progress")
         active.add_metric([], len(self.calls.calls))
         yield active
+        frozen = GaugeMetricFamily(
+            "ansim_gc_frozen_objects",
+            "Objects kept out of cyclic garbage collection (steady under steady load; "
+            "growth means garbage cycles)",
+        )
+        frozen.add_metric([], gc.get_freeze_count())
+        yield frozen
         yield CounterMetricFamily("ansim_sip_requests", "SIP requests received", value=ep.requests)
         yield CounterMetricFamily(
             "ansim_sip_responses", "SIP responses received", value=ep.responses

@@ -135,6 +135,12 @@ class Transports:
         self.bound.append(peer)
         return peer
 
+    def attach_udp(self, transport: asyncio.DatagramTransport) -> None:
+        """Send UDP through ``transport`` (an in-process stand-in, for benchmarks)."""
+        proto = _Udp(self)
+        proto.connection_made(transport)
+        self.udp.append(proto)
+
     async def listen_tcp(self, host: str, port: int) -> Peer:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
