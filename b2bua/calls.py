@@ -994,7 +994,10 @@ class CallEngine:
             if leg is not None:
                 self._unregister(leg)
         self.calls.discard(call)
-        self._ended.append((now + self.linger, call))
+        ended = self._ended
+        ended.append((now + self.linger, call))
+        if ended[0][0] <= now:  # under load about one per ended call: no burst of frees
+            self.release_ended(now)
         self._count(outcome)
         if self.cdr is not None:
             wall = self._wall
