@@ -15,8 +15,9 @@ import sqlite3
 import sys
 import threading
 import time
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 
 SCHEMA = """
@@ -64,6 +65,8 @@ class CallRecord:
 
 
 COLUMNS = [f.name for f in fields(CallRecord)]
+# A record's fields in column order (dataclasses.astuple deep-copies each field: 50x slower).
+_ROW = attrgetter(*COLUMNS)
 _INSERT = f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -125,7 +128,7 @@ class CdrWriter:
                 if records is None:
                     break
                 with db:
-                    db.executemany(_INSERT, [astuple(r) for r in records])
+                    db.executemany(_INSERT, map(_ROW, records))
                 self.written += len(records)
         finally:
             db.close()
