@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from translate.numbers import is_e164, mask
@@ -175,13 +175,13 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
     return out
 
 
-@dataclass(slots=True)
-class Route:
+class Route(NamedTuple):
     """A lookup's answer when the call goes ahead.
 
     ``callee`` is the real number to call, ``present`` the number the callee must see as
     caller, ``kind`` the binding kind, ``record`` whether to record, ``max_seconds`` the
-    longest the call may last (None: no limit).
+    longest the call may last (None: no limit). A named tuple: the store builds one per
+    lookup, and a tuple is the cheapest object to build.
     """
 
     callee: str

@@ -100,6 +100,7 @@ SOURCES: Final = ("yaml", "api")
 _UNKNOWN: Final = Refusal("unknown", None)
 _NOT_PARTY: Final = Refusal("not_party", None)
 _unpackb = msgpack.unpackb
+_new_route = tuple.__new__  # Route's fields in order, without its Python-level __new__
 _monotonic = time.monotonic
 #: Route flags decoded once: flags -> (kind, record, callee sees the caller).
 _FLAGS: Final = tuple(
@@ -267,8 +268,8 @@ class Store:
         # A cursor kept with the snapshot is cheaper than Transaction.get, which opens one.
         # One seek to X\0C finds C's own route, or stops on the next key, which is X's head
         # when no party route of X sorts after C (see the key layout above).
-        key = (virtual + "\0" + caller).encode()
-        raw = None
+        key = f"{virtual}\0{caller}".encode()
+        raw: Any  # bytes, or None when X has no route for C
         if cursor.set_range(key):
             found = cursor.key()
             if found == key:
@@ -281,20 +282,19 @@ class Store:
         if raw is None:
             return self._unrouted(cursor, virtual)
         rec = _unpackb(raw)
-        binding_id = rec[2]
         max_seconds = None
-        if len(rec) > 3:
+        if len(rec) > 3:  # expiry and limits: absent from most bindings
             expires = rec[3]
             if expires is not None and now >= expires:
-                return Refusal("expired", binding_id)
+                return Refusal("expired", rec[2])
             if len(rec) > 4:
                 refusal = self._check_limits(rec, now, count)
                 if refusal is not None:
                     return refusal
                 max_seconds = rec[4]
         kind, record, to_caller = _FLAGS[rec[0]]
-        return Route(
-            rec[1], caller if to_caller else virtual, binding_id, kind, record, max_seconds
+        return _new_route(
+            Route, (rec[1], caller if to_caller else virtual, rec[2], kind, record, max_seconds)
         )
 
     def _new_snapshot(self) -> lmdb.Cursor:
