@@ -188,10 +188,12 @@ class B2bua:
         )
         wait_udp(self.port, 20.0)
         if self.profile:
-            # py-spy samples the process; collapsed stacks go to the given file
+            # py-spy samples the process; collapsed stacks go to the given file. --native
+            # shows the compiled hot path's C functions (CPyDef_...), not only Python frames.
             spy = [
                 str(ROOT / ".venv/bin/py-spy"),
                 "record",
+                "--native",
                 "-f",
                 "raw",
                 "-r",
