@@ -244,9 +244,22 @@ def build_store(work: Path, count: int) -> Path:
 
 
 def run_step(
-    b2bua: B2bua, work: Path, inj: Path, rate: float, seconds: float, hold_ms: int, limit: int
+    b2bua: B2bua,
+    work: Path,
+    inj: Path,
+    rate: float,
+    seconds: float,
+    hold_ms: int,
+    limit: int,
+    warmup: float = 0.0,
 ) -> Step:
-    calls = max(int(rate * seconds), 1)
+    """One step: ``warmup`` seconds at ``rate``, then ``seconds`` more that are measured.
+
+    Failed calls count over the whole step; CPU per call is the engine's CPU from the
+    end of the warm-up to the end of the step over the calls offered in that time.
+    """
+    total = warmup + seconds
+    calls = max(int(rate * total), 1)
     step_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"{b2bua.peer}-{int(rate)}-"))
     uas_port = b2bua.uas_port
     uas = subprocess.Popen(
@@ -260,14 +273,24 @@ def run_step(
     cpu0 = cpu_seconds(pid)
     err0 = udp_errors()
     t0 = time.monotonic()
-    uac = subprocess.run(
+    uac = subprocess.Popen(
         ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
          "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
          "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", "-trace_rtt",
-         "-rtt_freq", "1", "-timeout", str(int(seconds * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING],
+         "-rtt_freq", "1", "-timeout", str(int(total * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING],
         cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        timeout=seconds * 4 + hold_ms / 1000 + 60,
     )  # fmt: skip
+    measured_calls = calls
+    if warmup > 0:
+        while time.monotonic() - t0 < warmup and uac.poll() is None:
+            time.sleep(0.05)
+        cpu0 = cpu_seconds(pid)
+        measured_calls = max(int(rate * seconds), 1)
+    try:
+        uac.wait(timeout=total * 4 + hold_ms / 1000 + 60)
+    except subprocess.TimeoutExpired:
+        uac.kill()
+        uac.wait()
     elapsed = time.monotonic() - t0
     cpu1 = cpu_seconds(pid)
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
@@ -313,8 +336,8 @@ def run_step(
         uas_ok=uas_ok,
         uas_failed=uas_failed,
         retrans=stat_int(uac_row, "Retransmissions(C)") + stat_int(uas_row, "Retransmissions(C)"),
-        cpu_ms_per_call=cpu * 1000 / max(uac_ok, 1),
-        user_ms_per_call=user * 1000 / max(uac_ok, 1),
+        cpu_ms_per_call=cpu * 1000 / max(min(uac_ok, measured_calls), 1),
+        user_ms_per_call=user * 1000 / max(min(uac_ok, measured_calls), 1),
         p50_ms=percentile(rtts, 0.50),
         p99_ms=percentile(rtts, 0.99),
         rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
@@ -341,7 +364,7 @@ def ramp(
     steps: list[Step] = []
     try:
         for rate in rates:
-            step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit)
+            step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup)
             print_step(step)
             steps.append(step)
             if not step.ok:
@@ -407,7 +430,15 @@ def main() -> None:
                     default=[250, 500, 1000, 1500, 2000, 2500, 3000, 3500])  # fmt: skip
     ap.add_argument("--peer-rates", type=lambda s: [float(x) for x in s.split(",")],
                     default=[50, 100, 150, 200, 250, 300, 400, 500], help="the peer's ramp")  # fmt: skip
-    ap.add_argument("--seconds", type=float, default=5.0, help="length of each step")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured length of each step")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=45.0,
+        help="seconds each step runs before it is measured (%(default)s: longer than an"
+        " ended call's transactions live, so the measured part is steady traffic, calls"
+        " being freed as fast as they are set up)",
+    )
     ap.add_argument("--limit", type=int, default=5000, help="SIPp -l: most calls open at once")
     ap.add_argument("--bindings", type=int, default=100_000, help="bindings in the generated map")
     ap.add_argument(

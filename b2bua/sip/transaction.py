@@ -7,14 +7,18 @@ to send accumulate in ``outbox`` as (data, destination) pairs, and it never read
 clock: ``get_timer()`` says when it next needs ``handle_timer(now)``. Destinations
 and sources are opaque to this module; the transport says whether one is reliable.
 
-Timers run from one heap with lazy deletion: each transaction has at most one
-pending deadline, and a heap entry whose deadline no longer matches is skipped.
+Each transaction has at most one pending deadline; an entry whose deadline no longer
+matches its transaction's is skipped (lazy deletion). Most timers are one of a few fixed
+delays (T1, T4, 64*T1), and entries armed with the same delay fall due in the order they
+were armed, so each of those delays has a first-in-first-out queue: arming and firing
+cost the same whatever the number of transactions. Other deadlines go to a heap.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -98,6 +102,10 @@ class ServerTransaction(Transaction):
         self.to_tag: bytes | None = None
 
 
+def _deadline(entry: tuple[float, Transaction]) -> float:
+    return entry[0]
+
+
 def _server_key(req: Request) -> tuple:
     via = req.via
     method = req.method
@@ -153,29 +161,70 @@ class TransactionLayer:
         self.outbox: list[tuple[bytes, Any]] = []
         self._heap: list[tuple[float, int, Transaction]] = []
         self._seq = itertools.count()
+        t = self.timers
+        self._fifos: dict[float, deque[tuple[float, Transaction]]] = {
+            d: deque() for d in (t.t1, t.t4, 64 * t.t1, 32.0)
+        }
+        self._fifo_list = list(self._fifos.values())
         self.retransmissions = 0
 
     # -- timers ----------------------------------------------------------------------------
-    def _arm(self, txn: Transaction, at: float) -> None:
+    def _arm(self, txn: Transaction, now: float, delay: float) -> None:
+        """Set ``txn``'s one timer to ``now + delay``."""
+        at = now + delay
+        txn.deadline = at
+        fifo = self._fifos.get(delay)
+        if fifo is not None and (not fifo or fifo[-1][0] <= at):
+            fifo.append((at, txn))
+        else:
+            heapq.heappush(self._heap, (at, next(self._seq), txn))
+
+    def _arm_at(self, txn: Transaction, at: float) -> None:
+        """Set ``txn``'s one timer to the time ``at``."""
         txn.deadline = at
         heapq.heappush(self._heap, (at, next(self._seq), txn))
 
+    def _retransmit_in(self, txn: Transaction, now: float) -> None:
+        """Arm the next retransmission (timer A, E or G), or the end if that comes first."""
+        if now + txn._interval < txn.end:
+            self._arm(txn, now, txn._interval)
+        else:
+            self._arm_at(txn, txn.end)
+
     def get_timer(self) -> float | None:
         """The time of the next timer, or None when nothing is pending."""
+        best: float | None = None
         heap = self._heap
         while heap:
             at, _, txn = heap[0]
             if txn.deadline == at:
-                return at
+                best = at
+                break
             heapq.heappop(heap)
-        return None
+        for fifo in self._fifo_list:
+            while fifo:
+                at, txn = fifo[0]
+                if txn.deadline == at:
+                    if best is None or at < best:
+                        best = at
+                    break
+                fifo.popleft()
+        return best
 
     def handle_timer(self, now: float) -> list[Event]:
-        """Fire every timer due at ``now``."""
-        events: list[Event] = []
+        """Fire every timer due at ``now``, earliest first."""
+        due: list[tuple[float, Transaction]] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             at, _, txn = heapq.heappop(heap)
+            due.append((at, txn))
+        for fifo in self._fifo_list:
+            while fifo and fifo[0][0] <= now:
+                due.append(fifo.popleft())
+        if len(due) > 1:
+            due.sort(key=_deadline)
+        events: list[Event] = []
+        for at, txn in due:
             if txn.deadline != at:
                 continue
             txn.deadline = None
@@ -207,10 +256,10 @@ class TransactionLayer:
         t1 = self.timers.t1
         txn.end = now + 64 * t1
         if reliable:
-            self._arm(txn, txn.end)
+            self._arm(txn, now, 64 * t1)
         else:
             txn._interval = t1
-            self._arm(txn, now + t1)
+            self._arm(txn, now, t1)
         return txn
 
     def _client_timer(self, txn: ClientTransaction, now: float, events: list[Event]) -> None:
@@ -223,7 +272,7 @@ class TransactionLayer:
                 events.append(TransactionTimeout(txn))
                 return
             if txn.reliable or txn.last is None:
-                self._arm(txn, txn.end)
+                self._arm_at(txn, txn.end)
                 return
             if state == State.PROCEEDING and txn.method == b"INVITE":
                 return
@@ -235,7 +284,7 @@ class TransactionLayer:
                 txn._interval = self.timers.t2
             else:
                 txn._interval = min(txn._interval * 2, self.timers.t2)
-            self._arm(txn, min(now + txn._interval, txn.end))
+            self._retransmit_in(txn, now)
         else:  # Completed (timer D/K) or Accepted (timer M)
             self._terminate_client(txn)
 
@@ -271,7 +320,7 @@ class TransactionLayer:
             elif status < 300:
                 if state in (State.CALLING, State.PROCEEDING):
                     txn.state = State.ACCEPTED
-                    self._arm(txn, now + 64 * self.timers.t1)
+                    self._arm(txn, now, 64 * self.timers.t1)
                     events.append(ResponseReceived(resp, txn))
                 elif state == State.ACCEPTED:
                     events.append(ResponseReceived(resp, txn))
@@ -280,7 +329,7 @@ class TransactionLayer:
                     txn.state = State.COMPLETED
                     txn.ack = ack_for(txn.request, resp).serialize()
                     self.outbox.append((txn.ack, txn.dest))
-                    self._arm(txn, now + (0.0 if txn.reliable else 32.0))
+                    self._arm(txn, now, 0.0 if txn.reliable else 32.0)
                     events.append(ResponseReceived(resp, txn))
                 elif state == State.COMPLETED and txn.ack is not None:
                     self.outbox.append((txn.ack, txn.dest))
@@ -292,7 +341,7 @@ class TransactionLayer:
             else:
                 txn.state = State.COMPLETED
                 txn.last = None  # nothing is sent again in Completed; timer K only absorbs
-                self._arm(txn, now + (0.0 if txn.reliable else self.timers.t4))
+                self._arm(txn, now, 0.0 if txn.reliable else self.timers.t4)
             events.append(ResponseReceived(resp, txn))
 
     # -- server side -----------------------------------------------------------------------
@@ -304,7 +353,7 @@ class TransactionLayer:
             if method == b"ACK":
                 if txn.state == State.COMPLETED:
                     txn.state = State.CONFIRMED
-                    self._arm(txn, now + (0.0 if txn.reliable else self.timers.t4))
+                    self._arm(txn, now, 0.0 if txn.reliable else self.timers.t4)
                 elif txn.state == State.ACCEPTED:
                     events.append(RequestReceived(req, source, None))  # RFC 6026 §7.1
                 return
@@ -345,21 +394,21 @@ class TransactionLayer:
                 return
             if status < 300:
                 txn.state = State.ACCEPTED
-                self._arm(txn, now + 64 * t1)
+                self._arm(txn, now, 64 * t1)
             else:
                 txn.state = State.COMPLETED
                 txn.end = now + 64 * t1
                 if txn.reliable:
-                    self._arm(txn, txn.end)
+                    self._arm(txn, now, 64 * t1)
                 else:
                     txn._interval = t1
-                    self._arm(txn, now + t1)
+                    self._arm(txn, now, t1)
         else:
             if status < 200:
                 txn.state = State.PROCEEDING
                 return
             txn.state = State.COMPLETED
-            self._arm(txn, now + (0.0 if txn.reliable else 64 * t1))
+            self._arm(txn, now, 0.0 if txn.reliable else 64 * t1)
 
     def reply(
         self,
@@ -388,7 +437,7 @@ class TransactionLayer:
                 self.outbox.append((txn.last, txn.dest))
                 self.retransmissions += 1
             txn._interval = min(txn._interval * 2, self.timers.t2)
-            self._arm(txn, min(now + txn._interval, txn.end))
+            self._retransmit_in(txn, now)
             return
         # timer I, J or L
         self._terminate_server(txn)
