@@ -5,7 +5,9 @@ map of --bindings bindings so that every call is a real lookup, or sippy's b2bua
 --peer sippy, or both), and a SIPp uac as the carrier. The offered rate ramps through
 --rates; for each step it reports offered and achieved calls/s, failed calls at BOTH
 SIPp ends, retransmissions, CPU ms per call of the B2BUA process (from /proc), p50/p99
-INVITE->200 latency (SIPp rtd) and kernel UDP receive errors. A step fails when any
+INVITE->200 latency (SIPp rtd) and kernel UDP receive errors. Each step first runs
+--warmup seconds at its rate (45 by default: longer than an ended call's transactions
+live), so that CPU is measured on steady traffic. A step fails when any
 call failed at either end; the run stops at the first failing step and prints the
 highest clean rate. Every step is bounded in calls and time.
 
