@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,18 @@ def free_port() -> int:
                 continue
         return port
     raise RuntimeError("no free port")
+
+
+# CPUs for the B2BUA under test and for the SIPp load generators (see --pin); None: any.
+PINNING: dict[str, set[int] | None] = {"b2bua": None, "load": None}
+
+
+def _pin(role: str) -> Callable[[], None] | None:
+    """A preexec_fn that binds the child (and every thread it starts) to ``role``'s CPUs."""
+    cpus = PINNING[role]
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
@@ -186,7 +199,7 @@ class B2bua:
             ]  # fmt: skip
             env = dict(os.environ, SIPLOG_BEND="none")
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, env=env
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=_pin("b2bua")
         )
         wait_udp(self.port, 20.0)
         if self.profile:
@@ -267,7 +280,7 @@ def run_step(
     uas = subprocess.Popen(
         ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(calls),
          "-nostdin", "-trace_stat", "-stf", "uas.csv", "-fd", "1", *SIPP_TUNING],
-        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
     )  # fmt: skip
     time.sleep(0.3)
     assert b2bua.proc is not None
@@ -280,7 +293,7 @@ def run_step(
          "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
          "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", "-trace_rtt",
          "-rtt_freq", "1", "-timeout", str(int(total * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING],
-        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
     )  # fmt: skip
     measured_calls = calls
     if warmup > 0:
@@ -391,14 +404,14 @@ def memory(args: argparse.Namespace, work: Path, inj: Path) -> None:
         step_dir = Path(tempfile.mkdtemp(dir=work, prefix="mem-"))
         uas = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(n),
-             "-nostdin", *SIPP_TUNING], cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             "-nostdin", *SIPP_TUNING], cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
         )  # fmt: skip
         time.sleep(0.3)
         uac = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
              "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(n), "-l", str(n + 10),
              "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", *SIPP_TUNING],
-            cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
         )  # fmt: skip
         # measured once every call is up and the transactions of its set-up have ended
         # (their timers run 64*T1 = 32 s), so what is left is what an established call costs
@@ -434,6 +447,14 @@ def main() -> None:
                     default=[50, 100, 150, 200, 250, 300, 400, 500], help="the peer's ramp")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=5.0, help="measured length of each step")
     ap.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=(os.cpu_count() or 1) >= 2,
+        help="run the B2BUA under test on the last CPU and the SIPp peers on the others, so"
+        " that the latency measured is the B2BUA's and not the scheduler's (default: on with"
+        " two or more CPUs)",
+    )
+    ap.add_argument(
         "--warmup",
         type=float,
         default=45.0,
@@ -450,6 +471,11 @@ def main() -> None:
         "--concurrent", type=int, help="memory mode: hold this many calls open and report RSS"
     )
     args = ap.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:
+            PINNING["b2bua"] = {cpus[-1]}
+            PINNING["load"] = set(cpus[:-1])
     if shutil.which("sipp") is None:
         raise SystemExit("sipp not found (Debian package sip-tester)")
     with tempfile.TemporaryDirectory(prefix="ansim-cps-") as tmp:
@@ -457,7 +483,12 @@ def main() -> None:
         t0 = time.monotonic()
         inj = build_store(work, args.bindings)
         print(
-            f"map: {args.bindings} ax bindings built in {time.monotonic() - t0:.1f} s; {os.cpu_count()} CPUs",
+            f"map: {args.bindings} ax bindings built in {time.monotonic() - t0:.1f} s; {os.cpu_count()} CPUs"
+            + (
+                f"; B2BUA on CPU {sorted(PINNING['b2bua'])}, SIPp on CPU {sorted(PINNING['load'])}"
+                if PINNING["b2bua"] is not None
+                else ""
+            ),
             flush=True,
         )
         if args.concurrent:
