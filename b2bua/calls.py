@@ -263,9 +263,9 @@ class CallEngine:
         self.stats = CallStats()
         self._epoch = _epoch_offset()
         self._session = int.from_bytes(os.urandom(3), "big")
-        self.t1 = endpoint.layer.timers.t1
-        self.t2 = endpoint.layer.timers.t2
         timers = endpoint.layer.timers
+        self.t1 = timers.t1
+        self.t2 = timers.t2
         # Longest a transaction of an ended call can live on (timer H then I, or J, L, M:
         # 64*T1, plus T4), with a margin.
         self.linger = 64 * timers.t1 + timers.t4 + 2.0

@@ -1,9 +1,9 @@
 """The compiled build of the call hot path, and the guard that keeps a stale one from running.
 
-The SIP core, the endpoint and the call engine are plain, type-checked Python. ``ansim
-native build`` (run by ``.ci/setup``) compiles the modules in ``MODULES`` with mypyc, the
-compiler that ships with mypy, into C extensions beside their sources; Python then
-imports those instead of the ``.py`` files. The code stays one code base: the compiled
+The SIP core, the transports, the endpoint and the call engine are plain, type-checked
+Python. ``ansim native build`` (run by ``.ci/setup``) compiles the modules in
+``MODULES`` with mypyc, the compiler that ships with mypy, into C extensions beside
+their sources; Python then imports those instead of the ``.py`` files. The code stays one code base: the compiled
 build runs the same source with its type annotations enforced, and about halves the CPU
 a call costs (``bench/engine_bench.py``, ``bench/cps.py``).
 
