@@ -199,7 +199,12 @@ class B2bua:
             ]  # fmt: skip
             env = dict(os.environ, SIPLOG_BEND="none")
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, env=env, preexec_fn=_pin("b2bua")
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work,
+            env=env,
+            preexec_fn=_pin("b2bua"),
         )
         wait_udp(self.port, 20.0)
         if self.profile:
@@ -482,11 +487,12 @@ def main() -> None:
         work = Path(tmp)
         t0 = time.monotonic()
         inj = build_store(work, args.bindings)
+        b2bua_cpus, load_cpus = PINNING["b2bua"], PINNING["load"]
         print(
             f"map: {args.bindings} ax bindings built in {time.monotonic() - t0:.1f} s; {os.cpu_count()} CPUs"
             + (
-                f"; B2BUA on CPU {sorted(PINNING['b2bua'])}, SIPp on CPU {sorted(PINNING['load'])}"
-                if PINNING["b2bua"] is not None
+                f"; B2BUA on CPU {sorted(b2bua_cpus)}, SIPp on CPU {sorted(load_cpus)}"
+                if b2bua_cpus is not None and load_cpus is not None
                 else ""
             ),
             flush=True,

@@ -45,12 +45,13 @@ class Handle:
     def __init__(self, when: float, fn: Any, args: tuple[Any, ...]) -> None:
         self.when = when
         self.fn = fn
-        self.args = args
+        self.args: tuple[Any, ...] | None = args
         self.cancelled = False
 
     def cancel(self) -> None:
         self.cancelled = True
         self.fn = self.args = None  # as asyncio's and uvloop's handles drop them
+
     def __lt__(self, other: Handle) -> bool:
         return self.when < other.when
 
@@ -79,7 +80,7 @@ class FakeLoop:
         heap = self.heap
         while heap and heap[0].when <= self.t:
             h = heapq.heappop(heap)
-            if not h.cancelled:
+            if h.args is not None:  # not cancelled
                 h.fn(*h.args)
 
 
@@ -149,8 +150,15 @@ def main() -> None:
         "--no-gc", action="store_true", help="run with the cyclic garbage collector off"
     )
     args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="ansim-engine-bench-")
-    store = Store(Path(tmp) / "numbers.lmdb", sync=False)
+    with (
+        tempfile.TemporaryDirectory(prefix="ansim-engine-bench-") as tmp,
+        Store(Path(tmp) / "numbers.lmdb", sync=False) as store,
+    ):
+        bench(args, store)
+
+
+def bench(args: argparse.Namespace, store: Store) -> None:
+    """Drive the engine through ``args.calls`` calls against ``store`` and print the cost."""
     store.put_many(
         (Binding(f"b{i}", "ax", f"+82507{i:08d}", f"+8210{i:08d}") for i in range(args.bindings)),
         now=time.time(),
