@@ -1,4 +1,4 @@
-"""Tests for translate.cli: `ansim numbers check|load|lookup|show|stats|purge`."""
+"""Tests for translate.cli: `ansim numbers check|load|lookup|show|stats|purge|repack`."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_check_ok_and_default_maps_dir(
     assert out == "ok: 3 bindings in 1 file(s) (ax 1, axb 1, axn 1)\n"
 
 
-def test_load_lookup_show_stats_purge(
+def test_load_lookup_show_stats_purge_repack(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_map(tmp_path / "config" / "numbers", "good.yaml", GOOD)
@@ -152,9 +152,18 @@ def test_load_lookup_show_stats_purge(
     assert "yaml               1           1           1           3" in out
     assert "expired            0           0           0           0" in out
     assert "last yaml load:" in out
+    assert "routes table: 5 entries in 1 pages (5.0 a page)" in out
 
     status, out, _ = run(capsys, "purge")
     assert (status, out) == (0, "purged 0 expired binding(s)\n")
+
+    status, out, _ = run(capsys, "repack")
+    assert status == 0
+    assert out.startswith("routes table repacked in ") and out.endswith(
+        " s: 1 leaf pages before, 1 after\n"
+    )
+    status, out, _ = run(capsys, "lookup", "050-7000-1001", "--from", "010-9999-9999")
+    assert status == 0 and "(binding 'desk', ax" in out
 
 
 def test_load_refuses_bad_map(

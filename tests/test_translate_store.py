@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from translate_helpers import NOW, X1, X2, A, B, C, D, ax, axb, axn
 
-from translate.bindings import Hours, Refusal, Route
+import translate.store as store_module
+from translate.bindings import Binding, Hours, Refusal, Route
 from translate.store import ConflictError, Store, StoreError
 
 
@@ -339,3 +340,85 @@ def test_own_writes_are_seen_at_once(tmp_path: Path) -> None:
         assert route(store.lookup(X1, C, NOW)).callee == A
         store.unbind("ax-1")
         assert store.lookup(X1, C, NOW) == Refusal("unknown", None)
+
+
+def ax_range(first: int, n: int, step: int = 1) -> list[Binding]:
+    return [ax(f"h{i}", x=f"+8250700{i:05d}", a=f"+8210000{i:05d}") for i in range(first, n, step)]
+
+
+def routes_shape(store: Store) -> tuple[int, int]:
+    stats = store.stats(NOW)
+    return stats.route_entries, stats.route_pages
+
+
+def test_batches_larger_than_a_flush(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Puts wait in the writer and go to the tables in flushes; rules must hold across
+    # what is flushed and what still waits, and the batch stays all or nothing.
+    monkeypatch.setattr(store_module, "FLUSH_ROUTES", 5)
+    batch = [
+        *ax_range(0, 12),
+        axb("pair", x=X2, a=A, b=B),
+        ax("dup-early", x="+825070000003"),  # X of h3, flushed already
+        axb("dup-party", x=X2, a=C, b=B),  # B's route on X2 still waits
+        ax("h4", x="+825070009999"),  # an id written in this batch
+    ]
+    with pytest.raises(ConflictError) as info:
+        store.put_many(batch, now=NOW)
+    assert sorted((c.binding_id, c.rule, c.other_id) for c in info.value.conflicts) == [
+        ("dup-early", "duplicate-virtual", "h3"),
+        ("dup-party", "party-conflict", "pair"),
+        ("h4", "duplicate-id", "h4"),
+    ]
+    assert routes_shape(store)[0] == 0 and store.stats(NOW).total == 0
+
+    assert store.put_many(batch[:13], now=NOW) == 13
+    assert route(store.lookup("+825070000011", C, NOW)).binding_id == "h11"
+    assert route(store.lookup(X2, A, NOW)).callee == B
+    assert routes_shape(store)[0] == 14
+    # A replace removes and adds within one transaction: a changed binding, a new one.
+    result = store.replace_source(
+        "api", [*ax_range(0, 11), axb("pair", x=X2, a=A, b=D), ax("h99", x=X1)], now=NOW
+    )
+    assert (result.added, result.changed, result.removed, result.unchanged) == (1, 1, 1, 11)
+    assert route(store.lookup(X2, D, NOW)).callee == A
+    assert store.lookup(X2, B, NOW) == Refusal("not_party", None)
+    assert store.lookup("+825070000011", C, NOW) == Refusal("unknown", None)
+    assert route(store.lookup(X1, C, NOW)).binding_id == "h99"
+    assert store.stats(NOW).counts == {"api": {"ax": 12, "axb": 1}}
+
+
+def test_loads_write_routes_in_key_order(tmp_path: Path) -> None:
+    # The same 20,000 bindings, given in number order and shuffled: the writer sorts
+    # what it writes, so the table comes out as compact either way.
+    import random
+
+    bindings = ax_range(0, 20_000)
+    shapes = []
+    for order in ("sorted", "shuffled"):
+        if order == "shuffled":
+            random.Random(7).shuffle(bindings)
+        with Store(tmp_path / order, map_size=64 << 20) as s:
+            s.put_many(bindings, now=NOW)
+            shapes.append(routes_shape(s))
+    (entries, in_order), (_, shuffled) = shapes
+    assert entries == 20_000
+    assert shuffled <= in_order * 1.02, (shuffled, in_order)
+
+
+def test_repack_fills_the_pages_of_the_routes_table(store: Store) -> None:
+    # Numbers loaded in the middle of stored ones split pages in half; repack rewrites
+    # the table with full pages and the same answers.
+    store.put_many(ax_range(0, 30_000, 2), now=NOW)
+    store.put_many(ax_range(1, 30_000, 2), now=NOW)
+    entries, before = routes_shape(store)
+    probes = [f"+8250700{i:05d}" for i in (*range(0, 30_000, 997), 30_000)]
+    answers = [store.lookup(x, C, NOW) for x in probes]
+    assert store.repack() == (before, routes_shape(store)[1])
+    after = routes_shape(store)[1]
+    assert routes_shape(store)[0] == entries == 30_000
+    assert after < before * 0.75, (before, after)
+    assert [store.lookup(x, C, NOW) for x in probes] == answers
+    assert answers[-1] == Refusal("unknown", None)
+    assert store.repack() == (after, after)
+    store.put(ax("late", x="+825079999999"), now=NOW)  # the store takes writes as before
+    assert route(store.lookup("+825079999999", C, NOW)).binding_id == "late"

@@ -1,4 +1,4 @@
-"""``ansim numbers ...``: check, load and inspect number maps and the translation store.
+"""``ansim numbers ...``: check, load and inspect number maps, and look after the store.
 
 ``b2bua.cli`` calls ``register(subparsers)``; each command returns its exit status:
 0 success, 1 errors (bad map, bad input, missing store), 2 a lookup that was refused.
@@ -66,6 +66,11 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("purge", parents=[common], help="delete expired bindings")
     p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser(
+        "repack", parents=[common], help="rewrite the routes table with full pages, online"
+    )
+    p.set_defaults(func=cmd_repack)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +204,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"{source:<8}{row[0]:>12}{row[1]:>12}{row[2]:>12}{sum(row):>12}")
     expired = [stats.expired.get(k, 0) for k in ("ax", "axb", "axn")]
     print(f"{'expired':<8}{expired[0]:>12}{expired[1]:>12}{expired[2]:>12}{sum(expired):>12}")
+    if stats.route_pages:
+        print(
+            f"routes table: {stats.route_entries} entries in {stats.route_pages} pages"
+            f" ({stats.route_entries / stats.route_pages:.1f} a page)"
+        )
     for source, info in sorted(stats.loaded.items()):
         when = dt.datetime.fromtimestamp(info["at"]).isoformat(timespec="seconds")
         print(
@@ -217,6 +227,25 @@ def cmd_purge(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"purged {n} expired binding(s)")
+    return 0
+
+
+def cmd_repack(args: argparse.Namespace) -> int:
+    _setup(args)
+    bar = ProgressBar()
+    started = time.monotonic()
+    try:
+        with Store(args.store) as store:
+            before, after = store.repack(lambda done, total: bar("repack", done, total))
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    print(
+        f"routes table repacked in {time.monotonic() - started:.1f} s:"
+        f" {before} leaf pages before, {after} after"
+    )
     return 0
 
 

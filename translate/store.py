@@ -41,6 +41,11 @@ a number. Five named databases:
 Expiry is applied at lookup time (an expired binding answers ``expired``), and
 ``purge_expired`` deletes expired bindings. A binding that expired does not block a new
 one: it is evicted when a new binding needs its number.
+
+Writes are gathered and written table by table in key order (``_Writer``), so each
+table's new pages lie together and fill up when the keys go past the table's end;
+``repack`` rewrites the routes table with full pages when inserts in its middle have
+left them half full.
 """
 
 from __future__ import annotations
@@ -96,6 +101,8 @@ DEFAULT_MAP_SIZE: Final = 32 << 30
 #: Longest a lookup snapshot is reused, in seconds (see Store).
 DEFAULT_SNAPSHOT_MAX_AGE: Final = 0.005
 SOURCES: Final = ("yaml", "api")
+#: Routes a write transaction gathers before writing them in key order (see _Writer).
+FLUSH_ROUTES: Final = 500_000
 
 _UNKNOWN: Final = Refusal("unknown", None)
 _NOT_PARTY: Final = Refusal("not_party", None)
@@ -162,6 +169,9 @@ class StoreStats:
     expired: dict[str, int] = field(default_factory=dict)
     loaded: dict[str, dict[str, Any]] = field(default_factory=dict)
     size_bytes: int = 0
+    #: Entries and leaf pages of the routes table: few entries a page calls for a repack.
+    route_entries: int = 0
+    route_pages: int = 0
 
     @property
     def total(self) -> int:
@@ -396,6 +406,8 @@ class Store:
                 if expires > now:
                     break
                 result.expired[kind] = result.expired.get(kind, 0) + 1
+            routes = txn.stat(self._routes)
+            result.route_entries, result.route_pages = routes["entries"], routes["leaf_pages"]
         info = self._env.info()
         stat = self._env.stat()
         result.size_bytes = (info["last_pgno"] + 1) * stat["psize"]
@@ -508,6 +520,30 @@ class Store:
             log.info("purged %d expired bindings", len(due))
         return len(due)
 
+    def repack(self, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+        """Rewrite the routes table in key order with full pages, in one write transaction.
+
+        Bindings written into the middle of the table (a map or an import whose numbers
+        fall between numbers already stored) leave its pages half full, the way B-trees
+        split; a table twice the size costs every lookup more cache misses. Lookups go
+        on during the rewrite and see the table before or after it, with the same
+        content. The file grows by about twice the table's size; the space is reused by
+        later writes. Returns (leaf pages before, leaf pages after). ``progress`` gets
+        (entries copied, entries to copy): each entry is copied out and back.
+        """
+        with self._write() as txn:
+            stat = txn.stat(self._routes)
+            before, total = stat["leaf_pages"], 2 * stat["entries"]
+            scratch = self._env.open_db(b"repack", txn=txn)
+            txn.drop(scratch, delete=False)  # left over from an interrupted repack
+            report = None if progress is None else lambda done: progress(done, total)
+            done = _copy_table(txn, self._routes, scratch, report, 0)
+            txn.drop(self._routes, delete=False)
+            _copy_table(txn, scratch, self._routes, report, done)
+            txn.drop(scratch, delete=True)
+            after = txn.stat(self._routes)["leaf_pages"]
+        return before, after
+
     def _ids_in(self, txn: lmdb.Transaction, source: str) -> list[str]:
         prefix = source.encode() + SEP
         cursor = txn.cursor(db=self._sources)
@@ -529,6 +565,24 @@ class Store:
     def _check_source(source: str) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+
+
+def _copy_table(
+    txn: lmdb.Transaction, src: Any, dst: Any, progress: Progress | None, done: int
+) -> int:
+    """Append every entry of ``src`` to the empty ``dst``, in key order, in chunks."""
+    out = txn.cursor(db=dst)
+    chunk: list[tuple[bytes | memoryview, bytes | memoryview]] = []
+    for item in txn.cursor(db=src).iternext():
+        chunk.append(item)
+        if len(chunk) == 100_000:
+            out.putmulti(chunk, append=True)
+            done += len(chunk)
+            chunk.clear()
+            if progress is not None:
+                progress(done)
+    out.putmulti(chunk, append=True)
+    return done + len(chunk)
 
 
 class _WriteTxn:
@@ -573,9 +627,21 @@ class _Writer:
         self.now = now
         self.conflicts: list[Conflict] = []
         self.deltas: dict[tuple[str, str], int] = {}
+        # Puts wait here and are written table by table in key order (see _flush).
+        self.routes: dict[bytes, bytes] = {}
+        self.bindings: dict[bytes, bytes] = {}
+        self.sources: dict[bytes, bytes] = {}
+        self.expiry: dict[bytes, bytes] = {}
+
+    def _route(self, key: bytes) -> bytes | memoryview | None:
+        raw = self.routes.get(key)
+        return self.txn.get(key, db=self.store._routes) if raw is None else raw
+
+    def _binding(self, bid: bytes) -> bytes | memoryview | None:
+        raw = self.bindings.get(bid)
+        return self.txn.get(bid, db=self.store._bindings) if raw is None else raw
 
     def add(self, binding: Binding, source: str) -> None:
-        s, txn = self.store, self.txn
         problems = binding_problems(binding)
         if problems:
             for rule, _, message in problems:
@@ -585,7 +651,7 @@ class _Writer:
             self.conflicts.append(Conflict(binding.id, "expired", "expiry is in the past"))
             return
         bid = binding.id.encode()
-        existing = txn.get(bid, db=s._bindings)
+        existing = self._binding(bid)
         if existing is not None:
             other, _ = decode_binding(binding.id, existing)
             if other.live(self.now):
@@ -609,21 +675,24 @@ class _Writer:
             clear = self._claim(binding, key) and clear
         if not clear:
             return
+        routes = self.routes
         for key, callee in entries:
-            txn.put(key, route_value(binding, callee), db=s._routes)
-        txn.put(bid, encode_binding(binding, source), db=s._bindings)
-        txn.put(source_key(source, binding.id), b"", db=s._sources)
+            routes[key] = route_value(binding, callee)
+        self.bindings[bid] = encode_binding(binding, source)
+        self.sources[source_key(source, binding.id)] = b""
         if binding.expires is not None:
-            txn.put(expiry_key(binding.expires, binding.kind, binding.id), b"", db=s._expiry)
+            self.expiry[expiry_key(binding.expires, binding.kind, binding.id)] = b""
         self._count(source, binding.kind, 1)
+        if len(routes) >= FLUSH_ROUTES:
+            self._flush()
 
     def _claim(self, binding: Binding, key: bytes) -> bool:
         """True when ``key`` is free for ``binding``, evicting an expired occupant."""
-        raw = self.txn.get(key, db=self.store._routes)
+        raw = self._route(key)
         if raw is None:
             return True
         occupant_id = _unpackb(raw)[2]
-        occupant = self.txn.get(occupant_id.encode(), db=self.store._bindings)
+        occupant = self._binding(occupant_id.encode())
         if occupant is not None:
             other, _ = decode_binding(occupant_id, occupant)
             if not other.live(self.now):
@@ -645,9 +714,9 @@ class _Writer:
         return True
 
     def remove(self, binding_id: str) -> bool:
-        s, txn = self.store, self.txn
+        s = self.store
         bid = binding_id.encode()
-        raw = txn.get(bid, db=s._bindings)
+        raw = self._binding(bid)
         if raw is None:
             return False
         binding, source = decode_binding(binding_id, raw)
@@ -655,23 +724,53 @@ class _Writer:
         if binding.has_head():
             keys.append(head_key(binding.virtual))
         for key in keys:
-            value = txn.get(key, db=s._routes)
+            value = self._route(key)
             if value is not None and _unpackb(value)[2] == binding_id:
-                txn.delete(key, db=s._routes)
+                self._delete(self.routes, key, s._routes)
         if binding.expires is not None:
-            txn.delete(expiry_key(binding.expires, binding.kind, binding_id), db=s._expiry)
-        txn.delete(source_key(source, binding_id), db=s._sources)
-        txn.delete(bid, db=s._bindings)
+            key = expiry_key(binding.expires, binding.kind, binding_id)
+            self._delete(self.expiry, key, s._expiry)
+        self._delete(self.sources, source_key(source, binding_id), s._sources)
+        self._delete(self.bindings, bid, s._bindings)
         self._count(source, binding.kind, -1)
         return True
+
+    def _delete(self, pending: dict[bytes, bytes], key: bytes, db: Any) -> None:
+        pending.pop(key, None)
+        self.txn.delete(key, db=db)
 
     def _count(self, source: str, kind: str, delta: int) -> None:
         key = (source, kind)
         self.deltas[key] = self.deltas.get(key, 0) + delta
 
+    def _flush(self) -> None:
+        """Write the waiting puts one table after the other, each in key order.
+
+        A load then writes each table's pages in runs, in the order lookups descend
+        them, and fills pages when the keys go past the table's end; put one by one in
+        the order bindings come, the routes pages would lie scattered among the other
+        tables' and half full, which slows every lookup on a large store.
+        """
+        s, txn = self.store, self.txn
+        for pending, db in (
+            (self.routes, s._routes),
+            (self.bindings, s._bindings),
+            (self.sources, s._sources),
+            (self.expiry, s._expiry),
+        ):
+            if not pending:
+                continue
+            items = sorted(pending.items())
+            pending.clear()
+            cursor = txn.cursor(db=db)
+            # MDB_APPEND when every key goes after the last one: full pages, no search.
+            append = not cursor.last() or bytes(cursor.key()) < items[0][0]
+            cursor.putmulti(items, append=append)
+
     def finish(self) -> None:
         if self.conflicts:
             raise ConflictError(self.conflicts)
+        self._flush()
         for (source, kind), delta in self.deltas.items():
             if not delta:
                 continue
