@@ -22,7 +22,6 @@ import sqlite3
 import subprocess
 import time
 import urllib.request
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,12 @@ from types import TracebackType
 from typing import Any
 
 import yaml
-from conftest import ROOT, free_port
+from conftest import free_port
+from engine_process import EngineProcess
 
 from translate.bindings import Binding
 from translate.store import Store
 
-ANSIM = ROOT / ".venv" / "bin" / "ansim"
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 SIPP = "sipp"
 
@@ -162,32 +161,9 @@ def trunk(name: str, port: int, **extra: Any) -> dict[str, Any]:
 # -- ansim -----------------------------------------------------------------------------------
 
 
-def _udp_options(port: int, timeout: float) -> bool:
-    call_id = uuid.uuid4().hex
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.settimeout(timeout)
-        local = sock.getsockname()[1]
-        data = (
-            f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex[:16]};rport\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
-            f"To: <sip:127.0.0.1:{port}>\r\n"
-            f"Call-ID: {call_id}\r\n"
-            "CSeq: 1 OPTIONS\r\n"
-            "Content-Length: 0\r\n\r\n"
-        ).encode()
-        sock.sendto(data, ("127.0.0.1", port))
-        try:
-            reply = sock.recv(65536)
-        except (TimeoutError, ConnectionRefusedError):
-            return False
-        return reply.startswith(b"SIP/2.0 200") and call_id.encode() in reply
-
-
-class Ansim:
-    """One ``ansim serve`` child with a configuration of the test's own."""
+class Ansim(EngineProcess):
+    """One ``ansim serve`` child with a configuration of the test's own: trunks and
+    routes, a number map, bindings put through the store's API before the start."""
 
     def __init__(
         self,
@@ -201,110 +177,68 @@ class Ansim:
         pass_headers: Sequence[str] = (),
         timers: dict[str, float] | None = None,
     ) -> None:
-        self.workdir = Path(workdir)
-        self.port = free_port()
+        super().__init__(workdir, listen_flags=False, log_name="ansim.log")
         self.metrics_port = free_port(socket.SOCK_STREAM) if metrics else None
-        self.config_dir = self.workdir / "config"
-        self.var = self.workdir / "var"
         self.cdr_path = self.var / "cdr.sqlite"
         self.store_path = self.var / "numbers.lmdb"
-        self.log_path = self.workdir / "ansim.log"
         self.trunks = list(trunks)
         self.routes = list(routes)
         self.numbers = number_map() if numbers is None else numbers
         self.api_bindings = list(api_bindings)
         self.pass_headers = list(pass_headers)
         self.timers = timers
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def write_config(self) -> None:
-        maps = self.config_dir / "numbers"
-        maps.mkdir(parents=True, exist_ok=True)
-        self.var.mkdir(parents=True, exist_ok=True)
+    def write_config(self) -> Path:
         sip: dict[str, Any] = {"listen": [f"udp:127.0.0.1:{self.port}"]}
         if self.timers:
             sip["timers"] = self.timers
-        config = {
+        self.extra_config = {
             "sip": sip,
-            "numbers": {"store": str(self.store_path), "maps": str(maps), "watch": False},
             "logging": {"level": "warning"},
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}" if self.metrics_port else None},
             "trunks": "trunks.yaml",
-            "cdr": str(self.cdr_path),
-            "smpp": None,
         }
-        (self.config_dir / "ansim.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         trunks = {
             "trunks": self.trunks,
             "routes": self.routes,
             "unknown_source": "reject",
             "pass_headers": self.pass_headers,
         }
-        (self.config_dir / "trunks.yaml").write_text(yaml.safe_dump(trunks, sort_keys=False))
-        (maps / "calls.yaml").write_text(yaml.safe_dump(self.numbers, sort_keys=False))
+        self.files = {
+            "trunks.yaml": yaml.safe_dump(trunks, sort_keys=False),
+            "numbers/calls.yaml": yaml.safe_dump(self.numbers, sort_keys=False),
+        }
+        config_dir = super().write_config()
         if self.api_bindings:
             with Store(self.store_path) as store:
                 for binding in self.api_bindings:
                     store.put(binding, now=(binding.expires or time.time()) - 3600, source="api")
+        return config_dir
 
-    def start(self, timeout: float = 15.0) -> Ansim:
-        self.write_config()
-        cmd = [str(ANSIM), "serve", "--config", str(self.config_dir)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.workdir,
-            )
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"ansim exited with {self.proc.returncode}:\n{self.log_text()}"
-                    )
-                if _udp_options(self.port, 0.2):
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"ansim did not answer OPTIONS in {timeout} s:\n{self.log_text()}"
-                    )
-            if self.metrics_port is not None:
-                while self.metrics_text(0.5) is None:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(
-                            f"ansim /metrics not up in {timeout} s:\n{self.log_text()}"
-                        )
-                    time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    def _wait_ready(self) -> None:
+        super()._wait_ready()
+        if self.metrics_port is None:
+            return
+        deadline = time.monotonic() + self.start_timeout
+        while self.metrics_text(0.5) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"ansim /metrics not up in {self.start_timeout} s:\n{self.log_text()}"
+                )
+            time.sleep(0.05)
 
-    def stop(self, timeout: float = 8.0) -> int | None:
-        proc = self.proc
-        if proc is None:
-            return None
-        self.proc = None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 8.0) -> int | None:  # type: ignore[override]
+        """SIGTERM, then SIGKILL after ``timeout`` s; the exit status (None if killed),
+        for the test to check."""
+        return self.terminate(sig, timeout)
 
     def __enter__(self) -> Ansim:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(
         self,

@@ -95,14 +95,19 @@ class EngineProcess:
         config: dict[str, Any] | None = None,
         files: dict[str, str] | None = None,
         start_timeout: float = 15.0,
+        listen_flags: bool = True,
+        log_name: str = "engine.log",
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.extra_config = config or {}
         self.files = files or {}
         self.start_timeout = start_timeout
+        # --sip udp: and tcp: on the command line; without, the configuration's sip.listen.
+        self.listen_flags = listen_flags
         self.config_dir = self.workdir / "config"
-        self.log_path = self.workdir / "engine.log"
+        self.var = self.workdir / "var"
+        self.log_path = self.workdir / log_name
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
 
@@ -118,7 +123,7 @@ class EngineProcess:
     def write_config(self) -> Path:
         """Write ``ansim.yaml`` into a fresh config folder and return the folder."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        var = self.workdir / "var"
+        var = self.var
         var.mkdir(exist_ok=True)
         maps = self.config_dir / "numbers"
         maps.mkdir(exist_ok=True)
@@ -145,16 +150,9 @@ class EngineProcess:
         if not ANSIM.exists():
             raise RuntimeError(f"{ANSIM} is missing: run .venv/bin/pip install -e . --no-deps")
         self.write_config()
-        cmd = [
-            str(ANSIM),
-            "serve",
-            "--config",
-            str(self.config_dir),
-            "--sip",
-            f"udp:127.0.0.1:{self.port}",
-            "--sip",
-            f"tcp:127.0.0.1:{self.port}",
-        ]
+        cmd = [str(ANSIM), "serve", "--config", str(self.config_dir)]
+        if self.listen_flags:
+            cmd += ["--sip", f"udp:127.0.0.1:{self.port}", "--sip", f"tcp:127.0.0.1:{self.port}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -195,22 +193,29 @@ class EngineProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
         """Signal the engine and wait for it; asserts it exited 0 within ``timeout`` s."""
+        assert self.proc is not None, "engine not started"
+        returncode = self.terminate(sig, timeout)
+        assert returncode is not None, (
+            f"ansim serve did not exit within {timeout} s of {signal.Signals(sig).name}:\n{self.log_text()}"
+        )
+        assert returncode == 0, f"ansim serve exited with {returncode}:\n{self.log_text()}"
+        return returncode
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Signal the engine and wait for it; its exit status, or None when it had to be
+        killed after ``timeout`` s (and the engine is then gone all the same)."""
         proc = self.proc
-        assert proc is not None, "engine not started"
+        if proc is None:
+            return self.returncode
         if proc.poll() is None:
             proc.send_signal(sig)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-                raise AssertionError(
-                    f"ansim serve did not exit within {timeout} s of {signal.Signals(sig).name}:\n{self.log_text()}"
-                ) from None
+                return None
         self.returncode = proc.returncode
         self.proc = None
-        assert self.returncode == 0, (
-            f"ansim serve exited with {self.returncode}:\n{self.log_text()}"
-        )
         return self.returncode
 
     def kill(self) -> None:
