@@ -388,8 +388,8 @@ def test_batches_larger_than_a_flush(store: Store, monkeypatch: pytest.MonkeyPat
 
 
 def test_loads_write_routes_in_key_order(tmp_path: Path) -> None:
-    # The same 20,000 bindings, given in number order and shuffled: the writer sorts
-    # what it writes, so the table comes out as compact either way.
+    # The same 20,000 bindings (fewer routes than one flush), given in number order and
+    # shuffled: the writer sorts what it writes, so the table comes out as compact.
     import random
 
     bindings = ax_range(0, 20_000)
@@ -422,3 +422,13 @@ def test_repack_fills_the_pages_of_the_routes_table(store: Store) -> None:
     assert store.repack() == (after, after)
     store.put(ax("late", x="+825079999999"), now=NOW)  # the store takes writes as before
     assert route(store.lookup("+825079999999", C, NOW)).binding_id == "late"
+
+
+def test_a_skipped_append_undoes_the_write(store: Store) -> None:
+    # LMDB skips an appended key that is not past the last one instead of failing; the
+    # writer checks the count so that such a slip loses no route.
+    store.put(ax(), now=NOW)
+    with pytest.raises(StoreError, match="wrote 0 of 1"), store._write() as txn:
+        cursor = txn.cursor(db=store._routes)
+        store_module._put_sorted(cursor, [(b"+0", b"")], append=True)
+    assert routes_shape(store)[0] == 1

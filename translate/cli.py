@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from typing import Any
@@ -68,7 +69,9 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_purge)
 
     p = sub.add_parser(
-        "repack", parents=[common], help="rewrite the routes table with full pages, online"
+        "repack",
+        parents=[common],
+        help="rewrite the routes table with full pages (lookups go on, writes wait)",
     )
     p.set_defaults(func=cmd_repack)
 
@@ -218,8 +221,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_exists(args: argparse.Namespace) -> bool:
+    """False, with the reason on stderr, when ``--store`` holds no store (opening it for
+    writing would create an empty one)."""
+    if os.path.exists(os.path.join(args.store, "data.mdb")):
+        return True
+    print(f"error: no store at {args.store} (run `ansim numbers load` first)", file=sys.stderr)
+    return False
+
+
 def cmd_purge(args: argparse.Namespace) -> int:
     _setup(args)
+    if not _store_exists(args):
+        return 1
     try:
         with Store(args.store) as store:
             n = store.purge_expired(time.time())
@@ -232,6 +246,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 def cmd_repack(args: argparse.Namespace) -> int:
     _setup(args)
+    if not _store_exists(args):
+        return 1
     bar = ProgressBar()
     started = time.monotonic()
     try:

@@ -42,18 +42,19 @@ Expiry is applied at lookup time (an expired binding answers ``expired``), and
 ``purge_expired`` deletes expired bindings. A binding that expired does not block a new
 one: it is evicted when a new binding needs its number.
 
-Writes are gathered and written table by table in key order (``_Writer``), so each
-table's new pages lie together and fill up when the keys go past the table's end;
-``repack`` rewrites the routes table with full pages when inserts in its middle have
-left them half full.
+Writes are gathered and written table by table in key order (``_Writer``, up to
+``FLUSH_ROUTES`` routes at a time), so each table's new pages lie together and fill up
+when the keys go past the table's end; ``repack`` rewrites the routes table with full
+pages when inserts in its middle have left them half full.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -524,25 +525,28 @@ class Store:
         """Rewrite the routes table in key order with full pages, in one write transaction.
 
         Bindings written into the middle of the table (a map or an import whose numbers
-        fall between numbers already stored) leave its pages half full, the way B-trees
-        split; a table twice the size costs every lookup more cache misses. Lookups go
-        on during the rewrite and see the table before or after it, with the same
-        content. The file grows by about twice the table's size; the space is reused by
-        later writes. Returns (leaf pages before, leaf pages after). ``progress`` gets
-        (entries copied, entries to copy): each entry is copied out and back.
+        fall between numbers already stored, or a load of more than ``FLUSH_ROUTES``
+        routes out of number order) leave its pages half full, the way B-trees split; a
+        table twice the size costs every lookup more cache misses. Lookups go on during
+        the rewrite and see the table before or after it, with the same content; writes
+        (API binds, map reloads, purges) wait for it, about 15 s at 17 M routes. The
+        file grows by about twice the table's size; the space is reused by later writes.
+        Returns (leaf pages before, leaf pages after). ``progress`` gets (entries copied,
+        entries to copy): each entry is copied out and back.
         """
         with self._write() as txn:
             stat = txn.stat(self._routes)
-            before, total = stat["leaf_pages"], 2 * stat["entries"]
+            before, entries = stat["leaf_pages"], stat["entries"]
+            report = None if progress is None else lambda done: progress(done, 2 * entries)
             scratch = self._env.open_db(b"repack", txn=txn)
-            txn.drop(scratch, delete=False)  # left over from an interrupted repack
-            report = None if progress is None else lambda done: progress(done, total)
             done = _copy_table(txn, self._routes, scratch, report, 0)
             txn.drop(self._routes, delete=False)
             _copy_table(txn, scratch, self._routes, report, done)
             txn.drop(scratch, delete=True)
-            after = txn.stat(self._routes)["leaf_pages"]
-        return before, after
+            stat = txn.stat(self._routes)
+            if stat["entries"] != entries:  # aborts the transaction: nothing changes
+                raise StoreError(f"repack copied {stat['entries']} routes of {entries}")
+        return before, stat["leaf_pages"]
 
     def _ids_in(self, txn: lmdb.Transaction, source: str) -> list[str]:
         prefix = source.encode() + SEP
@@ -573,16 +577,24 @@ def _copy_table(
     """Append every entry of ``src`` to the empty ``dst``, in key order, in chunks."""
     out = txn.cursor(db=dst)
     chunk: list[tuple[bytes | memoryview, bytes | memoryview]] = []
-    for item in txn.cursor(db=src).iternext():
-        chunk.append(item)
-        if len(chunk) == 100_000:
-            out.putmulti(chunk, append=True)
-            done += len(chunk)
-            chunk.clear()
-            if progress is not None:
-                progress(done)
-    out.putmulti(chunk, append=True)
-    return done + len(chunk)
+    items = txn.cursor(db=src).iternext()
+    while True:
+        chunk.extend(itertools.islice(items, 100_000))
+        if not chunk:
+            return done
+        _put_sorted(out, chunk, append=True)
+        done += len(chunk)
+        chunk.clear()
+        if progress is not None:
+            progress(done)
+
+
+def _put_sorted(cursor: lmdb.Cursor, items: Sequence[tuple[Any, Any]], *, append: bool) -> None:
+    """putmulti, checked: with ``append`` LMDB skips a key that is not past the last one
+    instead of failing, and a skipped route would be a lost binding."""
+    _, added = cursor.putmulti(items, append=append)
+    if added != len(items):
+        raise StoreError(f"wrote {added} of {len(items)} entries; the write is undone")
 
 
 class _WriteTxn:
@@ -765,7 +777,7 @@ class _Writer:
             cursor = txn.cursor(db=db)
             # MDB_APPEND when every key goes after the last one: full pages, no search.
             append = not cursor.last() or bytes(cursor.key()) < items[0][0]
-            cursor.putmulti(items, append=append)
+            _put_sorted(cursor, items, append=append)
 
     def finish(self) -> None:
         if self.conflicts:
