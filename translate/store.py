@@ -43,9 +43,9 @@ Expiry is applied at lookup time (an expired binding answers ``expired``), and
 one: it is evicted when a new binding needs its number.
 
 Writes are gathered and written table by table in key order (``_Writer``, up to
-``FLUSH_ROUTES`` routes at a time), so each table's new pages lie together and fill up
-when the keys go past the table's end; ``repack`` rewrites the routes table with full
-pages when inserts in its middle have left them half full.
+``FLUSH_ROUTES`` routes at a time), so pages fill up when the keys go past the table's
+end; ``repack`` rewrites the routes table with full pages when inserts in its middle
+have left them half full.
 """
 
 from __future__ import annotations
@@ -758,10 +758,11 @@ class _Writer:
     def _flush(self) -> None:
         """Write the waiting puts one table after the other, each in key order.
 
-        A load then writes each table's pages in runs, in the order lookups descend
-        them, and fills pages when the keys go past the table's end; put one by one in
-        the order bindings come, the routes pages would lie scattered among the other
-        tables' and half full, which slows every lookup on a large store.
+        Put one by one in the order bindings come, most keys would land between keys
+        already written and split pages in half (a map of 20,000 shuffled numbers takes
+        40 % more routes pages than in number order), and a larger table costs every
+        lookup more cache misses. Sorted, a load's keys go in one after the other, and
+        pages fill up when they go past the table's end.
         """
         s, txn = self.store, self.txn
         for pending, db in (
