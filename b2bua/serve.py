@@ -8,12 +8,11 @@ import gc
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from translate.numbers import NumberPlan
-from translate.reload import MapWatcher, reload_maps
+from translate.reload import MapWatcher
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
@@ -24,6 +23,7 @@ from .config import EngineConfig, Listen, load_engine_config
 from .endpoint import SipEndpoint
 from .logs import setup_logging
 from .sip.transaction import TimerConfig
+from .store_jobs import StoreJobs
 from .trunks import TrunkTable, load_trunks
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ log = logging.getLogger("ansim")
 
 DRAIN_SECONDS = 4.5
 PURGE_EVERY = 60  # seconds between purges of expired bindings
+STORE_JOB_GRACE = 1.0  # seconds a stopping engine waits for a reload or purge under way
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +112,7 @@ class Engine:
         n = config.numbers
         self.plan = NumberPlan(n.country_code, n.trunk_prefix, n.international_prefix)
         self.store: Store | None = None
+        self.jobs: StoreJobs | None = None
         self.cdr: CdrWriter | None = None
         self.calls: CallEngine | None = None
         self.smpp: SmppService | None = None
@@ -128,16 +130,17 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
         try:
             self.store = Store(self.config.numbers.store)
         except StoreError as exc:
             log.error("cannot open the number store: %s", exc)
             return 1
         maps = Path(self.config.numbers.maps)
+        self.jobs = jobs = StoreJobs(self.store, maps, self.plan, loop)
+        loop.add_signal_handler(signal.SIGHUP, jobs.reload)
         watcher = MapWatcher(maps) if self.config.numbers.watch else None
         if maps.is_dir():
-            self._reload()
+            jobs.reload_now()
         self.cdr = CdrWriter(self.config.cdr)
         advertise: dict[str, tuple[str, int]] = {}
         try:
@@ -197,9 +200,9 @@ class Engine:
                 self.calls.release_ended(self.endpoint.now())
                 age_out_gc()
                 if watcher is not None and watcher.changed():
-                    self._reload()
+                    jobs.reload()
                 if ticks % PURGE_EVERY == 0:
-                    self._purge()
+                    jobs.purge()
         log.info("stopping: finishing in-flight transactions")
         await self._stop_smpp()
         self.calls.shutdown(self.endpoint.now())
@@ -207,27 +210,6 @@ class Engine:
         await self._close()
         log.info("engine stopped")
         return 0
-
-    def _purge(self) -> None:
-        """Delete expired bindings (lookups already refuse them; this reclaims the space)."""
-        if self.store is not None:
-            try:
-                purged = self.store.purge_expired(time.time(), limit=10_000)
-            except StoreError as exc:
-                log.error("purging expired bindings failed: %s", exc)
-                return
-            if purged:
-                log.info("expired bindings purged", extra={"count": purged})
-
-    def _reload(self) -> None:
-        if self.store is None:
-            return
-        result = reload_maps(self.store, self.config.numbers.maps, self.plan)
-        if not result.ok:
-            log.error(
-                "number map reload refused; the running map stays",
-                extra={"errors": len(result.errors)},
-            )
 
     async def _start_smpp(self) -> bool:
         if not self.config.smpp:
@@ -261,5 +243,8 @@ class Engine:
         await self.endpoint.close()
         if self.cdr is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.cdr.close)
-        if self.store is not None:
+        # A write still waiting for the lock keeps the store open: closing it under the
+        # thread would crash, and exiting drops the write.
+        idle = self.jobs is None or await self.jobs.close(STORE_JOB_GRACE)
+        if self.store is not None and idle:
             self.store.close()

@@ -183,7 +183,8 @@ class Store:
     """The LMDB translation table: lookups for the hot path, writers for the API and maps.
 
     Open one Store per path per process (LMDB refuses a second one), after forking.
-    A Store is not thread-safe.
+    Lookups and ``release`` belong to one thread; writes may come from one other thread
+    at a time (the engine reloads and purges so, off its event loop).
 
     Lookups reuse one read snapshot for up to ``snapshot_max_age`` seconds (5 ms by
     default) instead of opening a read transaction per lookup, which would cost about a
@@ -562,8 +563,12 @@ class Store:
     def _write(self) -> _WriteTxn:
         if self.readonly:
             raise StoreError("store opened read-only")
-        self.release()  # this process's next lookup sees its own write
-        return _WriteTxn(self._env)
+        return _WriteTxn(self._env, self._committed)
+
+    def _committed(self) -> None:
+        # The next lookup takes a new snapshot, on its own thread, and sees the write.
+        # (Releasing the snapshot here could pull it from under a lookup on another.)
+        self._reader_until = 0.0
 
     @staticmethod
     def _check_source(source: str) -> None:
@@ -601,8 +606,9 @@ class _WriteTxn:
     """A write transaction that commits only when the block ends without an exception,
     adopts a map grown by another process, and reports a full map clearly."""
 
-    def __init__(self, env: lmdb.Environment) -> None:
+    def __init__(self, env: lmdb.Environment, committed: Callable[[], None]) -> None:
         self._env = env
+        self._committed = committed
         self._txn: lmdb.Transaction | None = None
 
     def __enter__(self) -> lmdb.Transaction:
@@ -624,6 +630,7 @@ class _WriteTxn:
             self._txn.commit()
         except lmdb.MapFullError:
             raise StoreError("translation store is full; open it with a larger map_size") from None
+        self._committed()
 
 
 class _Writer:
