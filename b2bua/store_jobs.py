@@ -46,11 +46,6 @@ class StoreJobs:
         self._running: str | None = None
         self._closed = False
 
-    @property
-    def running(self) -> str | None:
-        """The job under way ("reload" or "purge"), or None."""
-        return self._running
-
     def reload(self) -> None:
         self._want("reload")
 
