@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 import translate.numbers as numbers
-from translate.numbers import CN, KR, NumberError, NumberPlan, is_e164, mask, normalise
+from translate.numbers import (
+    CN,
+    KR,
+    NATIONAL_PLANS,
+    NumberError,
+    NumberPlan,
+    is_e164,
+    mask,
+    normalise,
+)
 
 KR_TABLE = [
     ("010-1234-5678", "+821012345678"),
@@ -147,3 +156,76 @@ def test_mask(monkeypatch: pytest.MonkeyPatch) -> None:
     assert mask("123") == "****"
     monkeypatch.setattr(numbers, "SHOW_REAL_NUMBERS", True)
     assert mask("+821012345678") == "+821012345678"
+
+
+# Every range of the Korean and Chinese plans: (national significant number prefix,
+# allowed lengths after the country code).
+PLAN_RANGES = [
+    (plan.country_code, r.prefix, r.lengths)
+    for plan in NATIONAL_PLANS.values()
+    for r in plan.ranges
+]
+
+
+def _number(cc: str, prefix: str, length: int) -> str:
+    """A number of ``length`` digits after ``cc`` starting with ``prefix`` (digits 3-9 after
+    it, so that no longer range of the same plan is hit by accident)."""
+    fill = "".join(str(3 + i % 7) for i in range(length - len(prefix)))
+    return cc + prefix + fill
+
+
+@pytest.mark.parametrize(("cc", "prefix", "lengths"), PLAN_RANGES)
+def test_every_range_takes_its_lengths_and_refuses_others(
+    cc: str, prefix: str, lengths: tuple[int, ...]
+) -> None:
+    plan = NumberPlan(cc, "0", "00")
+    for length in range(max(5, min(lengths) - 2), max(lengths) + 3):
+        digits = _number(cc, prefix, length)
+        national = "0" + digits[len(cc) :]
+        dashed = f"{national[:3]}-{national[3:7]}-{national[7:]}"
+        forms = ["+" + digits, national, dashed, "00" + digits, f"sip:{national}@h"]
+        forms.append(f"tel:+{cc}-{digits[len(cc) :]}")
+        for raw in forms:
+            result = normalise(raw, plan)
+            if length in lengths:
+                assert result == "+" + digits, (raw, result)
+                assert is_e164("+" + digits)
+            else:
+                assert isinstance(result, NumberError), (raw, result)
+                assert not is_e164("+" + digits), digits
+                if 7 <= len(digits) <= 15:
+                    side = "short" if length < min(lengths) else "long"
+                    assert result.reason.startswith(f"too {side} for a "), result
+                    assert f"{length} digits after +{cc}" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("010-1234-567", "too short for a Korean mobile (010): 9 digits after +82, expected 10"),
+        ("010-1234-56789", "too long for a Korean mobile (010): 11 digits after +82, expected 10"),
+        (
+            "0507-000-100",
+            "too short for a Korean personal number (0502-0508): 9 digits after"
+            " +82, expected 10 or 11",
+        ),
+        (
+            "02-555-010",
+            "too short for a Korean Seoul landline (02): 7 digits after +82, expected 8 or 9",
+        ),
+        (
+            "+86 138 0000 000",
+            "too short for a Chinese mobile (13x-19x): 10 digits after +86, expected 11",
+        ),
+    ],
+)
+def test_a_number_cut_short_is_refused_with_its_range(raw: str, reason: str) -> None:
+    result = normalise(raw, KR)
+    assert result == NumberError(reason)
+
+
+def test_numbers_outside_listed_ranges_keep_the_e164_bounds() -> None:
+    # 0501 and 0509 are not personal-number ranges; foreign numbers have no plan here.
+    assert normalise("0501-234-5678") == "+825012345678"
+    assert normalise("+1 212 555 0100") == "+12125550100"
+    assert normalise("+44 20 7946 0000") == "+442079460000"

@@ -26,20 +26,34 @@ A number written with the plan's own country code followed by its trunk prefix
 are taken as a national significant number, unless they are longer than the plan's
 ``national_max_digits`` and start with the country code, in which case the country code
 is taken to be already there (some trunks send it without ``+``).
+
+National numbering plans
+========================
+A number whose country has an entry in ``NATIONAL_PLANS`` must also have a length its
+range allows: a Korean mobile (``010``) has 10 digits after ``+82`` (11 written
+nationally with the ``0``), so ``010-1234-567`` is refused instead of being taken for
+another subscriber's number. Each plan lists its ranges by the first digits of the
+national significant number (what follows the country code); the longest listed prefix
+decides, and a number in no listed range is held to the E.164 bounds only. The check
+costs one dictionary look-up: ``_LENGTHS`` indexes every range by a fixed-length prefix
+of the E.164 digits, built once from the table.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote
 
 __all__ = [
     "CN",
     "KR",
+    "NATIONAL_PLANS",
     "SHOW_REAL_NUMBERS",
+    "NationalPlan",
     "NumberError",
     "NumberPlan",
+    "Range",
     "is_e164",
     "mask",
     "normalise",
@@ -67,6 +81,8 @@ class NumberPlan:
     trunk_prefix: str = "0"
     international_prefix: str = "00"
     national_max_digits: int = 11
+    #: country code and trunk prefix together ("820"), a slip to undo; "" without a prefix
+    own_trunk: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("country_code", "trunk_prefix", "international_prefix"):
@@ -77,11 +93,106 @@ class NumberPlan:
             raise ValueError("country_code must be 1-3 digits not starting with 0")
         if not self.international_prefix:
             raise ValueError("international_prefix must not be empty")
+        own = self.country_code + self.trunk_prefix if self.trunk_prefix else ""
+        object.__setattr__(self, "own_trunk", own)
 
 
 KR = NumberPlan("82", "0", "00")
 # China: 0 before area codes, none before mobiles (13x...), 00 for international.
 CN = NumberPlan("86", "0", "00")
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """One range of a national numbering plan: national significant numbers that start
+    with ``prefix`` have one of ``lengths`` digits (without country code or trunk prefix)."""
+
+    prefix: str
+    lengths: tuple[int, ...]
+    what: str
+
+
+@dataclass(frozen=True, slots=True)
+class NationalPlan:
+    """The ranges of one country's numbering plan, for the numbers under its country code."""
+
+    country_code: str
+    name: str
+    ranges: tuple[Range, ...]
+
+    def range_of(self, national: str) -> Range | None:
+        """The range of the longest prefix ``national`` starts with, or None."""
+        best: Range | None = None
+        for r in self.ranges:
+            if national.startswith(r.prefix) and (best is None or len(r.prefix) > len(best.prefix)):
+                best = r
+        return best
+
+
+def _ranges(prefixes: str, lengths: tuple[int, ...], what: str) -> tuple[Range, ...]:
+    return tuple(Range(p, lengths, what) for p in prefixes.split())
+
+
+#: National numbering plans by country code (lengths after the country code).
+NATIONAL_PLANS: dict[str, NationalPlan] = {
+    plan.country_code: plan
+    for plan in (
+        NationalPlan(
+            "82",
+            "Korean",
+            (
+                Range("10", (10,), "mobile (010)"),
+                *_ranges("11 17 19", (9, 10), "mobile (011, 017, 019)"),
+                # 15xx, 16xx and 18xx-xxxx are nationwide numbers of 8 digits; 016/018
+                # mobiles share their first digits, so 16 and 18 take both lengths.
+                Range("15", (8,), "nationwide number (15xx)"),
+                *_ranges("16 18", (8, 9, 10), "mobile or nationwide number (016, 018, 16xx, 18xx)"),
+                Range("2", (8, 9), "Seoul landline (02)"),
+                *_ranges(
+                    "31 32 33 41 42 43 44 51 52 53 54 55 61 62 63 64",
+                    (9, 10),
+                    "landline (031-064)",
+                ),
+                *_ranges("502 503 504 505 506 507 508", (10, 11), "personal number (0502-0508)"),
+                Range("60", (9, 10), "premium-rate number (060)"),
+                Range("70", (10,), "internet telephony number (070)"),
+                Range("80", (9, 10), "freephone number (080)"),
+            ),
+        ),
+        NationalPlan(
+            "86",
+            "Chinese",
+            (
+                *_ranges("13 14 15 16 17 18 19", (11,), "mobile (13x-19x)"),
+                Range("10", (10,), "Beijing landline (010)"),
+                Range("2", (10,), "landline (020-029)"),
+            ),
+        ),
+    )
+}
+
+
+def _length_index() -> tuple[int, dict[str, int]]:
+    """(key length, {first digits of E.164: bit mask of allowed digit counts})."""
+    keys = [plan.country_code + r.prefix for plan in NATIONAL_PLANS.values() for r in plan.ranges]
+    width = max(len(k) for k in keys)
+    if len(set(keys)) != len(keys):
+        raise ValueError("a prefix is listed twice in NATIONAL_PLANS")
+    index: dict[str, int] = {}
+    # Shorter prefixes first, so a longer one overwrites the keys it shares with them.
+    for plan in NATIONAL_PLANS.values():
+        for r in sorted(plan.ranges, key=lambda r: len(r.prefix)):
+            head = plan.country_code + r.prefix
+            mask = 0
+            for n in r.lengths:
+                mask |= 1 << (len(plan.country_code) + n)
+            pad = width - len(head)
+            for tail in range(10**pad):
+                index[head + (f"{tail:0{pad}d}" if pad else "")] = mask
+    return width, index
+
+
+_KEY, _LENGTHS = _length_index()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +207,16 @@ class NumberError:
 
 def normalise(raw: str, plan: NumberPlan = KR) -> str | NumberError:
     """Return ``raw`` as E.164 text (``+8210...``), or a NumberError saying why not."""
+    # Most numbers arrive as bare digits, with or without "+": the short way.
+    if raw[:1] == "+":
+        digits = raw[1:]
+        if digits.isdigit() and digits.isascii():
+            own = plan.own_trunk
+            if own and digits.startswith(own):
+                digits = plan.country_code + digits[len(own) :]
+            return _e164(digits)
+    elif raw.isdigit() and raw.isascii():
+        return _e164(_prefixes(raw, plan))
     text = raw.strip()
     if not text:
         return NumberError("empty number")
@@ -130,31 +251,64 @@ def normalise(raw: str, plan: NumberPlan = KR) -> str | NumberError:
             digits = context + digits
         else:
             return NumberError("phone-context is not a global number prefix")
+    return _check(_prefixes(digits, plan))
+
+
+def _prefixes(digits: str, plan: NumberPlan) -> str:
+    """The E.164 digits (no "+") of ``digits`` written after a "+", an international
+    prefix, a trunk prefix or none, as ``plan`` reads them; not checked yet."""
     if digits[0] == "+" or digits.startswith(plan.international_prefix):
         digits = digits[1:] if digits[0] == "+" else digits[len(plan.international_prefix) :]
-        own_trunk = plan.country_code + plan.trunk_prefix
-        if plan.trunk_prefix and digits.startswith(own_trunk):
-            digits = plan.country_code + digits[len(own_trunk) :]
+        own = plan.own_trunk
+        if own and digits.startswith(own):
+            digits = plan.country_code + digits[len(own) :]
     elif plan.trunk_prefix and digits.startswith(plan.trunk_prefix):
         digits = plan.country_code + digits[len(plan.trunk_prefix) :]
     elif not (len(digits) > plan.national_max_digits and digits.startswith(plan.country_code)):
         digits = plan.country_code + digits
-    return _check(digits)
+    return digits
+
+
+def _e164(digits: str) -> str | NumberError:
+    """``+digits`` when ``digits`` (ASCII digits) is a usable number, else why not."""
+    n = len(digits)
+    if _MIN_DIGITS <= n <= _MAX_DIGITS and digits[0] != "0":
+        allowed = _LENGTHS.get(digits[:_KEY])
+        if allowed is None or (allowed >> n) & 1:
+            return "+" + digits
+        return _wrong_length(digits)
+    if not digits:
+        return NumberError("no digits")
+    if digits[0] == "0":
+        return NumberError("country code cannot start with 0")
+    if n < _MIN_DIGITS:
+        return NumberError(f"too short ({n} digits, at least {_MIN_DIGITS})")
+    return NumberError(f"too long ({n} digits, at most {_MAX_DIGITS})")
 
 
 def _check(digits: str) -> str | NumberError:
-    if not digits:
-        return NumberError("no digits")
     if not digits.isascii() or not digits.isdigit():
+        if not digits:
+            return NumberError("no digits")
         bad = next((c for c in digits if c not in _DIGITS), "?")
         return NumberError(f"invalid character {bad!r}")
-    if digits[0] == "0":
-        return NumberError("country code cannot start with 0")
-    if len(digits) < _MIN_DIGITS:
-        return NumberError(f"too short ({len(digits)} digits, at least {_MIN_DIGITS})")
-    if len(digits) > _MAX_DIGITS:
-        return NumberError(f"too long ({len(digits)} digits, at most {_MAX_DIGITS})")
-    return "+" + digits
+    return _e164(digits)
+
+
+def _wrong_length(digits: str) -> NumberError:
+    """The error for E.164 ``digits`` whose length their national range does not allow."""
+    for cc_len in (1, 2, 3):
+        plan = NATIONAL_PLANS.get(digits[:cc_len])
+        found = None if plan is None else plan.range_of(digits[cc_len:])
+        if plan is not None and found is not None:
+            n = len(digits) - cc_len
+            expected = " or ".join(str(length) for length in found.lengths)
+            side = "short" if n < min(found.lengths) else "long"
+            return NumberError(
+                f"too {side} for a {plan.name} {found.what}: {n} digits after"
+                f" +{plan.country_code}, expected {expected}"
+            )
+    return NumberError("wrong length for its national numbering plan")
 
 
 def _sip_user(rest: str) -> str:
@@ -184,13 +338,16 @@ def _split_params(text: str) -> tuple[str, str]:
 def is_e164(number: str) -> bool:
     """True when ``number`` is already in the normalised form ``normalise`` produces."""
     digits = number[1:]
-    return (
+    if not (
         number[:1] == "+"
         and _MIN_DIGITS <= len(digits) <= _MAX_DIGITS
         and digits.isascii()
         and digits.isdigit()
         and digits[0] != "0"
-    )
+    ):
+        return False
+    allowed = _LENGTHS.get(digits[:_KEY])
+    return allowed is None or bool((allowed >> len(digits)) & 1)
 
 
 def mask(number: str) -> str:
