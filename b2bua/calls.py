@@ -26,6 +26,7 @@ from typing import Any
 
 from translate.bindings import Refusal
 from translate.numbers import NumberPlan, mask
+from translate.refusals import REFUSALS as REFUSAL_ANSWERS
 from translate.store import Store
 
 from .cdr import CallRecord, CdrWriter
@@ -53,13 +54,9 @@ from .trunks import Trunk, TrunkTable
 
 log = logging.getLogger(__name__)
 
-# Refusal reason -> (status, phrase). "expired" looks like "unknown" to the caller.
+# Refusal reason -> (status, phrase), as translate.refusals decides for every side.
 REFUSALS: dict[str, tuple[int, bytes]] = {
-    "unknown": (404, b"Not Found"),
-    "expired": (404, b"Not Found"),
-    "not_party": (403, b"Forbidden"),
-    "limit": (486, b"Busy Here"),
-    "hours": (403, b"Forbidden"),
+    reason: (row.sip_status, row.sip_phrase.encode()) for reason, row in REFUSAL_ANSWERS.items()
 }
 # B-leg final status -> what the caller is told. Statuses that would reveal that the
 # real number is unknown or redirect to it are folded into 480.
@@ -398,7 +395,8 @@ class CallEngine:
         a_tag = self.ids.next()
         txn.to_tag = a_tag
         if virtual is None:
-            self._refuse(call, 404, b"Not Found", "bad_number", now)
+            status, phrase = REFUSALS["bad_number"]
+            self._refuse(call, status, phrase, "bad_number", now)
             return
         result = (
             self.store.lookup(virtual, caller, self._wall(now)) if self.store is not None else None

@@ -1,7 +1,7 @@
 """Translation store benchmark: build a store of many bindings, then time lookups.
 
 Builds ``--count`` bindings (30 % ax, 50 % axb with ten pairs per virtual number,
-20 % axn; some with expiry, recording and limits) through ``Store.put_many``, then
+20 % axn; some with expiry and limits) through ``Store.put_many``, then
 measures ``Store.lookup`` over a random mix of callers (axb parties, ax callers, axn
 owners and others) spread over the whole store: latency p50/p99 per lookup, decoding of
 the result included (timer overhead of about 0.05 us included too), and lookups per
@@ -65,7 +65,6 @@ def axb_binding(j: int) -> Binding:
         virtual=f"+82503{j // PAIRS_PER_X:08d}",
         a=f"+8216{2 * j:08d}",
         b=f"+8216{2 * j + 1:08d}",
-        record=j % 10 == 0,
         expires=FAR if j % 4 == 0 else None,
     )
 

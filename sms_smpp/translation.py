@@ -11,8 +11,9 @@ sender (callback numbers, subaddresses, vendor TLVs) reaches the recipient.
 from __future__ import annotations
 
 from translate.numbers import NumberError, NumberPlan, normalise
+from translate.refusals import REFUSALS
 
-from .pdu import DataSm, ShortMessage, Status, Tag
+from .pdu import DataSm, ShortMessage, Tag
 
 #: Optional parameters relayed with a message; all others are dropped.
 MESSAGE_TLVS = frozenset({
@@ -25,14 +26,8 @@ MESSAGE_TLVS = frozenset({
 #: Optional parameters relayed with a delivery receipt.
 RECEIPT_TLVS = frozenset({Tag.RECEIPTED_MESSAGE_ID, Tag.MESSAGE_STATE, Tag.NETWORK_ERROR_CODE})
 
-#: SMPP status answered for each translation refusal reason.
-REFUSAL_STATUS = {
-    "unknown": Status.RINVDSTADR,
-    "expired": Status.RINVDSTADR,
-    "not_party": Status.RINVSRCADR,
-    "hours": Status.RX_T_APPN,
-    "limit": Status.RTHROTTLED,
-}
+#: SMPP status answered for each translation refusal reason (translate.refusals decides).
+REFUSAL_STATUS = {reason: row.smpp_status for reason, row in REFUSALS.items()}
 
 TON_INTERNATIONAL = 1
 NPI_ISDN = 1

@@ -44,7 +44,7 @@ axn:
 
 GOOD = """
 ax:
-  - {id: desk, x: 050-7000-1001, a: 010-1111-0001, record: true, max_seconds: 300}
+  - {id: desk, x: 050-7000-1001, a: 010-1111-0001, max_seconds: 300}
 axb:
   - {id: trip-1, x: 050-7000-2001, a: 010-1111-0003, b: 010-1111-0004}
 axn:
@@ -132,7 +132,7 @@ def test_load_lookup_show_stats_purge_repack(
     assert (status, out) == (
         0,
         "route: call +8210****0001 presenting +825070001001"
-        " (binding 'desk', ax, record=yes, max_seconds=300)\n",
+        " (binding 'desk', ax, record=no, max_seconds=300)\n",
     )
     status, out, _ = run(
         capsys, "lookup", "050-7000-2001", "--from", "010-1111-0003", "--show-numbers"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from translate_helpers import NOW, write_map
 
-from translate.bindings import Binding, Hours
+from translate.bindings import RECORDING_UNSUPPORTED, Binding, Hours
 from translate.compiler import compile_maps, map_files
 from translate.mapfile import json_schema
 from translate.numbers import CN
@@ -32,7 +32,7 @@ def test_every_kind_with_defaults(tmp_path: Path) -> None:
         """
         defaults:
           timezone: Asia/Seoul
-          record: true
+          record: false
           max_seconds: 600
         ax:
           - id: teacher
@@ -75,7 +75,6 @@ def test_every_kind_with_defaults(tmp_path: Path) -> None:
             "+825070001002",
             "+821011110002",
             present="caller",
-            record=True,
             max_seconds=600,
         ),
         Binding(
@@ -84,7 +83,6 @@ def test_every_kind_with_defaults(tmp_path: Path) -> None:
             "+825070002001",
             "+821011110003",
             "+821011110004",
-            record=True,
             expires=1906534800.0,  # 2030-06-01T09:00:00Z
             max_seconds=600,
             calls_per_hour=10,
@@ -95,7 +93,6 @@ def test_every_kind_with_defaults(tmp_path: Path) -> None:
             "+825070003001",
             "+8225550101",
             "+821011110005",
-            record=True,
             expires=1906502400.0,
             max_seconds=30,
         ),
@@ -233,6 +230,49 @@ def test_rule_bad_number(tmp_path: Path) -> None:
     assert errors(tmp_path, text) == [
         "m.yaml:3:8: bad-number: ax[0].a: not a telephone number: too short (6 digits, at least 7)",
         "m.yaml:4:8: bad-number: ax[1].x: not a telephone number: invalid character 'A'",
+    ]
+
+
+def test_rule_bad_number_for_a_number_cut_short(tmp_path: Path) -> None:
+    # One digit short of its range would be another subscriber's number if it were padded
+    # or misread; it is refused instead.
+    text = """
+    ax:
+      - x: 0507-0000-1001
+        a: 010-1111-000
+      - x: 0507-000-100
+        a: 02-555-0101
+    """
+    assert errors(tmp_path, text) == [
+        "m.yaml:3:8: bad-number: ax[0].a: not a telephone number: too short for a Korean"
+        " mobile (010): 9 digits after +82, expected 10",
+        "m.yaml:4:8: bad-number: ax[1].x: not a telephone number: too short for a Korean"
+        " personal number (0502-0508): 9 digits after +82, expected 10 or 11",
+    ]
+
+
+def test_rule_recording_unsupported(tmp_path: Path) -> None:
+    text = """
+    ax:
+      - x: 050-7000-1001
+        a: 010-1111-0001
+        record: true
+      - x: 050-7000-1002
+        a: 010-1111-0002
+        record: false
+    """
+    assert errors(tmp_path, text) == [
+        f"m.yaml:4:13: recording-unsupported: ax[0].record: {RECORDING_UNSUPPORTED}"
+    ]
+    text = """
+    defaults: {record: true}
+    axb:
+      - {id: t1, x: 050-7000-2001, a: 010-1111-0003, b: 010-1111-0004}
+      - {id: t2, x: 050-7000-2001, a: 010-1111-0005, b: 010-1111-0006}
+    """
+    # Said once, where it is written, not once for every binding that inherits it.
+    assert errors(tmp_path, text) == [
+        f"m.yaml:1:20: recording-unsupported: defaults.record: {RECORDING_UNSUPPORTED}"
     ]
 
 

@@ -8,11 +8,19 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 from translate_helpers import NOW, X1, X2, A, B, C, D, ax, axb, axn
 
 import translate.store as store_module
 from translate.bindings import Binding, Hours, Refusal, Route
+from translate.layout import (
+    FLAG_PRESENT_CALLER,
+    FLAG_RECORD,
+    decode_binding,
+    encode_binding,
+    route_value,
+)
 from translate.store import ConflictError, Store, StoreError
 
 
@@ -33,9 +41,25 @@ def refusal(result: Route | Refusal) -> Refusal:
 
 
 def test_ax_any_caller_reaches_a_and_sees_x(store: Store) -> None:
-    store.put(ax(record=True, max_seconds=600), now=NOW)
+    store.put(ax(max_seconds=600), now=NOW)
     for caller in (C, D, B):
-        assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", True, 600)
+        assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", False, 600)
+
+
+def test_record_true_is_refused_through_the_api(store: Store) -> None:
+    with pytest.raises(ConflictError) as info:
+        store.put(ax(record=True), now=NOW)
+    assert [c.rule for c in info.value.conflicts] == ["recording-unsupported"]
+    assert "calls cannot be recorded yet" in str(info.value)
+    assert store.lookup(X1, C, NOW) == Refusal("unknown", None)
+
+
+def test_the_layout_keeps_the_record_flag() -> None:
+    # Kept for when recording exists: the stored form round-trips it already.
+    binding = ax(record=True, present="caller")
+    assert decode_binding(binding.id, encode_binding(binding, "api")) == (binding, "api")
+    flags = msgpack.unpackb(route_value(binding, A))[0]
+    assert flags & FLAG_RECORD and flags & FLAG_PRESENT_CALLER
 
 
 def test_ax_present_caller(store: Store) -> None:
@@ -248,7 +272,6 @@ def test_get_and_on_virtual(store: Store) -> None:
 def test_binding_round_trip(store: Store) -> None:
     binding = axb(
         "full",
-        record=True,
         expires=NOW + 3600.5,
         max_seconds=120,
         calls_per_hour=5,

@@ -29,7 +29,7 @@ from translate.numbers import is_e164, mask
 
 __all__ = [
     "KINDS",
-    "REFUSAL_REASONS",
+    "RECORDING_UNSUPPORTED",
     "Binding",
     "Hours",
     "Kind",
@@ -40,15 +40,10 @@ __all__ = [
 
 Kind = Literal["ax", "axb", "axn"]
 KINDS: Final[tuple[Kind, ...]] = ("ax", "axb", "axn")
-
-#: Why a lookup refused, and what the SIP side answers.
-REFUSAL_REASONS: Final[dict[str, str]] = {
-    "unknown": "X is not bound (or its binding was purged after expiry): 404",
-    "expired": "the binding that matched has expired and is not purged yet: 404",
-    "not_party": "X holds only axb pairs and the caller is in none of them: 403",
-    "limit": "the binding's calls-per-hour limit is reached in this process: 403 or 486",
-    "hours": "outside the binding's allowed hours: 480",
-}
+#: Why ``record=True`` is refused (rule ``recording-unsupported``) until media exists.
+RECORDING_UNSUPPORTED: Final = (
+    "record: true is refused: calls cannot be recorded yet; remove it or write record: false"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +161,8 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
         out.append(("present-ax-only", "present", "present: caller is only for ax"))
     if binding.b is not None and binding.a == binding.b:
         out.append(("same-party", "b", "a and b are the same number"))
+    if binding.record:
+        out.append(("recording-unsupported", "record", RECORDING_UNSUPPORTED))
     if binding.virtual in (binding.a, binding.b):
         out.append(("virtual-is-party", "virtual", "the virtual number is also a real party"))
     for field in ("max_seconds", "calls_per_hour"):
@@ -194,8 +191,9 @@ class Route(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A lookup's answer when the call must not go ahead; ``reason`` is a key of
-    ``REFUSAL_REASONS`` ("unknown", "expired", "not_party", "limit", "hours")."""
+    """A lookup's answer when the call must not go ahead; ``reason`` is one of "unknown",
+    "expired", "not_party", "limit", "hours", each answered as ``translate.refusals``
+    says."""
 
     reason: str
     binding_id: str | None

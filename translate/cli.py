@@ -16,10 +16,11 @@ import time
 from typing import Any
 
 import translate.numbers as numbers
-from translate.bindings import REFUSAL_REASONS, Refusal
+from translate.bindings import Refusal
 from translate.compiler import compile_maps
 from translate.numbers import NumberError, NumberPlan, normalise
 from translate.progress import ProgressBar
+from translate.refusals import answer
 from translate.reload import reload_maps
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
@@ -155,9 +156,10 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         return 1
     mask = numbers.mask
     if isinstance(decision, Refusal):
+        refusal = answer(decision.reason)
         print(
             f"refused: {decision.reason} (binding {decision.binding_id or '-'}):"
-            f" {REFUSAL_REASONS.get(decision.reason, '')}"
+            f" {refusal.meaning}: {refusal.describe()}"
         )
         return 2
     print(

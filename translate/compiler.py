@@ -23,6 +23,8 @@ reported at once as ``file:line:column: rule: where: detail``. The rules:
 ``timezone-required``  hours, or an expiry without an offset, and no timezone
 ``bad-timezone``       a timezone that is not an IANA name
 ``bad-hours``          hours that are not HH:MM-HH:MM
+``recording-unsupported``  ``record: true``: calls cannot be recorded yet, and a map
+                       that asks for it must not go live as if they were
 =====================  ==============================================================
 
 Real numbers are masked in messages (the position says where they are) unless
@@ -42,7 +44,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 
-from translate.bindings import Binding, Hours, binding_problems
+from translate.bindings import RECORDING_UNSUPPORTED, Binding, Hours, binding_problems
 from translate.mapfile import TEXT_FIELDS, AxbEntry, AxEntry, AxnEntry, Defaults, MapFile
 from translate.numbers import NumberError, NumberPlan, mask, normalise
 from translate.yaml_source import (
@@ -317,6 +319,9 @@ class _Compiler:
                 tz_name = None
         expires = self._expiry(entry, defaults, zone, positions, loc)
         hours = self._hours(entry, defaults, tz_name, positions, loc)
+        record, record_loc = _inherit(entry, defaults, "record", loc)
+        if record:
+            self.error(positions, record_loc, "recording-unsupported", RECORDING_UNSUPPORTED)
         if len(self.errors) > before:
             given = None if entry.id is None else str(entry.id)
             self._shadow(kind, given, numbers, positions, loc)
@@ -339,7 +344,7 @@ class _Compiler:
             a=numbers["a"],
             b=numbers.get("b"),
             present=present or "virtual",
-            record=bool(_inherit(entry, defaults, "record", loc)[0]),
+            record=False,
             expires=expires,
             max_seconds=_inherit(entry, defaults, "max_seconds", loc)[0],
             calls_per_hour=_inherit(entry, defaults, "calls_per_hour", loc)[0],

@@ -12,7 +12,7 @@ A file::
       country_code: "82"
     defaults:               # optional: fields every binding below inherits
       timezone: Asia/Seoul
-      record: true
+      max_seconds: 3600
     ax:  [ {x: 050-7000-1001, a: 010-1234-5678} ]
     axb: [ {id: trip-1, x: 050-7000-2001, a: 010-1111-2222, b: 010-3333-4444} ]
     axn: [ {x: 050-7000-3001, a: 02-555-0101, b: 010-5555-6666} ]
@@ -68,7 +68,12 @@ class _Strict(BaseModel):
 
 
 class _Common(_Strict):
-    record: bool | None = Field(None, description="Record calls on this binding")
+    record: bool | None = Field(
+        None,
+        description="Record calls on this binding. Calls cannot be recorded yet: "
+        "true is refused (rule recording-unsupported); false is accepted",
+        json_schema_extra={"not": {"const": True}},
+    )
     expires: Expiry | None = None
     max_seconds: Positive | None = Field(None, description="Longest call allowed, seconds")
     calls_per_hour: Positive | None = Field(

@@ -271,7 +271,7 @@ class Store:
         """Decide a call from ``caller`` to ``virtual`` (both E.164) at epoch time ``now``.
 
         Returns the Route to place, or a Refusal whose reason is one of
-        ``translate.bindings.REFUSAL_REASONS``. With ``count`` False (SMS, inspection)
+        ``translate.refusals.REFUSALS``. With ``count`` False (SMS, inspection)
         the call is not counted against calls-per-hour limits.
         """
         cursor = self._cursor
