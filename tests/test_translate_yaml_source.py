@@ -190,3 +190,50 @@ def test_load_model_wrong_top_level_type(tmp_path: Path) -> None:
 def test_format_loc() -> None:
     assert format_loc(("bindings", 3, "a")) == "bindings[3].a"
     assert format_loc(()) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            "expires: 2099-02-30\n",
+            "f.yaml:1:10: invalid-value: expires: '2099-02-30' is not a valid date or time:"
+            " day is out of range for month",
+        ),
+        (
+            "a:\n  - when: 2099-13-01\n",
+            "f.yaml:2:11: invalid-value: a[0].when: '2099-13-01' is not a valid date or time:"
+            " month must be in 1..12",
+        ),
+        (
+            "t: 2099-01-01T25:00:00\n",
+            "f.yaml:1:4: invalid-value: t: '2099-01-01T25:00:00' is not a valid date or time:"
+            " hour must be in 0..23",
+        ),
+        (
+            "2099-02-30: x\n",
+            "f.yaml:1:1: invalid-value: '2099-02-30' is not a valid date or time:"
+            " day is out of range for month",
+        ),
+        (
+            "a: !!timestamp soon\n",
+            "f.yaml:1:4: invalid-value: a: 'soon' is not a valid date or time",
+        ),
+        ("a: !!bool maybe\n", "f.yaml:1:4: invalid-value: a: 'maybe' is not a valid bool"),
+        ("a: &x [*x]\n", "f.yaml:1:4: yaml-syntax: nested more than 64 levels deep"),
+    ],
+)
+def test_values_the_yaml_loader_cannot_build_are_errors_at_their_place(
+    text: str, error: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text(text, "f.yaml")
+    assert [str(e) for e in info.value.errors] == [error]
+
+
+def test_an_alias_bomb_is_refused() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    with pytest.raises(ConfigError) as info:
+        load_yaml_text("\n".join(lines), "f.yaml")
+    assert "aliases expand to far more values than written" in str(info.value)

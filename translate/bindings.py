@@ -36,6 +36,7 @@ __all__ = [
     "Refusal",
     "Route",
     "binding_problems",
+    "time_zone",
 ]
 
 Kind = Literal["ax", "axb", "axn"]
@@ -64,16 +65,22 @@ class Hours:
         first, sep, second = text.partition("-")
         if not sep:
             raise ValueError(f"hours must look like 09:00-18:00, got {text!r}")
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {timezone!r}") from None
+        time_zone(timezone)
         return cls(_minutes(first), _minutes(second), timezone)
 
     def __str__(self) -> str:
         return (
             f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
         )
+
+
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; ValueError for anything else (``Asia``, a folder of
+    the zone database, and names too long for a file name included)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 def _minutes(text: str) -> int:

@@ -40,11 +40,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import pydantic
 
-from translate.bindings import RECORDING_UNSUPPORTED, Binding, Hours, binding_problems
+from translate.bindings import (
+    RECORDING_UNSUPPORTED,
+    Binding,
+    Hours,
+    binding_problems,
+    time_zone,
+)
 from translate.mapfile import TEXT_FIELDS, AxbEntry, AxEntry, AxnEntry, Defaults, MapFile
 from translate.numbers import NumberError, NumberPlan, mask, normalise
 from translate.yaml_source import (
@@ -313,8 +319,8 @@ class _Compiler:
         zone: ZoneInfo | None = None
         if tz_name is not None:
             try:
-                zone = ZoneInfo(tz_name)
-            except (ZoneInfoNotFoundError, ValueError):
+                zone = time_zone(tz_name)
+            except ValueError:
                 self.error(positions, tz_loc, "bad-timezone", f"unknown time zone {tz_name!r}")
                 tz_name = None
         expires = self._expiry(entry, defaults, zone, positions, loc)

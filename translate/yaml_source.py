@@ -38,6 +38,13 @@ __all__ = [
 
 Loc = tuple[str | int, ...]
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+#: Stands for a scalar that could not be constructed (its error is recorded).
+_INVALID: Any = object()
+#: Deepest nesting a configuration file may have (a number map needs 4 levels).
+MAX_DEPTH = 64
+#: Values built per character of text, at most: more comes only from aliases.
+_NODES_PER_CHAR = 4
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
@@ -151,7 +158,7 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> tuple[Any, Posi
             raise ConfigError([SourceError(file, 1, 1, f"yaml-syntax: {exc}")]) from None
         if root is None:
             return None, positions
-        builder = _Builder(loader, positions)
+        builder = _Builder(loader, positions, budget=_NODES_PER_CHAR * len(text) + 1000)
         data = builder.build(root, (), None)
         if builder.errors:
             raise ConfigError(builder.errors)
@@ -174,6 +181,9 @@ def validation_errors(
 ) -> list[SourceError]:
     """Map every pydantic error onto the source; ``base`` prefixes locs of a sub-document."""
     out: list[SourceError] = []
+    # Each member of a union (datetime | date) fails on its own at one place: one error
+    # is kept there, the last (pydantic's date member names the bad field of a date-time).
+    invalid_at: dict[tuple[int, int], int] = {}
     for err in exc.errors(include_url=False):
         loc: Loc = (*base, *err["loc"])
         found = positions.resolve(loc)
@@ -192,7 +202,13 @@ def validation_errors(
             where = found
         prefix = format_loc(where)
         text = f"{rule}: {prefix}: {reason}" if prefix else f"{rule}: {reason}"
-        out.append(SourceError(positions.file, line, column, text))
+        error = SourceError(positions.file, line, column, text)
+        if rule == "invalid-value":
+            index = invalid_at.setdefault((line, column), len(out))
+            if index < len(out):
+                out[index] = error
+                continue
+        out.append(error)
     return out
 
 
@@ -226,23 +242,30 @@ def _marked_error(file: str, exc: yaml.MarkedYAMLError) -> SourceError:
 class _Builder:
     """Constructs Python values from composed nodes, recording positions on the way."""
 
-    def __init__(self, loader: yaml.CSafeLoader, positions: Positions) -> None:
+    def __init__(self, loader: yaml.CSafeLoader, positions: Positions, budget: int) -> None:
         self.loader = loader
         self.positions = positions
         self.errors: list[SourceError] = []
+        # Aliases let a short text name a huge or endless value (`&a [*a]`, or nine
+        # aliases of nine aliases of ...): nesting and the values built are bounded.
+        self.budget = budget
 
     def build(self, node: Node, loc: Loc, key: Node | None) -> Any:
+        if len(loc) > MAX_DEPTH:
+            self._error(node, f"yaml-syntax: nested more than {MAX_DEPTH} levels deep")
+            return _INVALID
+        self.budget -= 1
+        if self.budget < 0:
+            if self.budget == -1:
+                self._error(node, "yaml-syntax: aliases expand to far more values than written")
+            return _INVALID
         self.positions._record(loc, node, key)
         if isinstance(node, MappingNode):
             return self._mapping(node, loc)
         if isinstance(node, SequenceNode):
             return [self.build(item, (*loc, i), None) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)
-        try:
-            value = self.loader.construct_object(node, deep=True)
-        except yaml.MarkedYAMLError as exc:
-            self.errors.append(_marked_error(self.positions.file, exc))
-            return None
+        value = self._scalar(node, loc)
         if isinstance(value, int | float) and not isinstance(value, bool):
             self.positions._texts[loc] = node.value
         return value
@@ -261,7 +284,9 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self._error(key_node, "bad-key: mapping keys must be plain scalars")
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._scalar(key_node, loc)
+            if key is _INVALID:
+                continue
             try:
                 hash(key)
             except TypeError:
@@ -282,6 +307,30 @@ class _Builder:
             first_seen[key] = key_node
             result[key] = self.build(value_node, (*loc, key), key_node)
         return result
+
+    def _scalar(self, node: ScalarNode, loc: Loc) -> Any:
+        """The value of a scalar, or ``_INVALID`` with the error recorded.
+
+        The YAML loader itself resolves some plain scalars: ``2099-02-30`` is read as a
+        date and fails inside PyYAML with a ValueError that carries no position; an
+        explicit tag (``!!int x``, ``!!timestamp x``) fails likewise. Every such failure
+        becomes an error at the scalar.
+        """
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            self.errors.append(_marked_error(self.positions.file, exc))
+        except Exception as exc:  # PyYAML's constructors raise anything
+            if node.tag == _TIMESTAMP_TAG:
+                what = "a valid date or time"
+            else:
+                what = f"a valid {node.tag.rpartition(':')[2] or 'value'}"
+            where = format_loc(loc)
+            reason = f"invalid-value: {where + ': ' if where else ''}{node.value!r} is not {what}"
+            if isinstance(exc, ValueError) and str(exc):
+                reason += f": {exc}"
+            self._error(node, reason)
+        return _INVALID
 
     def _error(self, node: Node, reason: str) -> None:
         mark = node.start_mark
