@@ -208,3 +208,19 @@ def test_progress_bar_on_a_terminal() -> None:
     bar("writing", 100, 100)
     bar.close()
     assert stream.getvalue() == "\rwriting   [##########] 100.0% 100/100\n"
+
+
+def test_load_creates_the_store_for_its_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_map(tmp_path / "config" / "numbers", "good.yaml", GOOD)
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        status, _, _ = run(capsys, "load")
+    finally:
+        os.umask(old)
+    assert status == 0
+    store = tmp_path / "var" / "numbers.lmdb"
+    modes = {p.name: os.stat(p).st_mode & 0o777 for p in (store.parent, store, *store.iterdir())}
+    assert modes == {"var": 0o700, "numbers.lmdb": 0o700, "data.mdb": 0o600, "lock.mdb": 0o600}

@@ -455,3 +455,52 @@ def test_a_skipped_append_undoes_the_write(store: Store) -> None:
         cursor = txn.cursor(db=store._routes)
         store_module._put_sorted(cursor, [(b"+0", b"")], append=True)
     assert routes_shape(store)[0] == 1
+
+
+def _mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+@pytest.fixture
+def wide_umask() -> Iterator[None]:
+    old = os.umask(0o022)  # what most shells have: 0644 files, 0755 folders
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_a_new_store_is_its_owners_only(tmp_path: Path, wide_umask: None) -> None:
+    before = tmp_path / "srv"
+    before.mkdir(mode=0o755)
+    path = before / "var" / "state" / "numbers.lmdb"
+    with Store(path, map_size=64 << 20) as store:
+        store.put(ax(), now=NOW)
+    assert _mode(path) == 0o700
+    assert _mode(path.parent) == 0o700 and _mode(path.parent.parent) == 0o700  # made here
+    assert _mode(before) == 0o755  # there before: not ansim's to change
+    assert _mode(path / "data.mdb") == 0o600 and _mode(path / "lock.mdb") == 0o600
+
+
+def test_a_store_readable_by_others_is_tightened_with_a_warning(
+    tmp_path: Path, wide_umask: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "numbers.lmdb"
+    Store(path, map_size=64 << 20).close()
+    os.chmod(path, 0o755)
+    os.chmod(path / "data.mdb", 0o644)
+    os.chmod(path / "lock.mdb", 0o664)
+    with caplog.at_level("WARNING"):
+        Store(path, map_size=64 << 20).close()
+    assert (_mode(path), _mode(path / "data.mdb"), _mode(path / "lock.mdb")) == (
+        0o700,
+        0o600,
+        0o600,
+    )
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"{path} was readable beyond its owner (mode 0755): tightened to 0700" in warnings
+    assert any("data.mdb was readable beyond its owner (mode 0644)" in w for w in warnings)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Store(path, map_size=64 << 20).close()
+    assert not caplog.records  # nothing more to say once tight

@@ -80,6 +80,7 @@ from translate.layout import (
 )
 from translate.limits import CallRateLimiter, within_hours
 from translate.numbers import mask
+from translate.private_files import FILE_MODE, private_dir, tighten
 
 __all__ = [
     "DEFAULT_MAP_SIZE",
@@ -121,6 +122,8 @@ _FLAGS: Final = tuple(
 )
 
 Progress = Callable[[int], None]
+#: The files LMDB keeps in the store's folder.
+_FILES: Final = ("data.mdb", "lock.mdb")
 
 
 class StoreError(Exception):
@@ -210,7 +213,13 @@ class Store:
         self._reader_until = 0.0
         self.readonly = readonly
         if not readonly:
-            os.makedirs(self.path, exist_ok=True)
+            # The store holds real numbers: its folder and files are the owner's only.
+            try:
+                private_dir(self.path)
+            except OSError as exc:
+                raise StoreError(f"cannot create store {self.path}: {exc.strerror}") from exc
+            for name in _FILES:
+                tighten(os.path.join(self.path, name), FILE_MODE)
         elif not os.path.exists(os.path.join(self.path, "data.mdb")):
             raise StoreError(f"no store at {self.path} (run `ansim numbers load` first)")
         try:
@@ -221,6 +230,7 @@ class Store:
                 readonly=readonly,
                 sync=sync,
                 max_readers=1024,
+                mode=FILE_MODE,
             )
         except lmdb.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from exc
