@@ -145,7 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("export", "write records as CSV or JSON"),
     ):
         c = cmds.add_parser(name, help=helptext)
-        c.add_argument("--db", default="var/cdr.sqlite", help="CDR file (default var/cdr.sqlite)")
+        c.add_argument("--config", default="config", help="configuration folder (default config)")
+        c.add_argument("--db", help="CDR file (default: `cdr` of the configuration)")
         c.add_argument("--since", help="ISO date/time or epoch seconds (inclusive)")
         c.add_argument("--until", help="ISO date/time or epoch seconds (exclusive)")
         c.add_argument(
@@ -194,8 +195,20 @@ def query(
 
 
 def cdr_command(args: argparse.Namespace) -> int:
+    from translate.yaml_source import ConfigError
+
+    from .config import load_engine_config
+
     try:
-        rows = query(args.db, _when(args.since), _when(args.until), args.limit)
+        db = args.db or load_engine_config(args.config).cdr
+    except ConfigError as exc:
+        print(f"ansim cdr: configuration refused:\n{exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"ansim cdr: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = query(db, _when(args.since), _when(args.until), args.limit)
     except ValueError as exc:
         print(f"ansim cdr: {exc}", file=sys.stderr)
         return 2

@@ -1,39 +1,72 @@
 """The `ansim` command line: one console script with subcommands.
 
-Each package that has commands exposes ``register(subparsers)`` in its own ``cli``
-module; this module only assembles them, so translate/ and sms_smpp/ never import b2bua/.
+Each package that has commands exposes ``register(subparsers, ...)`` in its own ``cli``
+module; this module assembles them and hands each what it needs from the configuration
+folder (``--config DIR``): ``translate.cli`` gets the ``numbers`` settings of
+``ansim.yaml``, ``sms_smpp.cli`` the SMPP file and the engine's store, so every command
+reads the one configuration the engine reads, while translate/ and sms_smpp/ never
+import b2bua/.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Modules that contribute subcommands through a ``register(subparsers)`` function.
-_COMMAND_MODULES = (
-    "b2bua.serve",
-    "b2bua.cdr",
-    "b2bua.native",
-    "translate.cli",
-    "sms_smpp.cli",
-)
+from translate.settings import NumbersSettings
+
+from . import cdr, config_check, native, serve
+from .config import load_engine_config
+
+if TYPE_CHECKING:
+    from sms_smpp.cli import SmppPaths
+
+
+def numbers_settings(folder: Path) -> NumbersSettings:
+    """``numbers`` of the folder's ``ansim.yaml``, paths absolute (for ``ansim numbers``)."""
+    return load_engine_config(folder).numbers
+
+
+def smpp_paths(folder: Path) -> SmppPaths:
+    """The SMPP file ``ansim.yaml`` names and the engine's store (for ``ansim smpp``)."""
+    from sms_smpp.cli import SmppPaths
+
+    config = load_engine_config(folder)
+    smpp = None if config.smpp is None else Path(config.smpp)
+    return SmppPaths(smpp, Path(config.numbers.store))
+
+
+def version() -> str:
+    try:
+        return metadata.version("ansim")
+    except metadata.PackageNotFoundError:  # run from a tree that was not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ansim", description="ansim: privacy-number SIP B2BUA and SMPP relay"
     )
+    parser.add_argument("--version", action="version", version=f"ansim {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+    serve.register(sub)
+    config_check.register(sub)
+    cdr.register(sub)
+    native.register(sub)
+    import translate.cli
+
+    translate.cli.register(sub, numbers_settings)
+    try:
+        import sms_smpp.cli
+    except ModuleNotFoundError as exc:  # an install without the SMS relay
+        if exc.name is None or not exc.name.startswith("sms_smpp"):
+            raise
+    else:
+        sms_smpp.cli.register(sub, smpp_paths)
     return parser
 
 

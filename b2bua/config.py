@@ -1,16 +1,20 @@
 """The engine configuration (`config/ansim.yaml`): schema, defaults, loading with positions.
 
 Every section is a pydantic model with unknown keys refused, so a typo is an error that
-names its file:line:column rather than a silently ignored setting.
+names its file:line:column rather than a silently ignored setting. The ``numbers``
+section's model belongs to translate (``translate.settings``). Every relative path is
+relative to the configuration folder, whatever the current directory.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from translate.settings import NumbersSettings, config_path
 from translate.yaml_source import load_model
 
 
@@ -76,17 +80,6 @@ class SipSettings(_Strict):
         return [Listen.parse(item) for item in self.listen]
 
 
-class NumberSettings(_Strict):
-    """The translation store and the operator's number maps."""
-
-    store: str = "var/numbers.lmdb"
-    maps: str = "config/numbers"
-    country_code: str = Field("82", pattern=r"^[1-9][0-9]{0,2}$")
-    trunk_prefix: str = Field("0", pattern=r"^[0-9]{0,3}$")
-    international_prefix: str = Field("00", pattern=r"^[0-9]{1,4}$")
-    watch: bool = Field(True, description="reload the maps when a file under `maps` changes")
-
-
 class LoggingSettings(_Strict):
     """Log level and number masking."""
 
@@ -101,22 +94,48 @@ class MetricsSettings(_Strict):
 
 
 class EngineConfig(_Strict):
-    """The whole of `ansim.yaml`."""
+    """The whole of `ansim.yaml`. Relative paths are relative to the configuration folder;
+    ``load_engine_config`` returns them resolved (absolute)."""
 
     sip: SipSettings = SipSettings()
-    numbers: NumberSettings = NumberSettings()
+    numbers: NumbersSettings = NumbersSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
-    trunks: str = Field("trunks.yaml", description="trunk file, relative to the config folder")
-    cdr: str = Field("var/cdr.sqlite", description="SQLite file for call detail records")
-    smpp: str | None = Field(
-        "smpp.yaml", description="SMPP relay config, relative to the config folder"
-    )
+    trunks: str = Field("trunks.yaml", description="trunk file")
+    cdr: str = Field("../var/cdr.sqlite", description="SQLite file for call detail records")
+    smpp: str | None = Field("smpp.yaml", description="SMPP relay config, or null for none")
+
+    def resolved(self, folder: str | Path) -> EngineConfig:
+        """A copy with every path absolute, relative ones taken from ``folder``."""
+        return self.model_copy(
+            update={
+                "numbers": self.numbers.resolved(folder),
+                "trunks": config_path(folder, self.trunks),
+                "cdr": config_path(folder, self.cdr),
+                "smpp": None if self.smpp is None else config_path(folder, self.smpp),
+            }
+        )
+
+
+class ConfigFolderError(ValueError):
+    """The configuration folder is missing (or not a folder)."""
+
+
+def config_folder(path: str | Path) -> Path:
+    """``path`` as the configuration folder; ConfigFolderError when there is none (an
+    engine started in the wrong place must not run on a new empty store)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigFolderError(f"configuration folder {os.fspath(path)} {what}")
+    return folder
 
 
 def load_engine_config(config_dir: str | Path) -> EngineConfig:
-    """Load ``ansim.yaml`` from ``config_dir`` (defaults for a missing file)."""
-    path = Path(config_dir) / "ansim.yaml"
-    if not path.exists():
-        return EngineConfig()
-    return load_model(path, EngineConfig)
+    """Load ``ansim.yaml`` from the folder ``config_dir`` (defaults for a missing file),
+    with every path resolved against the folder. Raises ConfigFolderError for a missing
+    folder and ConfigError listing every problem of the file."""
+    folder = config_folder(config_dir)
+    path = folder / "ansim.yaml"
+    config = load_model(path, EngineConfig) if path.exists() else EngineConfig()
+    return config.resolved(folder)

@@ -6,13 +6,15 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from translate.numbers import NumberPlan
 from translate.reload import MapWatcher
+from translate.settings import DEFAULT_CONFIG_DIR
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
@@ -38,7 +40,11 @@ STORE_JOB_GRACE = 1.0  # seconds a stopping engine waits for a reload or purge u
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the engine in the foreground")
-    p.add_argument("--config", default="config", help="configuration folder (default: config)")
+    p.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG_DIR,
+        help="configuration folder; relative paths in it are relative to it (default: config)",
+    )
     p.add_argument(
         "--sip",
         action="append",
@@ -53,7 +59,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         config = load_engine_config(args.config)
         listeners = [Listen.parse(s) for s in args.sip] if args.sip else config.sip.listeners()
-        trunks = load_trunks(Path(args.config) / config.trunks)
+        trunks = load_trunks(config.trunks)
     except ConfigError as exc:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return 2
@@ -66,7 +72,8 @@ def serve_command(args: argparse.Namespace) -> int:
         setup_logging(config.logging.level, show_numbers=config.logging.show_numbers)
     import uvloop
 
-    return uvloop.run(Engine(config, Path(args.config), listeners, trunks).run())
+    folder = Path(os.path.abspath(args.config))
+    return uvloop.run(Engine(config, folder, listeners, trunks).run())
 
 
 def tune_gc() -> None:
@@ -109,8 +116,7 @@ class Engine:
         self.config_dir = config_dir
         self.listeners = listeners
         self.trunks = trunks
-        n = config.numbers
-        self.plan = NumberPlan(n.country_code, n.trunk_prefix, n.international_prefix)
+        self.plan = config.numbers.plan()
         self.store: Store | None = None
         self.jobs: StoreJobs | None = None
         self.cdr: CdrWriter | None = None
@@ -130,17 +136,24 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        n = self.config.numbers
         try:
-            self.store = Store(self.config.numbers.store)
+            self.store = Store(n.store)
         except StoreError as exc:
             log.error("cannot open the number store: %s", exc)
             return 1
-        maps = Path(self.config.numbers.maps)
-        self.jobs = jobs = StoreJobs(self.store, maps, self.plan, loop)
+        maps = Path(n.maps)
+        self.jobs = jobs = StoreJobs(self.store, maps, self.plan, loop, guard=n.guard())
+        if not self._first_load(jobs, maps):
+            self.store.close()
+            return 2
         loop.add_signal_handler(signal.SIGHUP, jobs.reload)
-        watcher = MapWatcher(maps) if self.config.numbers.watch else None
-        if maps.is_dir():
-            jobs.reload_now()
+        loop.add_signal_handler(signal.SIGUSR1, jobs.force_reload)
+        watcher = (
+            MapWatcher(maps, settle=n.settle, writer_wait=n.writer_wait, now=loop.time())
+            if n.watch
+            else None
+        )
         self.cdr = CdrWriter(self.config.cdr)
         advertise: dict[str, tuple[str, int]] = {}
         try:
@@ -185,7 +198,12 @@ class Engine:
         tune_gc()
         log.info(
             "engine started",
-            extra={"config": str(self.config_dir), "hot_path": native.mode},
+            extra={
+                "config": str(self.config_dir),
+                "store": n.store,
+                "maps": n.maps,
+                "hot_path": native.mode,
+            },
         )
         if native.mode != "compiled":
             log.warning("running the hot path from sources: %s", native.mode)
@@ -199,7 +217,7 @@ class Engine:
                 self.cdr.flush()  # the last records of a burst reach the disk within a second
                 self.calls.release_ended(self.endpoint.now())
                 age_out_gc()
-                if watcher is not None and watcher.changed():
+                if watcher is not None and watcher.poll(loop.time()):
                     jobs.reload()
                 if ticks % PURGE_EVERY == 0:
                     jobs.purge()
@@ -211,10 +229,43 @@ class Engine:
         log.info("engine stopped")
         return 0
 
+    def _first_load(self, jobs: StoreJobs, maps: Path) -> bool:
+        """Load the maps before taking calls. A refused map leaves the store's last good
+        one in service, said loudly; with no map ever loaded into this store there is
+        nothing good to serve, and the engine does not start (False)."""
+        assert self.store is not None
+        if not maps.is_dir():
+            log.warning("no number-map folder at %s: serving the store as it is", maps)
+            return True
+        result = jobs.reload_now()
+        if result.ok:
+            return True
+        last = self.store.loaded("yaml")
+        if last is None:
+            log.error(
+                "refusing to start: the number maps are refused and the store at %s holds"
+                " no map loaded before; fix the errors above",
+                self.store.path,
+            )
+            for error in result.errors:
+                print(error, file=sys.stderr)
+            print(f"ansim: {result.summary()}", file=sys.stderr)
+            return False
+        when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(last["at"]))
+        log.error(
+            "starting with the last good number map, loaded %s (%d bindings from %d"
+            " file(s)); the maps on disk are refused: fix them, then SIGHUP",
+            when,
+            last["bindings"],
+            last["files"],
+            extra={"errors": len(result.errors)},
+        )
+        return True
+
     async def _start_smpp(self) -> bool:
         if not self.config.smpp:
             return True
-        path = self.config_dir / self.config.smpp
+        path = Path(self.config.smpp)
         if not path.exists():
             return True
         from sms_smpp.config import load_config

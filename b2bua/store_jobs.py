@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from translate.numbers import NumberPlan
-from translate.reload import reload_maps
+from translate.reload import DropGuard, ReloadResult, reload_maps
 from translate.store import Store, StoreError
 
 __all__ = ["StoreJobs"]
@@ -33,14 +33,21 @@ PURGE_LIMIT = 10_000
 class StoreJobs:
     """Runs reloads and purges off the event loop, in the order asked, never two at once;
     a reload asked for while one runs is done again after it (the maps may have changed
-    since it read them)."""
+    since it read them). A forced reload (SIGUSR1) skips the drop guard; asked for while
+    a plain one waits, it takes that one's place."""
 
     def __init__(
-        self, store: Store, maps: Path, plan: NumberPlan, loop: asyncio.AbstractEventLoop
+        self,
+        store: Store,
+        maps: Path,
+        plan: NumberPlan,
+        loop: asyncio.AbstractEventLoop,
+        guard: DropGuard | None = None,
     ) -> None:
         self.store = store
         self.maps = maps
         self.plan = plan
+        self.guard = guard
         self._loop = loop
         self._wanted: list[str] = []
         self._running: str | None = None
@@ -49,17 +56,24 @@ class StoreJobs:
     def reload(self) -> None:
         self._want("reload")
 
+    def force_reload(self) -> None:
+        if "reload" in self._wanted:
+            self._wanted[self._wanted.index("reload")] = "forced reload"
+        self._want("forced reload")
+
     def purge(self) -> None:
         self._want("purge")
 
-    def reload_now(self) -> None:
+    def reload_now(self, *, force: bool = False) -> ReloadResult:
         """Reload on the calling thread (at start, before any call is taken)."""
-        result = reload_maps(self.store, self.maps, self.plan)
+        guard = None if force else self.guard
+        result = reload_maps(self.store, self.maps, self.plan, guard=guard)
         if not result.ok:
             log.error(
                 "number map reload refused; the running map stays",
-                extra={"errors": len(result.errors)},
+                extra={"errors": len(result.errors), "forced": force},
             )
+        return result
 
     def _purge_now(self) -> None:
         try:
@@ -80,13 +94,22 @@ class StoreJobs:
         if self._running is not None or not self._wanted or self._closed:
             return
         job = self._wanted.pop(0)
-        work = self.reload_now if job == "reload" else self._purge_now
+        work: Callable[[], object]
+        if job == "reload":
+            work = self.reload_now
+        elif job == "forced reload":
+            work = lambda: self.reload_now(force=True)  # noqa: E731
+        else:
+            work = self._purge_now
         self._running = job
         threading.Thread(
-            target=self._run, args=(job, work), name=f"ansim-store-{job}", daemon=True
+            target=self._run,
+            args=(job, work),
+            name=f"ansim-store-{job.replace(' ', '-')}",
+            daemon=True,
         ).start()
 
-    def _run(self, job: str, work: Callable[[], None]) -> None:
+    def _run(self, job: str, work: Callable[[], object]) -> None:
         try:
             work()
         except Exception:

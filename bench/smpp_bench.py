@@ -225,7 +225,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "smpp",
                 "run",
                 "--config",
-                str(cfg),
+                str(cfg.parent),
                 "--log-level",
                 "WARNING",
             ],

@@ -2,7 +2,9 @@
 
 Loaded with :func:`load_config`, which goes through ``translate.yaml_source.load_model``
 so that a mistake is reported as ``file:line:column: reason`` and the file is refused
-whole.
+whole. Relative paths in the file (``queue.path``, ``records``, ``translate_store``) are
+relative to the folder the file is in (the configuration folder), not to the current
+directory; ``load_config`` returns them absolute.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from translate.numbers import NumberPlan
+from translate.settings import config_path
 from translate.yaml_source import load_model
 
 
@@ -89,7 +92,7 @@ class Upstream(_Strict):
 class QueueConfig(_Strict):
     """The store-and-forward queue."""
 
-    path: str = "var/smpp-queue"
+    path: str = "../var/smpp-queue"
     map_size_mb: int = Field(default=1024, ge=16)
     #: fsync each commit (an accepted message survives power loss, not only a crash)
     fsync: bool = True
@@ -121,10 +124,11 @@ class SmppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstreams: list[Upstream] = Field(default_factory=list)
     queue: QueueConfig = Field(default_factory=QueueConfig)
-    records: str = "var/cdr.sqlite"
+    records: str = "../var/cdr.sqlite"
     numbers: NumbersConfig = Field(default_factory=lambda: NumbersConfig())
-    #: the translation store `ansim smpp run` opens (`ansim serve` passes its own)
-    translate_store: str = "var/translate"
+    #: the translation store `ansim smpp run` opens; null: the engine's (`numbers.store`
+    #: of ansim.yaml). `ansim serve` always passes its own.
+    translate_store: str | None = None
 
     @model_validator(mode="after")
     def _unique_upstreams(self) -> SmppConfig:
@@ -134,6 +138,21 @@ class SmppConfig(_Strict):
         return self
 
 
+    def resolved(self, folder: str | os.PathLike[str]) -> SmppConfig:
+        """A copy with every path absolute, relative ones taken from ``folder``."""
+        store = self.translate_store
+        return self.model_copy(
+            update={
+                "queue": self.queue.model_copy(
+                    update={"path": config_path(folder, self.queue.path)}
+                ),
+                "records": config_path(folder, self.records),
+                "translate_store": None if store is None else config_path(folder, store),
+            }
+        )
+
+
 def load_config(path: str | os.PathLike[str]) -> SmppConfig:
-    """Load and validate config/smpp.yaml; raises translate's ConfigError."""
-    return load_model(path, SmppConfig)
+    """Load and validate config/smpp.yaml, its paths resolved against its folder; raises
+    translate's ConfigError."""
+    return load_model(path, SmppConfig).resolved(os.path.dirname(os.path.abspath(path)))

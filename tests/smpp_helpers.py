@@ -162,8 +162,10 @@ class Ansim(Proc):
     """`ansim smpp run` as a child process."""
 
     def __init__(self, config: Path, log: Path) -> None:
+        # --config names the folder; the file in it is smpp.yaml.
+        assert config.name == "smpp.yaml", config
         super().__init__([sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config",
-                          str(config)], "ansim smpp: listening", log=log)
+                          str(config.parent)], "ansim smpp: listening", log=log)
         self.port = int(self.ready_line.rsplit(":", 1)[1])
 
 

@@ -15,7 +15,7 @@ import pytest
 from translate_helpers import NOW, axb, write_map
 
 from translate.bindings import Route
-from translate.reload import MapWatcher, reload_maps
+from translate.reload import DropGuard, MapWatcher, open_writers, reload_maps
 from translate.store import Store
 
 MAP_V1 = """
@@ -98,21 +98,207 @@ def test_missing_maps_dir_changes_nothing(tmp_path: Path) -> None:
 def test_map_watcher(tmp_path: Path) -> None:
     maps = tmp_path / "maps"
     path = write_map(maps, "a.yaml", MAP_V1)
-    watcher = MapWatcher(maps)
-    assert watcher.changed() is False
+    watcher = MapWatcher(maps, settle=0, now=0)
+    assert watcher.poll(1) is False
     path.write_text(MAP_V1 + "# edited\n")
-    assert watcher.changed() is True
-    assert watcher.changed() is False
+    assert watcher.poll(2) is True
+    assert watcher.poll(3) is False
     os.utime(path, ns=(1, 1))
-    assert watcher.changed() is True
+    assert watcher.poll(4) is True
     write_map(maps, "notes.txt", "not a map")
-    assert watcher.changed() is False
+    assert watcher.poll(5) is False
     extra = write_map(maps, "b.yml", "ax: []\n")
-    assert watcher.changed() is True
+    assert watcher.poll(6) is True
     extra.unlink()
-    assert watcher.changed() is True
-    assert watcher.changed() is False
-    assert MapWatcher(tmp_path / "missing").changed() is False
+    assert watcher.poll(7) is True
+    assert watcher.poll(8) is False
+    assert MapWatcher(tmp_path / "missing", settle=0).poll(9) is False
+
+
+def test_the_watcher_waits_until_the_folder_settles(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    path = write_map(maps, "a.yaml", MAP_V1)
+    watcher = MapWatcher(maps, settle=2.0, now=0)
+    with open(path, "a") as out:  # a slow copy: a chunk, a pause, a chunk ...
+        for t in (10, 11, 12, 13):
+            out.write("# chunk\n")
+            out.flush()
+            assert watcher.poll(t) is False
+    assert watcher.poll(14) is False  # quiet for 1 s only
+    assert watcher.poll(15) is True  # quiet for 2 s, and nobody writes it
+    assert watcher.poll(30) is False
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        ".a.yaml",  # dotfile
+        ".a.yaml.Xq3z9",  # rsync
+        ".#a.yaml",  # emacs lock
+        "#a.yaml#",  # emacs autosave
+        "~a.yaml",
+        "a.yaml~",  # backup
+        "a.yaml.tmp",
+        "a.yaml.part",
+        ".a.yaml.swp",  # vim
+        "a.yaml.swx",
+        "4913",  # vim's probe file
+    ],
+)
+def test_temporary_names_are_never_maps(tmp_path: Path, name: str) -> None:
+    maps = tmp_path / "maps"
+    write_map(maps, "a.yaml", MAP_V1)
+    watcher = MapWatcher(maps, settle=0, now=0)
+    half = MAP_V1[:40]  # a half-written file under a name the watcher ignores
+    (maps / name).write_text(half)
+    assert watcher.poll(1) is False
+    with Store(tmp_path / "s.lmdb", map_size=32 << 20) as store:
+        result = reload_maps(store, maps, now=NOW)  # not loaded by a reload either
+        assert result.ok and result.files == 1 and result.bindings == 2
+    os.replace(maps / name, maps / "b.yaml")  # renamed into place: now it is one
+    assert watcher.poll(2) is True
+
+
+def test_the_watcher_waits_for_a_writer_to_close_the_file(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    path = write_map(maps, "a.yaml", MAP_V1)
+    watcher = MapWatcher(maps, settle=0, writer_wait=60, now=0)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; f = open(sys.argv[1], 'a'); f.write('# more\\n'); f.flush();"
+            " print('open', flush=True); sys.stdin.readline()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"open\n"
+        assert open_writers([path]) == [(writer.pid, str(path))]
+        assert watcher.poll(10) is False  # settled, but still open for writing
+        assert watcher.poll(50) is False
+        assert writer.stdin is not None
+        writer.stdin.close()
+        assert writer.wait(10) == 0
+        assert open_writers([path]) == []
+        assert watcher.poll(51) is True
+    finally:
+        writer.kill()
+        writer.wait(10)
+
+
+def test_the_writer_wait_is_bounded(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    path = write_map(maps, "a.yaml", MAP_V1)
+    watcher = MapWatcher(maps, settle=0, writer_wait=30, now=0)
+    with open(path, "a") as out:
+        out.write("# open for good\n")
+        out.flush()
+        # This process's own descriptors do not count: a child holds the file instead.
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(30)"], pass_fds=(out.fileno(),)
+        )
+        try:
+            assert open_writers([path]) == [(child.pid, str(path))]
+            assert watcher.poll(10) is False
+            assert watcher.poll(39) is False
+            assert watcher.poll(41) is True  # 31 s after the change: tried as it is
+        finally:
+            child.kill()
+            child.wait(10)
+
+
+def test_open_writers_sees_read_write_but_not_read_only(tmp_path: Path) -> None:
+    path = write_map(tmp_path, "a.yaml", MAP_V1)
+    code = (
+        "import sys, time; f = open(sys.argv[1], sys.argv[2]); print(1, flush=True); time.sleep(30)"
+    )
+    for mode, writes in (("r", False), ("r+", True), ("w", True)):
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, str(path), mode], stdout=subprocess.PIPE
+        )
+        try:
+            assert child.stdout is not None and child.stdout.readline() == b"1\n"
+            assert open_writers([path]) == ([(child.pid, str(path))] if writes else []), mode
+        finally:
+            child.kill()
+            child.wait(10)
+        path.write_text(MAP_V1)
+
+
+def _map_of(n: int, callee: str = "010-2222") -> str:
+    return "ax:\n" + "".join(
+        f"  - {{id: b{i}, x: 0507-1000-{i:04d}, a: {callee}-{i:04d}}}\n" for i in range(n)
+    )
+
+
+def test_the_drop_guard_refuses_a_map_cut_short_until_forced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    maps = tmp_path / "maps"
+    write_map(maps, "a.yaml", _map_of(200))
+    guard = DropGuard(0.10, 10)
+    with Store(tmp_path / "s.lmdb", map_size=32 << 20) as store:
+        assert reload_maps(store, maps, now=NOW, guard=guard).ok
+        digest = store.loaded("yaml")
+        # At an entry boundary: valid YAML, 120 bindings fewer.
+        write_map(maps, "a.yaml", _map_of(80))
+        with caplog.at_level(logging.ERROR, logger="translate.reload"):
+            refused = reload_maps(store, maps, now=NOW, guard=guard)
+        assert not refused.ok and refused.errors == []
+        assert refused.refusal == (
+            "it would remove 120 of the 200 live YAML bindings (60%), more than a reload may"
+            " without being forced (max_drop 10%, drop_allowance 10)"
+        )
+        assert "SIGUSR1" in refused.summary() and "--force" in refused.summary()
+        assert refused.summary() in caplog.text
+        assert len(store.ids("yaml")) == 200 and store.loaded("yaml") == digest
+        # Within the share, or the allowance, a reload goes through.
+        write_map(maps, "a.yaml", _map_of(181))
+        assert reload_maps(store, maps, now=NOW, guard=guard).removed == 19
+        write_map(maps, "a.yaml", _map_of(171))
+        assert reload_maps(store, maps, now=NOW, guard=guard).removed == 10
+        # Forced (no guard): anything valid.
+        write_map(maps, "a.yaml", _map_of(80))
+        assert reload_maps(store, maps, now=NOW).removed == 91
+
+
+def test_the_drop_guard_counts_live_bindings_only(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    text = "defaults: {timezone: UTC}\n" + _map_of(100).replace(
+        "a: 010-2222-", "expires: 2030-01-01T00:01:00Z, a: 010-2222-"
+    )
+    write_map(maps, "a.yaml", text)
+    guard = DropGuard(0.10, 0)
+    with Store(tmp_path / "s.lmdb", map_size=32 << 20) as store:
+        assert reload_maps(store, maps, now=NOW, guard=guard).ok
+        write_map(maps, "a.yaml", "ax: []\n")
+        # An hour later every binding has expired: removing them drops nothing live.
+        result = reload_maps(store, maps, now=NOW + 3600, guard=guard)
+        assert result.ok and result.removed == 100
+
+
+def test_emptying_the_maps_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    maps = tmp_path / "maps"
+    write_map(maps, "a.yaml", MAP_V1)
+    write_map(maps, "b.yaml", "# nothing yet\n")
+    with Store(tmp_path / "s.lmdb", map_size=32 << 20) as store:
+        with caplog.at_level(logging.WARNING, logger="translate.reload"):
+            first = reload_maps(store, maps, now=NOW, guard=DropGuard())
+        assert first.warnings == [f"{maps / 'b.yaml'}: holds no bindings"]
+        (maps / "a.yaml").write_text("")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="translate.reload"):
+            emptied = reload_maps(store, maps, now=NOW, guard=DropGuard())
+        assert emptied.ok and emptied.removed == 2  # within the allowance of 10
+        assert emptied.warnings == [
+            f"{maps / 'a.yaml'}: holds no bindings",
+            f"{maps / 'b.yaml'}: holds no bindings",
+            "the number maps hold no bindings: all 2 YAML bindings were removed",
+        ]
+        assert [r.levelname for r in caplog.records].count("WARNING") == 3
 
 
 # ------------------------------------------------------- two-process consistency

@@ -1,9 +1,12 @@
 """``ansim numbers ...``: check, load and inspect number maps, and look after the store.
 
-``b2bua.cli`` calls ``register(subparsers)``; each command returns its exit status:
-0 success, 1 errors (bad map, bad input, missing store), 2 a lookup that was refused.
-Store and maps default to ``var/numbers.lmdb`` and ``config/numbers`` under the current
-directory, as in the engine configuration.
+``b2bua.cli`` calls ``register(subparsers, resolve)``: ``resolve(folder)`` reads the
+configuration folder (``--config DIR``, default ``config``) and returns its ``numbers``
+settings with absolute paths, so that these commands use the store and maps the engine
+uses, from any directory. ``--store``, ``--maps`` and the plan options override them. A
+missing configuration folder is refused, unless it was not named and the command was
+given every path it needs. Each command returns its exit status: 0 success, 1 errors
+(bad map, bad input, missing store), 2 a lookup that was refused.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import datetime as dt
 import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import translate.numbers as numbers
@@ -22,16 +27,23 @@ from translate.numbers import NumberError, NumberPlan, normalise
 from translate.progress import ProgressBar
 from translate.refusals import answer
 from translate.reload import reload_maps
+from translate.settings import DEFAULT_CONFIG_DIR, NumbersSettings
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
-__all__ = ["DEFAULT_MAPS", "DEFAULT_STORE", "main", "register"]
+__all__ = ["Resolve", "main", "register", "standalone_settings"]
 
-DEFAULT_STORE = "var/numbers.lmdb"
-DEFAULT_MAPS = "config/numbers"
+#: Reads the configuration folder: its ``numbers`` settings, paths absolute.
+Resolve = Callable[[Path], NumbersSettings]
 
 
-def register(subparsers: Any) -> None:
+def standalone_settings(folder: Path) -> NumbersSettings:
+    """The default settings taken from ``folder`` (without ansim's entry point, which
+    reads ``ansim.yaml``)."""
+    return NumbersSettings().resolved(folder)
+
+
+def register(subparsers: Any, resolve: Resolve = standalone_settings) -> None:
     """Add the ``numbers`` command and its subcommands to an argparse subparsers object."""
     numbers_parser = subparsers.add_parser(
         "numbers", help="check, load and inspect number maps and the translation store"
@@ -39,18 +51,28 @@ def register(subparsers: Any) -> None:
     sub = numbers_parser.add_subparsers(dest="numbers_command", metavar="SUBCOMMAND", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", default=DEFAULT_STORE, help="LMDB store (%(default)s)")
-    common.add_argument("--maps", default=DEFAULT_MAPS, help="map directory (%(default)s)")
-    common.add_argument("--country-code", default="82", help="national plan (%(default)s)")
-    common.add_argument("--trunk-prefix", default="0", help="(%(default)s)")
-    common.add_argument("--international-prefix", default="00", help="(%(default)s)")
+    common.add_argument(
+        "--config",
+        help=f"configuration folder; store, maps and plan come from it (default {DEFAULT_CONFIG_DIR})",
+    )
+    common.add_argument("--store", help="LMDB store (default: numbers.store of the configuration)")
+    common.add_argument("--maps", help="map folder (default: numbers.maps of the configuration)")
+    common.add_argument("--country-code", help="national plan (default: the configuration's)")
+    common.add_argument("--trunk-prefix")
+    common.add_argument("--international-prefix")
     common.add_argument("--show-numbers", action="store_true", help="print real numbers unmasked")
+    common.set_defaults(resolve=resolve)
 
     p = sub.add_parser("check", parents=[common], help="validate maps; exit 1 listing all errors")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (--maps)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("load", parents=[common], help="compile the maps into the store")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="load even when the maps remove more live bindings than the reload guard allows",
+    )
     p.set_defaults(func=cmd_load)
 
     p = sub.add_parser("lookup", parents=[common], help="decide a call from C to X")
@@ -86,21 +108,62 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def _plan(args: argparse.Namespace) -> NumberPlan:
-    return NumberPlan(args.country_code, args.trunk_prefix, args.international_prefix)
+def _settings(args: argparse.Namespace, *, needs_config: bool) -> NumbersSettings | None:
+    """The settings for a command: the configuration's, with the command line's
+    overrides; None (the reason on stderr) when there are none to be had.
 
-
-def _setup(args: argparse.Namespace) -> None:
+    ``needs_config``: the command uses a path it was not given, so a missing default
+    configuration folder is an error too, not only a missing named one."""
     if args.show_numbers:
         numbers.SHOW_REAL_NUMBERS = True
+    folder = Path(args.config or DEFAULT_CONFIG_DIR)
+    if folder.is_dir():
+        try:
+            settings: NumbersSettings = args.resolve(folder)
+        except ConfigError as exc:
+            for error in exc.errors:
+                print(error, file=sys.stderr)
+            print(f"error: configuration {folder} refused", file=sys.stderr)
+            return None
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
+    elif args.config is not None or needs_config:
+        what = "is not a folder" if folder.exists() else "does not exist"
+        print(f"error: configuration folder {folder} {what}", file=sys.stderr)
+        return None
+    else:  # every path given on the command line
+        settings = standalone_settings(folder)
+    update: dict[str, str] = {}
+    for name in ("store", "maps"):
+        value = getattr(args, name)
+        if value is not None:
+            update[name] = os.path.abspath(value)
+    for name in ("country_code", "trunk_prefix", "international_prefix"):
+        value = getattr(args, name)
+        if value is not None:
+            update[name] = value
+    settings = settings.model_copy(update=update)
+    try:
+        settings.plan()
+    except ValueError as exc:
+        print(f"error: number plan: {exc}", file=sys.stderr)
+        return None
+    return settings
+
+
+def _plan(settings: NumbersSettings) -> NumberPlan:
+    return settings.plan()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    _setup(args)
-    paths = args.paths or [args.maps]
+    settings = _settings(args, needs_config=not args.paths and args.maps is None)
+    if settings is None:
+        return 1
+    paths = args.paths or [settings.maps]
     bar = ProgressBar()
     try:
-        compiled = compile_maps(paths, _plan(args), now=time.time(), progress=bar)
+        compiled = compile_maps(paths, _plan(settings), now=time.time(), progress=bar)
     except ConfigError as exc:
         bar.close()
         for error in exc.errors:
@@ -109,6 +172,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         return 1
     bar.close()
     counts = compiled.counts()
+    for file in compiled.empty_files:
+        print(f"warning: {file}: holds no bindings", file=sys.stderr)
     print(
         f"ok: {len(compiled.bindings)} bindings in {len(compiled.files)} file(s)"
         f" (ax {counts['ax']}, axb {counts['axb']}, axn {counts['axn']})"
@@ -117,11 +182,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    _setup(args)
+    settings = _settings(args, needs_config=args.store is None or args.maps is None)
+    if settings is None:
+        return 1
     bar = ProgressBar()
+    guard = None if args.force else settings.guard()
     try:
-        with Store(args.store) as store:
-            result = reload_maps(store, args.maps, _plan(args), progress=bar)
+        with Store(settings.store) as store:
+            result = reload_maps(store, settings.maps, _plan(settings), progress=bar, guard=guard)
     except StoreError as exc:
         bar.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -129,13 +197,17 @@ def cmd_load(args: argparse.Namespace) -> int:
     bar.close()
     for error in result.errors:
         print(error)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(result.summary(), file=sys.stderr if not result.ok else sys.stdout)
     return 0 if result.ok else 1
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    _setup(args)
-    plan = _plan(args)
+    settings = _settings(args, needs_config=args.store is None)
+    if settings is None:
+        return 1
+    plan = _plan(settings)
     virtual = normalise(args.virtual, plan)
     caller = normalise(args.caller, plan)
     for name, value in (("X", virtual), ("--from", caller)):
@@ -149,7 +221,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         print(f"error: --at: {exc}", file=sys.stderr)
         return 1
     try:
-        with Store(args.store, readonly=True) as store:
+        with Store(settings.store, readonly=True) as store:
             decision = store.lookup(virtual, caller, now, count=False)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -172,13 +244,15 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _setup(args)
-    virtual = normalise(args.virtual, _plan(args))
+    settings = _settings(args, needs_config=args.store is None)
+    if settings is None:
+        return 1
+    virtual = normalise(args.virtual, _plan(settings))
     if isinstance(virtual, NumberError):
         print(f"error: X: {virtual}", file=sys.stderr)
         return 1
     try:
-        with Store(args.store, readonly=True) as store:
+        with Store(settings.store, readonly=True) as store:
             found = store.on_virtual(virtual)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -194,14 +268,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    _setup(args)
+    settings = _settings(args, needs_config=args.store is None)
+    if settings is None:
+        return 1
     try:
-        with Store(args.store, readonly=True) as store:
+        with Store(settings.store, readonly=True) as store:
             stats = store.stats(time.time())
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"store: {args.store} ({stats.size_bytes / 1e6:.1f} MB used)")
+    print(f"store: {settings.store} ({stats.size_bytes / 1e6:.1f} MB used)")
     print(f"{'source':<8}{'ax':>12}{'axb':>12}{'axn':>12}{'total':>12}")
     for source in sorted(stats.counts):
         by_kind = stats.counts[source]
@@ -223,21 +299,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store_exists(args: argparse.Namespace) -> bool:
-    """False, with the reason on stderr, when ``--store`` holds no store (opening it for
-    writing would create an empty one)."""
-    if os.path.exists(os.path.join(args.store, "data.mdb")):
-        return True
-    print(f"error: no store at {args.store} (run `ansim numbers load` first)", file=sys.stderr)
-    return False
+def _existing_store(args: argparse.Namespace) -> NumbersSettings | None:
+    """The settings, or None (the reason on stderr) when their store does not exist:
+    opening it for writing would create an empty one."""
+    settings = _settings(args, needs_config=args.store is None)
+    if settings is None:
+        return None
+    if os.path.exists(os.path.join(settings.store, "data.mdb")):
+        return settings
+    print(f"error: no store at {settings.store} (run `ansim numbers load` first)", file=sys.stderr)
+    return None
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    _setup(args)
-    if not _store_exists(args):
+    settings = _existing_store(args)
+    if settings is None:
         return 1
     try:
-        with Store(args.store) as store:
+        with Store(settings.store) as store:
             n = store.purge_expired(time.time())
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -247,13 +326,13 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
 
 def cmd_repack(args: argparse.Namespace) -> int:
-    _setup(args)
-    if not _store_exists(args):
+    settings = _existing_store(args)
+    if settings is None:
         return 1
     bar = ProgressBar()
     started = time.monotonic()
     try:
-        with Store(args.store) as store:
+        with Store(settings.store) as store:
             before, after = store.repack(lambda done, total: bar("repack", done, total))
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

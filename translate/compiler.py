@@ -59,11 +59,18 @@ from translate.yaml_source import (
     Positions,
     SourceError,
     format_loc,
-    load_yaml,
+    load_yaml_text,
     validation_errors,
 )
 
-__all__ = ["CompiledMap", "compile_maps", "map_files"]
+__all__ = [
+    "IGNORED_STARTS",
+    "MAP_SUFFIXES",
+    "CompiledMap",
+    "compile_maps",
+    "is_map_name",
+    "map_files",
+]
 
 #: progress(phase, done, total): phase is "parsing" (files) or "checking" (bindings).
 Progress = Callable[[str, int, int], None]
@@ -85,6 +92,8 @@ class CompiledMap:
     origins: dict[str, Origin] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     digest: str = ""
+    #: Files that hold no binding (empty, comments only, or empty lists).
+    empty_files: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {"ax": 0, "axb": 0, "axn": 0}
@@ -98,8 +107,23 @@ class CompiledMap:
         return SourceError(file, line, column, reason)
 
 
+#: Map files are ``*.yaml`` and ``*.yml``; a name starting with one of these is not one,
+#: so that a file being written under such a name and then renamed into place (the
+#: atomic way to change a map) never loads half-written: dotfiles (``.new.yaml``, rsync's
+#: ``.map.yaml.Xq3z``, emacs's ``.#map.yaml``) and ``#`` or ``~`` names (editor autosaves).
+#: Names ending otherwise (``map.yaml.tmp``, ``.part``, ``.swp``, ``~``) are not maps either.
+IGNORED_STARTS = (".", "#", "~")
+MAP_SUFFIXES = (".yaml", ".yml")
+
+
+def is_map_name(name: str) -> bool:
+    """Whether a file called ``name`` in a maps folder is a map (see ``IGNORED_STARTS``)."""
+    return name.endswith(MAP_SUFFIXES) and not name.startswith(IGNORED_STARTS)
+
+
 def map_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """The map files named by ``paths``: files as given, directories' *.yaml and *.yml.
+    """The map files named by ``paths``: files as given, directories' map files
+    (``is_map_name``).
 
     A path that does not exist raises ConfigError (a mistyped directory must not load
     as an empty map and unbind everything).
@@ -109,7 +133,7 @@ def map_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = [p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()]
+            found = [p for p in path.iterdir() if is_map_name(p.name) and p.is_file()]
             out.extend(sorted(found))
         elif path.is_file():
             out.append(path)
@@ -133,13 +157,18 @@ def compile_maps(
     digest = hashlib.sha256()
     parsed: list[_ParsedFile] = []
     for n, path in enumerate(files, 1):
+        # Read once: what is checked is what the digest names, even if the file changes.
         try:
-            digest.update(path.read_bytes())
-        except OSError:
-            pass  # load_yaml reports it
-        loaded = compiler.load_file(path)
+            text = path.read_bytes()
+        except OSError as exc:
+            compiler.errors.append(SourceError(str(path), 1, 1, f"unreadable: {exc.strerror}"))
+            continue
+        digest.update(text)
+        loaded = compiler.load_file(path, text)
         if loaded is not None:
             parsed.append(loaded)
+        if loaded is None or not any(items for _, items in loaded.lists):
+            compiler.result.empty_files.append(str(path))
         if progress is not None:
             progress("parsing", n, len(files))
     total = sum(len(items) for p in parsed for _, items in p.lists)
@@ -195,10 +224,11 @@ class _Compiler:
         text = f"{rule}: {where}: {detail}" if where else f"{rule}: {detail}"
         self.errors.append(SourceError(positions.file, line, column, text))
 
-    def load_file(self, path: Path) -> _ParsedFile | None:
-        """Parse a file and check its header; None when nothing in it can be compiled."""
+    def load_file(self, path: Path, text: bytes) -> _ParsedFile | None:
+        """Parse a file's text and check its header; None when nothing in it can be
+        compiled."""
         try:
-            data, positions = load_yaml(path)
+            data, positions = load_yaml_text(text, str(path))
         except ConfigError as exc:
             self.errors.extend(exc.errors)
             return None

@@ -88,6 +88,7 @@ __all__ = [
     "SOURCES",
     "Conflict",
     "ConflictError",
+    "DropRefused",
     "Refusal",
     "ReplaceResult",
     "Route",
@@ -141,6 +142,15 @@ class Conflict:
 
     def __str__(self) -> str:
         return f"{self.rule}: {self.binding_id!r}: {self.message}"
+
+
+class DropRefused(Exception):
+    """A replace was refused because it would remove too many live bindings at once."""
+
+    def __init__(self, message: str, live: int, dropped: int) -> None:
+        super().__init__(message)
+        self.live = live
+        self.dropped = dropped
 
 
 class ConflictError(Exception):
@@ -391,6 +401,13 @@ class Store:
                     out.append(decode_binding(binding_id, raw))
         return out
 
+    def loaded(self, source: str) -> dict[str, Any] | None:
+        """What the last bulk load of ``source`` recorded (``at``, ``files``, ``bindings``,
+        ``digest``), or None when ``source`` was never loaded into this store."""
+        with self._env.begin(db=self._meta) as txn:
+            raw = txn.get(b"loaded" + SEP + source.encode())
+        return None if raw is None else dict(_unpackb(raw))
+
     def ids(self, source: str) -> list[str]:
         """Ids of the bindings from ``source``, in id order."""
         with self._env.begin() as txn:
@@ -478,6 +495,7 @@ class Store:
         now: float,
         progress: Progress | None = None,
         loaded: dict[str, Any] | None = None,
+        guard: Callable[[int, int], str | None] | None = None,
     ) -> ReplaceResult:
         """Make ``bindings`` the whole set from ``source``, in one write transaction.
 
@@ -485,26 +503,45 @@ class Store:
         changed ones written. Bindings of other sources are not touched, except expired
         ones standing in a new binding's way. Raises ConflictError listing every conflict;
         the store is then unchanged. ``loaded`` is kept in ``meta`` for ``stats``.
+
+        ``guard(live, dropped)`` is asked, before anything is written, about the live
+        (unexpired) bindings of ``source`` and how many of them the new set leaves out; a
+        message back refuses the write (DropRefused, the store unchanged).
         """
         self._check_source(source)
         with self._write() as txn:
             writer = _Writer(self, txn, now)
-            old = set(self._ids_in(txn, source))
             wanted: dict[str, tuple[Binding, bytes]] = {}
             for binding in bindings:
                 wanted[binding.id] = (binding, encode_binding(binding, source))
-            added = changed = unchanged = removed = 0
-            for binding_id in old:
+            gone: list[str] = []
+            replaced: list[str] = []
+            unchanged = live = dropped = 0
+            for binding_id in self._ids_in(txn, source):
                 item = wanted.get(binding_id)
-                if item is not None and txn.get(binding_id.encode(), db=self._bindings) == item[1]:
+                raw = txn.get(binding_id.encode(), db=self._bindings)
+                alive = (
+                    guard is not None
+                    and raw is not None
+                    and decode_binding(binding_id, raw)[0].live(now)
+                )
+                live += alive
+                if item is not None and raw == item[1]:
                     unchanged += 1
                     del wanted[binding_id]
                     continue
-                writer.remove(binding_id)
                 if item is None:
-                    removed += 1
+                    gone.append(binding_id)
+                    dropped += alive
                 else:
-                    changed += 1
+                    replaced.append(binding_id)
+            if guard is not None:
+                refusal = guard(live, dropped)
+                if refusal is not None:
+                    raise DropRefused(refusal, live, dropped)
+            for binding_id in (*gone, *replaced):
+                writer.remove(binding_id)
+            removed, changed = len(gone), len(replaced)
             for n, (binding, _) in enumerate(wanted.values(), 1):
                 writer.add(binding, source)
                 if progress is not None and n % 1_000 == 0:
