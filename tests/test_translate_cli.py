@@ -224,3 +224,62 @@ def test_load_creates_the_store_for_its_owner_only(
     store = tmp_path / "var" / "numbers.lmdb"
     modes = {p.name: os.stat(p).st_mode & 0o777 for p in (store.parent, store, *store.iterdir())}
     assert modes == {"var": 0o700, "numbers.lmdb": 0o700, "data.mdb": 0o600, "lock.mdb": 0o600}
+
+
+def test_a_named_configuration_folder_must_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(capsys, "stats", "--config", "nowhere")
+    assert status == 1 and err == "error: configuration folder nowhere does not exist\n"
+    # The default folder is needed when the command is not given its paths ...
+    status, _, err = run(capsys, "load")
+    assert status == 1 and "configuration folder config does not exist" in err
+    assert not (tmp_path / "var").exists()
+    # ... and not when it is.
+    write_map(tmp_path / "elsewhere", "good.yaml", GOOD)
+    status, out, _ = run(capsys, "check", str(tmp_path / "elsewhere"))
+    assert status == 0 and out.startswith("ok: 3 bindings")
+    status, _, _ = run(capsys, "load", "--maps", "elsewhere", "--store", "s.lmdb")
+    assert status == 0 and (tmp_path / "s.lmdb" / "data.mdb").exists()
+
+
+def test_load_is_guarded_and_force_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maps = tmp_path / "maps"
+    many = "ax:\n" + "".join(
+        f"  - {{x: 0507-2000-{i:04d}, a: 010-3333-{i:04d}}}\n" for i in range(100)
+    )
+    write_map(maps, "m.yaml", many)
+    where = ["--maps", str(maps), "--store", str(tmp_path / "s.lmdb")]
+    assert run(capsys, "load", *where)[0] == 0
+    write_map(maps, "m.yaml", "ax:\n" + "".join(many.splitlines(keepends=True)[1:51]))
+    status, out, err = run(capsys, "load", *where)
+    assert status == 1 and out == ""
+    assert "map refused: it would remove 50 of the 100 live YAML bindings (50%)" in err
+    assert "`ansim numbers load --force`" in err
+    status, out, _ = run(capsys, "stats", *where)
+    assert "yaml             100" in out
+    status, out, err = run(capsys, "load", "--force", *where)
+    assert status == 0 and "50 removed" in out
+    (maps / "m.yaml").write_text("# emptied\n")
+    status, out, err = run(capsys, "load", "--force", *where)
+    assert status == 0
+    assert f"warning: {maps / 'm.yaml'}: holds no bindings" in err
+    assert "warning: the number maps hold no bindings: all 50 YAML bindings were removed" in err
+
+
+def test_lookup_prints_the_answers_of_the_refusal_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maps = tmp_path / "maps"
+    write_map(maps, "m.yaml", GOOD)
+    where = ["--maps", str(maps), "--store", str(tmp_path / "s.lmdb")]
+    assert run(capsys, "load", *where)[0] == 0
+    status, out, _ = run(capsys, "lookup", "050-7000-2001", "--from", "010-9999-9999", *where)
+    assert status == 2
+    assert out == (
+        "refused: not_party (binding -): X holds only axb pairs and the caller is in none of"
+        " them: SIP 403 Forbidden, SMPP ESME_RINVSRCADR (0x0A)\n"
+    )

@@ -168,8 +168,12 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> tuple[Any, Posi
 
 
 def load_model(path: str | os.PathLike[str], model: type[ModelT]) -> ModelT:
-    """Load a YAML file and validate it as ``model``; ConfigError lists every problem."""
+    """Load a YAML file and validate it as ``model``; ConfigError lists every problem.
+
+    An empty file (or one of comments only) is an empty mapping: every default."""
     data, positions = load_yaml(path)
+    if data is None:
+        data = {}
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
