@@ -249,7 +249,12 @@ class Engine:
             )
             for error in result.errors:
                 print(error, file=sys.stderr)
-            print(f"ansim: {result.summary()}", file=sys.stderr)
+            what = f"{len(result.errors)} error(s)" if result.errors else result.refusal
+            print(
+                f"ansim: refusing to start: the number maps are refused ({what}) and no map"
+                " was loaded into the store before",
+                file=sys.stderr,
+            )
             return False
         when = time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(last["at"]))
         log.error(

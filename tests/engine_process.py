@@ -97,6 +97,8 @@ class EngineProcess:
         start_timeout: float = 15.0,
         listen_flags: bool = True,
         log_name: str = "engine.log",
+        cwd: Path | None = None,
+        config_arg: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
@@ -108,6 +110,9 @@ class EngineProcess:
         self.config_dir = self.workdir / "config"
         self.var = self.workdir / "var"
         self.log_path = self.workdir / log_name
+        # Where the engine runs, and what --config says (default: the folder's full path).
+        self.cwd = cwd or self.workdir
+        self.config_arg = config_arg
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
 
@@ -150,7 +155,7 @@ class EngineProcess:
         if not ANSIM.exists():
             raise RuntimeError(f"{ANSIM} is missing: run .venv/bin/pip install -e . --no-deps")
         self.write_config()
-        cmd = [str(ANSIM), "serve", "--config", str(self.config_dir)]
+        cmd = [str(ANSIM), "serve", "--config", self.config_arg or str(self.config_dir)]
         if self.listen_flags:
             cmd += ["--sip", f"udp:127.0.0.1:{self.port}", "--sip", f"tcp:127.0.0.1:{self.port}"]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -161,7 +166,7 @@ class EngineProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
-                cwd=self.workdir,
+                cwd=self.cwd,
             )
         try:
             self._wait_ready()

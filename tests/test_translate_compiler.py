@@ -457,3 +457,24 @@ def test_shipped_example_map_is_valid() -> None:
     compiled = compile_maps([REPO / "config/numbers"], now=NOW)
     assert set(compiled.counts()) == {"ax", "axb", "axn"}
     assert all(compiled.counts().values())
+
+
+def test_impossible_dates_are_listed_with_every_other_error(tmp_path: Path) -> None:
+    text = """
+    defaults: {timezone: Asia/Seoul}
+    ax:
+      - {id: a, x: 050-7000-1001, a: 010-1111-0001, expires: 2099-02-30}
+      - {id: b, x: 050-7000-1002, a: 010-1111-00, expires: 2099-13-01, recrod: true}
+      - {id: c, x: 050-7000-1003, a: 010-1111-0003, expires: "2099-01-01T25:00"}
+    """
+    assert errors(tmp_path, text) == [
+        "m.yaml:3:58: invalid-value: ax[0].expires: '2099-02-30' is not a valid date or"
+        " time: day is out of range for month",
+        "m.yaml:4:34: bad-number: ax[1].a: not a telephone number: too short for a Korean"
+        " mobile (010): 8 digits after +82, expected 10",
+        "m.yaml:4:56: invalid-value: ax[1].expires: '2099-13-01' is not a valid date or"
+        " time: month must be in 1..12",
+        "m.yaml:4:68: unknown-field: ax[1]: 'recrod' is not a known field",
+        "m.yaml:5:58: invalid-value: ax[2].expires: input should be a valid date or datetime,"
+        " hour value is outside expected range of 0-23",
+    ]

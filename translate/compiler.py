@@ -228,10 +228,11 @@ class _Compiler:
         """Parse a file's text and check its header; None when nothing in it can be
         compiled."""
         try:
-            data, positions = load_yaml_text(text, str(path))
+            data, positions = load_yaml_text(text, str(path), keep_going=True)
         except ConfigError as exc:
             self.errors.extend(exc.errors)
             return None
+        self.errors.extend(positions.value_errors)
         if data is None:
             return None
         if not isinstance(data, dict):
@@ -277,6 +278,13 @@ class _Compiler:
                     number = normalise(value, parsed.plan) if isinstance(value, str) else None
                     if isinstance(number, str):
                         numbers[name] = number
+                    elif isinstance(number, NumberError):  # reported with the other errors
+                        self.error(
+                            parsed.positions,
+                            (*loc, name),
+                            "bad-number",
+                            f"not a telephone number: {number}",
+                        )
                 raw_id = item.get("id")
                 given = None if raw_id is None else str(raw_id)
                 self._shadow(kind, given, numbers, parsed.positions, loc)

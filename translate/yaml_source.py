@@ -81,13 +81,18 @@ class Positions:
     the same shape as a pydantic error ``loc``.
     """
 
-    __slots__ = ("_keys", "_texts", "_values", "file")
+    __slots__ = ("_keys", "_texts", "_values", "file", "invalid", "value_errors")
 
     def __init__(self, file: str) -> None:
         self.file = file
         self._values: dict[Loc, tuple[int, int]] = {(): (1, 1)}
         self._keys: dict[Loc, tuple[int, int]] = {}
         self._texts: dict[Loc, str] = {}
+        #: Values the YAML loader could not build (``2099-02-30``), and their errors,
+        #: when loaded with ``keep_going``; validation errors at these places are not
+        #: reported again.
+        self.invalid: set[Loc] = set()
+        self.value_errors: list[SourceError] = []
 
     def at(self, loc: Sequence[str | int]) -> tuple[int, int]:
         """(line, column) of the value at ``loc``, or of its nearest existing parent.
@@ -145,8 +150,15 @@ def load_yaml(path: str | os.PathLike[str]) -> tuple[Any, Positions]:
     return load_yaml_text(text, file)
 
 
-def load_yaml_text(text: str | bytes, file: str = "<string>") -> tuple[Any, Positions]:
-    """Like ``load_yaml`` for text already in memory; ``file`` names it in errors."""
+def load_yaml_text(
+    text: str | bytes, file: str = "<string>", *, keep_going: bool = False
+) -> tuple[Any, Positions]:
+    """Like ``load_yaml`` for text already in memory; ``file`` names it in errors.
+
+    With ``keep_going``, values the YAML loader cannot build (impossible dates, bad
+    tagged values) do not raise: they are left as a placeholder no model accepts, their
+    errors in ``positions.value_errors``, so that the caller reports them with every
+    other error of the file (``validation_errors`` skips those places)."""
     positions = Positions(file)
     loader = yaml.CSafeLoader(text)
     try:
@@ -160,8 +172,9 @@ def load_yaml_text(text: str | bytes, file: str = "<string>") -> tuple[Any, Posi
             return None, positions
         builder = _Builder(loader, positions, budget=_NODES_PER_CHAR * len(text) + 1000)
         data = builder.build(root, (), None)
-        if builder.errors:
-            raise ConfigError(builder.errors)
+        if builder.errors or (builder.value_errors and not keep_going):
+            raise ConfigError([*builder.errors, *builder.value_errors])
+        positions.value_errors = builder.value_errors
         return data, positions
     finally:
         loader.dispose()
@@ -191,6 +204,8 @@ def validation_errors(
     for err in exc.errors(include_url=False):
         loc: Loc = (*base, *err["loc"])
         found = positions.resolve(loc)
+        if found in positions.invalid:
+            continue  # said already, by the YAML loader
         kind = err["type"]
         if kind == "extra_forbidden":
             line, column = positions.key_at(loc)
@@ -250,6 +265,7 @@ class _Builder:
         self.loader = loader
         self.positions = positions
         self.errors: list[SourceError] = []
+        self.value_errors: list[SourceError] = []
         # Aliases let a short text name a huge or endless value (`&a [*a]`, or nine
         # aliases of nine aliases of ...): nesting and the values built are bounded.
         self.budget = budget
@@ -288,7 +304,7 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self._error(key_node, "bad-key: mapping keys must be plain scalars")
                 continue
-            key = self._scalar(key_node, loc)
+            key = self._scalar(key_node, loc, is_key=True)
             if key is _INVALID:
                 continue
             try:
@@ -312,7 +328,7 @@ class _Builder:
             result[key] = self.build(value_node, (*loc, key), key_node)
         return result
 
-    def _scalar(self, node: ScalarNode, loc: Loc) -> Any:
+    def _scalar(self, node: ScalarNode, loc: Loc, *, is_key: bool = False) -> Any:
         """The value of a scalar, or ``_INVALID`` with the error recorded.
 
         The YAML loader itself resolves some plain scalars: ``2099-02-30`` is read as a
@@ -333,7 +349,13 @@ class _Builder:
             reason = f"invalid-value: {where + ': ' if where else ''}{node.value!r} is not {what}"
             if isinstance(exc, ValueError) and str(exc):
                 reason += f": {exc}"
-            self._error(node, reason)
+            if is_key:  # the mapping it names cannot be built: that is fatal
+                self._error(node, reason)
+                return _INVALID
+            mark = node.start_mark
+            line, column = mark.line + 1, mark.column + 1
+            self.value_errors.append(SourceError(self.positions.file, line, column, reason))
+            self.positions.invalid.add(loc)
         return _INVALID
 
     def _error(self, node: Node, reason: str) -> None:
