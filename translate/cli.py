@@ -210,11 +210,13 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     plan = _plan(settings)
     virtual = normalise(args.virtual, plan)
     caller = normalise(args.caller, plan)
-    for name, value in (("X", virtual), ("--from", caller)):
-        if isinstance(value, NumberError):
-            print(f"error: {name}: {value}", file=sys.stderr)
-            return 1
-    assert isinstance(virtual, str) and isinstance(caller, str)
+    if isinstance(caller, NumberError):
+        print(f"error: --from: {caller}", file=sys.stderr)
+        return 1
+    if isinstance(virtual, NumberError):  # what the engine answers such a call with
+        refusal = answer("bad_number")
+        print(f"refused: bad_number ({virtual}): {refusal.meaning}: {refusal.describe()}")
+        return 2
     try:
         now = _parse_time(args.at)
     except ValueError as exc:
