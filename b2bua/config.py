@@ -131,6 +131,14 @@ def config_folder(path: str | Path) -> Path:
     return folder
 
 
+def json_schema() -> dict[str, object]:
+    """The JSON Schema shipped as config/schema/ansim.schema.json (for editors)."""
+    schema = EngineConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ansim engine configuration"
+    return schema
+
+
 def load_engine_config(config_dir: str | Path) -> EngineConfig:
     """Load ``ansim.yaml`` from the folder ``config_dir`` (defaults for a missing file),
     with every path resolved against the folder. Raises ConfigFolderError for a missing

@@ -193,3 +193,19 @@ def test_version() -> None:
         check=False,
     )
     assert proc.returncode == 0 and proc.stdout == "ansim 0.1.0\n", proc
+
+
+def test_shipped_engine_schema_matches_the_model() -> None:
+    import json
+
+    from b2bua.config import json_schema
+
+    shipped = json.loads((ROOT / "config" / "schema" / "ansim.schema.json").read_text())
+    assert shipped == json_schema()
+
+
+def test_the_shipped_ansim_yaml_holds_the_defaults() -> None:
+    from b2bua.config import EngineConfig
+    from translate.yaml_source import load_model
+
+    assert load_model(ROOT / "config" / "ansim.yaml", EngineConfig) == EngineConfig()
