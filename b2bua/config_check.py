@@ -46,7 +46,7 @@ def check_command(args: argparse.Namespace) -> int:
         return 2
     errors, notes = check_folder(folder)
     for error in errors:
-        print(error)
+        print(error.shown())
     for note in notes:
         print(note, file=sys.stderr if errors else sys.stdout)
     if errors:

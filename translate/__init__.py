@@ -2,11 +2,16 @@
 
 Modules, from the edge inwards:
 
-- ``numbers``: ``normalise`` any written or signalled number to E.164, ``mask`` for logs.
+- ``numbers``: ``normalise`` any written or signalled number to E.164 (with the lengths
+  of each national range, ``NATIONAL_PLANS``), ``mask`` for logs.
 - ``bindings``: the ``ax``/``axb``/``axn`` Binding and the lookup answers Route / Refusal.
+- ``refusals``: how each refusal is answered, by SIP and by SMPP: the one table for all.
 - ``store``: the LMDB translation table (``Store.lookup`` is the per-call hot path).
+- ``private_files``: files and folders readable by their owner only (real numbers).
 - ``mapfile``, ``compiler``: the operator map format and its validation.
-- ``reload``: ``reload_maps`` and ``MapWatcher`` for the engine; ``cli``: ``ansim numbers``.
+- ``reload``: ``reload_maps``, the drop guard and ``MapWatcher`` for the engine.
+- ``settings``: the ``numbers`` configuration section and paths relative to the
+  configuration folder; ``cli``: ``ansim numbers``.
 - ``yaml_source``: YAML loading with file:line:column errors, for all of ansim's config.
 
 This package imports nothing else of ansim's.

@@ -167,7 +167,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         bar.close()
         for error in exc.errors:
-            print(error)
+            print(error.shown())
         print(f"{len(exc.errors)} error(s)", file=sys.stderr)
         return 1
     bar.close()
@@ -196,7 +196,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         return 1
     bar.close()
     for error in result.errors:
-        print(error)
+        print(error.shown())
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(result.summary(), file=sys.stderr if not result.ok else sys.stdout)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
@@ -59,6 +60,15 @@ class SourceError:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.reason}"
+
+    def shown(self) -> str:
+        """``str(self)`` with the file relative to the current directory when it is inside
+        it (for the command line; logs keep the full path)."""
+        try:
+            file = str(Path(self.file).relative_to(Path.cwd()))
+        except ValueError:
+            file = self.file
+        return f"{file}:{self.line}:{self.column}: {self.reason}"
 
 
 class ConfigError(Exception):
