@@ -29,6 +29,7 @@ from .store_jobs import StoreJobs
 from .trunks import TrunkTable, load_trunks
 
 if TYPE_CHECKING:
+    from sms_smpp.config import SmppConfig
     from sms_smpp.service import SmppService
 
 log = logging.getLogger("ansim")
@@ -60,6 +61,7 @@ def serve_command(args: argparse.Namespace) -> int:
         config = load_engine_config(args.config)
         listeners = [Listen.parse(s) for s in args.sip] if args.sip else config.sip.listeners()
         trunks = load_trunks(config.trunks)
+        smpp = load_smpp(config)
     except ConfigError as exc:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return 2
@@ -73,7 +75,18 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvloop
 
     folder = Path(os.path.abspath(args.config))
-    return uvloop.run(Engine(config, folder, listeners, trunks).run())
+    return uvloop.run(Engine(config, folder, listeners, trunks, smpp).run())
+
+
+def load_smpp(config: EngineConfig) -> SmppConfig | None:
+    """The SMPP relay's configuration when it is on; None when off or not configured.
+    Read before the engine starts, so that an error in it is refused like any other."""
+    if not config.smpp or not Path(config.smpp).exists():
+        return None
+    from sms_smpp.config import load_config
+
+    smpp = load_config(config.smpp)
+    return smpp if smpp.enabled else None
 
 
 def tune_gc() -> None:
@@ -110,9 +123,15 @@ class Engine:
     """One engine process: SIP endpoint, call engine and the services beside them."""
 
     def __init__(
-        self, config: EngineConfig, config_dir: Path, listeners: list[Listen], trunks: TrunkTable
+        self,
+        config: EngineConfig,
+        config_dir: Path,
+        listeners: list[Listen],
+        trunks: TrunkTable,
+        smpp: SmppConfig | None = None,
     ) -> None:
         self.config = config
+        self.smpp_config = smpp
         self.config_dir = config_dir
         self.listeners = listeners
         self.trunks = trunks
@@ -268,23 +287,12 @@ class Engine:
         return True
 
     async def _start_smpp(self) -> bool:
-        if not self.config.smpp:
+        if self.smpp_config is None:
             return True
-        path = Path(self.config.smpp)
-        if not path.exists():
-            return True
-        from sms_smpp.config import load_config
         from sms_smpp.service import SmppService
 
-        try:
-            smpp_config = load_config(path)
-        except ConfigError as exc:
-            log.error("SMPP configuration refused:\n%s", exc)
-            return False
-        if not smpp_config.enabled:
-            return True
         assert self.store is not None
-        service = SmppService(smpp_config, self.store)
+        service = SmppService(self.smpp_config, self.store)
         await service.start()
         self.smpp = service
         log.info("SMPP relay started", extra={"port": service.port})
