@@ -24,7 +24,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from translate.bindings import Refusal
+from translate.bindings import Refusal, Route
 from translate.numbers import NumberPlan, mask
 from translate.store import Store
 
@@ -33,6 +33,7 @@ from .endpoint import SipEndpoint
 from .sip.dialog import Dialog, without_tag
 from .sip.errors import SipParseError
 from .sip.message import START_NAME, Request, Response
+from .sip.reason import RECOVERY_ON_TIMER_EXPIRY, q850_cause, q850_for_status
 from .sip.responses import REASONS, make_response
 from .sip.routing import Peer
 from .sip.sdp import OriginRewriter, rewrite_sdp
@@ -143,14 +144,18 @@ class Call:
         "callee",
         "caller",
         "cancelled",
+        "cause",
+        "cause_status",
         "end_at",
         "ended_by",
+        "in_trunk",
         "invite_at",
         "limit_timer",
         "reason",
         "retrans_interval",
         "ring_at",
         "route",
+        "source",
         "state",
         "status",
         "timer",
@@ -159,7 +164,9 @@ class Call:
         "virtual",
     )
 
-    def __init__(self, a_invite: Request, a_txn: ServerTransaction, now: float) -> None:
+    def __init__(
+        self, a_invite: Request, a_txn: ServerTransaction, source: Peer, now: float
+    ) -> None:
         self.a_invite = a_invite
         self.a_txn = a_txn
         self.a: Leg | None = None
@@ -179,6 +186,12 @@ class Call:
         self.status = 0
         self.ended_by: str | None = None
         self.reason: str | None = None
+        self.source = source  # where the caller's INVITE came from
+        self.in_trunk: str | None = None
+        # Release cause: Q.850 from a Reason header of the message that ended the call,
+        # else mapped from cause_status (the status that ended it, when not ``status``).
+        self.cause: int | None = None
+        self.cause_status = 0
         self.cancelled = False
         self.timer: Any = None
         self.limit_timer: Any = None
@@ -328,8 +341,10 @@ class CallEngine:
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):
             self._on_response(event.response, event.txn, now)
-        elif isinstance(event, (TransactionTimeout, TransportError)):
-            self._on_failure(event.txn, now)
+        elif isinstance(event, TransactionTimeout):
+            self._on_failure(event.txn, now, 408)
+        elif isinstance(event, TransportError):
+            self._on_failure(event.txn, now, 503)
         elif isinstance(event, StrayResponse):
             self._on_stray(event.response, event.source, now)
 
@@ -371,7 +386,8 @@ class CallEngine:
             if self.trunks.config.unknown_source == "reject":
                 layer.reply(txn, 403, now, to_tag=self.ids.next())
             return
-        call = Call(req, txn, now)
+        call = Call(req, txn, source, now)
+        call.in_trunk = trunk_in.name
         txn.user = call
         layer.reply(txn, 100, now)
         plan = self.trunks.plan_of(trunk_in)
@@ -552,6 +568,8 @@ class CallEngine:
             return
         # No answer at all from this trunk: forget its transaction, try the next one.
         self.layer.abandon(txn)
+        call.cause = None
+        call.cause_status = 408
         now = self.ep.now()
         self._try_next_trunk(call, now)
         self.ep.flush()
@@ -617,6 +635,8 @@ class CallEngine:
             self._clear_timer(call)
             call.state = CallState.ANSWERED
             call.answer_at = now
+            call.cause = None  # of a trunk that failed before this one answered
+            call.cause_status = 0
             self.stats.observe_setup(now - call.invite_at)
             self._answer_a(call, resp, now)
             return
@@ -624,6 +644,8 @@ class CallEngine:
         self._clear_timer(call)
         if call.cancelled:
             return
+        call.cause = q850_cause(resp.get_all(b"reason"))  # RFC 6432
+        call.cause_status = status
         if status == 408 or (status >= 500 and status != 600 and status != 603):
             self._try_next_trunk(call, now)
             return
@@ -694,6 +716,7 @@ class CallEngine:
             # No ACK: the call is torn down on both legs.
             call.ended_by = "engine"
             call.reason = "no_ack"
+            call.cause = RECOVERY_ON_TIMER_EXPIRY
             self._hangup_both(call, now)
             self.ep.flush()
             return
@@ -706,6 +729,10 @@ class CallEngine:
 
     def _fail_a(self, call: Call, status: int, phrase: bytes, reason: str, now: float) -> None:
         self._clear_timer(call)
+        if not reason.startswith("b_") and reason != "trunks_failed":
+            # ansim's own decision: the cause follows from the status the caller gets
+            call.cause = None
+            call.cause_status = 0
         if call.a_txn.state in (State.PROCEEDING, State.TRYING):
             self.layer.reply(call.a_txn, status, now, reason=phrase)
         call.status = status
@@ -770,12 +797,15 @@ class CallEngine:
         self.layer.reply(txn, 200, now)
         call = invite_txn.user
         if call.state in (CallState.ROUTING, CallState.EARLY) and not call.cancelled:
-            self._caller_gave_up(call, now)
+            self._caller_gave_up(call, cancel, now)
 
-    def _caller_gave_up(self, call: Call, now: float) -> None:
-        """The caller cancelled (or hung up) before the answer: 487, and the callee is cancelled."""
+    def _caller_gave_up(self, call: Call, req: Request, now: float) -> None:
+        """The caller cancelled (or hung up, ``req`` the CANCEL or BYE) before the answer:
+        487, and the callee is cancelled."""
         call.cancelled = True
         call.ended_by = "caller"
+        call.cause = q850_cause(req.get_all(b"reason"))
+        call.cause_status = 0
         self._clear_timer(call)
         self.layer.reply(call.a_txn, 487, now)
         call.status = 487
@@ -818,9 +848,11 @@ class CallEngine:
         if call.state == CallState.ENDED:
             return
         if leg.is_a and call.state in (CallState.ROUTING, CallState.EARLY):
-            self._caller_gave_up(call, now)  # BYE in the early dialog: a CANCEL for the callee
+            self._caller_gave_up(call, bye, now)  # BYE in the early dialog: a CANCEL for the callee
             return
         call.ended_by = "caller" if leg.is_a else "callee"
+        call.cause = q850_cause(bye.get_all(b"reason"))
+        call.cause_status = 0
         other = call.other(leg)
         self._unregister(leg)
         if other is not None:
@@ -960,11 +992,16 @@ class CallEngine:
             except SipParseError:
                 pass
 
-    def _on_failure(self, txn: ClientTransaction | ServerTransaction, now: float) -> None:
+    def _on_failure(
+        self, txn: ClientTransaction | ServerTransaction, now: float, status: int
+    ) -> None:
+        """``txn`` timed out (``status`` 408) or could not be sent (503, RFC 3261 §8.1.3.1)."""
         user = txn.user
         if isinstance(txn, ClientTransaction):
             if isinstance(user, Call) and txn is user.b_txn and txn.method == b"INVITE":
                 self._clear_timer(user)
+                user.cause = None
+                user.cause_status = status
                 if user.state == CallState.ROUTING and not user.cancelled:
                     self._try_next_trunk(user, now)
                 elif user.state == CallState.EARLY and not user.cancelled:
@@ -1000,27 +1037,7 @@ class CallEngine:
             self.release_ended(now)
         self._count(outcome)
         if self.cdr is not None:
-            wall = self._wall
-            route = call.route
-            self.cdr.add(
-                CallRecord(
-                    a_call_id=call.a_invite.call_id.decode(errors="replace"),
-                    b_call_id=call.b.dialog.call_id.decode() if call.b is not None else None,
-                    virtual=call.virtual,
-                    caller=call.caller,
-                    callee=call.callee,
-                    binding_id=route.binding_id if route is not None else None,
-                    invite_at=wall(call.invite_at),
-                    ring_at=wall(call.ring_at) if call.ring_at is not None else None,
-                    answer_at=wall(call.answer_at) if call.answer_at is not None else None,
-                    end_at=wall(now),
-                    duration=(now - call.answer_at) if call.answer_at is not None else None,
-                    status=call.status,
-                    ended_by=call.ended_by,
-                    trunk=call.trunk.name if call.trunk is not None else None,
-                    reason=call.reason,
-                )
-            )
+            self.cdr.add(self._record(call, now))
         if call.reason is not None and outcome.startswith("refused"):
             return
         if log.isEnabledFor(logging.DEBUG):
@@ -1034,6 +1051,47 @@ class CallEngine:
                     "outcome": outcome,
                 },
             )
+
+    def _record(self, call: Call, now: float) -> CallRecord:
+        """The CDR of ``call``, ended at ``now``."""
+        wall = self._wall
+        route = call.route
+        routed = isinstance(route, Route)
+        invite_at = call.invite_at
+        ring_at = call.ring_at
+        answer_at = call.answer_at
+        source = call.source
+        cause = call.cause
+        if cause is None:
+            cause = q850_for_status(call.cause_status or call.status)
+        return CallRecord(
+            a_call_id=call.a_invite.call_id.decode(errors="replace"),
+            b_call_id=call.b.dialog.call_id.decode() if call.b is not None else None,
+            call_type="bridge",
+            binding_kind=route.kind if routed else None,
+            direction=(route.direction or None) if routed else None,
+            virtual=call.virtual,
+            caller=call.caller,
+            callee=call.callee,
+            presented=route.present if routed else None,
+            binding_id=route.binding_id if route is not None else None,
+            in_trunk=call.in_trunk,
+            src_transport=source[0],
+            src_ip=source[1],
+            src_port=source[2],
+            trunk=call.trunk.name if call.trunk is not None else None,
+            invite_at=wall(invite_at),
+            ring_at=wall(ring_at) if ring_at is not None else None,
+            answer_at=wall(answer_at) if answer_at is not None else None,
+            end_at=wall(now),
+            ring_ms=round((ring_at - invite_at) * 1000) if ring_at is not None else None,
+            setup_ms=round((answer_at - invite_at) * 1000) if answer_at is not None else None,
+            duration_ms=round((now - answer_at) * 1000) if answer_at is not None else None,
+            status=call.status,
+            q850_cause=cause,
+            ended_by=call.ended_by,
+            reason=call.reason,
+        )
 
     def release_ended(self, now: float) -> int:
         """Unlink calls that ended more than ``linger`` seconds ago; returns how many.

@@ -109,6 +109,11 @@ class EngineConfig(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     trunks: str = Field("trunks.yaml", description="trunk file, relative to the config folder")
     cdr: str = Field("var/cdr.sqlite", description="SQLite file for call detail records")
+    cdr_fsync: bool = Field(
+        False,
+        description="fdatasync the CDR journal before the messages that end a call are sent, "
+        "so that records survive power loss and not only a crash of the engine",
+    )
     smpp: str | None = Field(
         "smpp.yaml", description="SMPP relay config, relative to the config folder"
     )

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ from translate.yaml_source import ConfigError
 
 from . import native
 from .calls import CallEngine
-from .cdr import CdrWriter
+from .cdr import CdrSchemaError, CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
 from .endpoint import SipEndpoint
 from .logs import setup_logging
@@ -141,7 +142,16 @@ class Engine:
         watcher = MapWatcher(maps) if self.config.numbers.watch else None
         if maps.is_dir():
             jobs.reload_now()
-        self.cdr = CdrWriter(self.config.cdr)
+        try:
+            self.cdr = CdrWriter(
+                self.config.cdr,
+                fsync=self.config.cdr_fsync,
+                before_send=self.endpoint.before_send,
+            )
+        except (CdrSchemaError, sqlite3.Error, OSError) as exc:
+            log.error("cannot open the CDR file %s: %s", self.config.cdr, exc)
+            await self._close()
+            return 1
         advertise: dict[str, tuple[str, int]] = {}
         try:
             for item in self.listeners:
