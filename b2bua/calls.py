@@ -107,6 +107,8 @@ class Leg:
         "ack_cseq",
         "call",
         "dialog",
+        "flow",
+        "held",
         "hop",
         "is_a",
         "last_ack",
@@ -128,6 +130,10 @@ class Leg:
         self.ack_cseq: int | None = None  # INVITE on this leg whose 2xx awaits our ACK
         self.out_pending = False  # an INVITE/UPDATE we sent on this leg awaits its final response
         self.hop: Peer | None = None  # where in-dialog requests go; None: work it out again
+        # The TCP connection the party's messages came over: in-dialog requests toward
+        # the party go over it while it is open (see CallEngine._hop).
+        self.flow: Peer | None = None
+        self.held = False  # whether this leg holds ``flow`` open (Transports.hold)
         self.last_ack: Request | None = None  # the last ACK we sent on this leg
 
 
@@ -310,11 +316,40 @@ class CallEngine:
         return OriginRewriter(self._session)
 
     def _hop(self, leg: Leg) -> Peer:
-        """Where requests in ``leg``'s dialog are sent (cached until the route changes)."""
+        """Where requests in ``leg``'s dialog are sent: over the connection the party's
+        messages came on while it is open (a caller behind NAT, or with no listening
+        socket, is reached no other way), else to the route set or the remote target
+        (cached until the route changes)."""
+        flow = leg.flow
+        if flow is not None:
+            if self.ep.transports.is_open(flow):
+                return flow
+            self._set_flow(leg, None)
         hop = leg.hop
         if hop is None:
             hop = leg.hop = self._dest(leg.dialog.next_hop_uri(), leg.peer)
         return hop
+
+    def _set_flow(self, leg: Leg, flow: Peer | None) -> None:
+        """``flow`` (a connection-oriented peer, or None) is where ``leg``'s party is now
+        reached; the connection is held open while the call lasts."""
+        transports = self.ep.transports
+        if leg.held:
+            assert leg.flow is not None
+            transports.release(leg.flow)
+            leg.held = False
+        leg.flow = flow
+        if flow is not None and leg.call.state != CallState.ENDED:
+            transports.hold(flow)
+            leg.held = True
+
+    def _release_flow(self, leg: Leg) -> None:
+        """The call ended: ``leg`` no longer holds its connection open (it is still used
+        while open, for a late request)."""
+        if leg.held:
+            assert leg.flow is not None
+            self.ep.transports.release(leg.flow)
+            leg.held = False
 
     @staticmethod
     def _dest(uri_raw: bytes, fallback: Peer) -> Peer:
@@ -356,6 +391,9 @@ class CallEngine:
         if txn is None:  # ACK for a 2xx
             leg = self.dialogs.get((req.call_id, to_tag or b""))
             if leg is not None:
+                source = ev.source
+                if source[0] != "udp" and source != leg.flow:
+                    self._set_flow(leg, source)
                 self._on_ack(leg, req, now)
             return
         if to_tag is None:
@@ -372,6 +410,9 @@ class CallEngine:
         if leg is None:
             self.layer.reply(txn, 481, now)
             return
+        source = ev.source
+        if source[0] != "udp" and source != leg.flow:
+            self._set_flow(leg, source)
         if method == b"BYE":
             self._on_bye(leg, req, txn, now)
         else:
@@ -455,6 +496,8 @@ class CallEngine:
             remote_cseq=req.cseq[0],
         )
         call.a = Leg(call, True, a_dialog, source, self._origin())
+        if source[0] != "udp":
+            self._set_flow(call.a, source)
         self.dialogs[(a_dialog.call_id, a_tag)] = call.a
         self.calls.add(call)
         self._try_next_trunk(call, now)
@@ -468,6 +511,7 @@ class CallEngine:
 
     def _try_next_trunk(self, call: Call, now: float) -> None:
         if call.b is not None:  # forget the failed B-leg
+            self._release_flow(call.b)
             self.dialogs.pop((call.b.dialog.call_id, call.b.dialog.local_tag), None)
             call.b = None
             if call.a is not None:
@@ -615,6 +659,8 @@ class CallEngine:
                 self._send_cancel(call, now)
                 return
             self._learn_remote(leg, resp)
+            if txn.dest[0] != "udp" and txn.dest != leg.flow:
+                self._set_flow(leg, txn.dest)
             if call.ring_at is None:
                 call.ring_at = now
             self._relay_provisional(call, resp, now)
@@ -627,6 +673,8 @@ class CallEngine:
             if not call.cancelled and call.state in (CallState.ANSWERED, CallState.CONFIRMED):
                 return  # a retransmission before the caller's ACK: that ACK will answer it
             self._learn_remote(leg, resp)
+            if txn.dest[0] != "udp" and txn.dest != leg.flow:
+                self._set_flow(leg, txn.dest)
             leg.ack_cseq = resp.cseq[0]
             if call.cancelled or call.state == CallState.ENDED:
                 self._send_ack(leg, None, now)
@@ -1030,6 +1078,7 @@ class CallEngine:
         for leg in (call.a, call.b):
             if leg is not None:
                 self._unregister(leg)
+                self._release_flow(leg)
         self.calls.discard(call)
         ended = self._ended
         ended.append((now + self.linger, call))
