@@ -4,18 +4,18 @@ The event loop only appends a record to a list; a writer thread batches them int
 SQLite transaction per batch. The file is opened in WAL mode so that `ansim cdr` and the
 SMS records (their own table in the same file) can read and write beside the engine.
 
-A record in the writer's hands is not on disk yet, so an ended call's record is also
-appended to a journal before the datagrams that end the call are sent: the endpoint
-runs ``CdrWriter.sync`` before each flush of its outbox that follows an ended call
-(one ``os.write`` of every record ended since the last one, and an ``fdatasync`` when
-``fsync`` is set, for power loss). Whatever the caller or the callee has been told
-has ended is then on disk even if the process is killed the next instant. At start,
-records of a journal left behind are inserted into SQLite unless already there (each
-record has a unique ``record_id``), and the journal is deleted. The journal is a series
-of segment files beside the database (``cdr.sqlite.journal.<pid>.<n>``); one is
-deleted once the writer thread has committed everything written to it. Each segment is
-locked (flock) by the process writing it, so a second engine on the same file never
-replays a live one's segment.
+A record in the writer's hands is not on disk yet, so each record is also appended to a
+journal when it is added, and the engine adds a call's record before the datagrams that
+end the call are sent: whatever the caller or the callee has been told has ended is on
+record even if the process is killed the next instant. The journal is a series of
+segment files beside the database (``cdr.sqlite.journal.<pid>.<n>``), each mapped into
+memory, so an append is a copy into the kernel's page cache: no system call per call,
+and nothing lost when the process dies (``cdr_fsync`` adds an ``fdatasync`` per record,
+for power loss). A segment is deleted once the writer thread has committed everything
+in it. At start, records of segments left behind are inserted into SQLite unless
+already there (each record has a unique ``record_id``), and the segments deleted. Each
+segment is locked (flock) by the process writing it, so a second engine on the same
+file never replays a live one's segment.
 
 The table's layout is versioned with SQLite's ``PRAGMA user_version`` (the first
 layout, which set no version, is version 1); opening an older file migrates it in one
@@ -31,6 +31,7 @@ import csv
 import fcntl
 import json
 import logging
+import mmap
 import os
 import queue
 import sqlite3
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -258,9 +259,9 @@ def journal_segments(db_path: str | Path) -> list[Path]:
 
 
 def read_segment(data: bytes) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of a journal segment's bytes. Reading stops at the first frame
-    that is cut short or fails its checksum (the tail of a write the process did not
-    finish, or that power loss left unwritten)."""
+    """(columns, rows) of a journal segment's bytes. Reading stops at the space not
+    written yet (zeros) and at the first frame that is cut short or fails its checksum
+    (the tail of a write the process did not finish, or that power loss left unwritten)."""
     if not data.startswith(JOURNAL_MAGIC):
         return [], []
     pos = len(JOURNAL_MAGIC)
@@ -268,6 +269,8 @@ def read_segment(data: bytes) -> tuple[list[str], list[list[Any]]]:
     frames: list[Any] = []
     while pos + _FRAME.size <= end:
         n, crc = _FRAME.unpack_from(data, pos)
+        if n == 0:
+            break
         start = pos + _FRAME.size
         payload = data[start : start + n]
         if len(payload) < n or _crc32(payload) != crc:
@@ -322,14 +325,22 @@ def replay(db: sqlite3.Connection, segments: Iterable[Path]) -> tuple[int, int]:
 
 
 class _Segment:
-    """One journal file being appended to by this process (locked while it is)."""
+    """One journal file this process appends to: locked, its blocks allocated up front,
+    and mapped, so that an append is a copy into the page cache (no system call, no
+    release of the interpreter lock) that outlives the process the instant it is made."""
 
-    __slots__ = ("fd", "path", "size")
+    __slots__ = ("capacity", "fd", "map", "path", "size")
 
-    def __init__(self, path: Path, fd: int, size: int) -> None:
+    def __init__(self, path: Path, fd: int, map_: mmap.mmap, size: int) -> None:
         self.path = path
         self.fd = fd
+        self.map = map_
         self.size = size
+        self.capacity = len(map_)
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
 
 
 # -- the writer --------------------------------------------------------------------------
@@ -338,18 +349,19 @@ class _Segment:
 class CdrWriter:
     """Collects records on the event loop, journals them, and writes them from a thread.
 
-    ``add`` keeps a record for the journal and for the thread. The journal write
-    (``sync``) runs before the datagrams produced with the record go out:
-    ``before_send`` (the endpoint's) is handed ``sync`` when a record is added, and the
-    endpoint runs it before its next flush; without one, ``add`` syncs at once.
+    ``add`` appends the record to the journal at once (the engine adds a call's record
+    before the datagrams that end the call are sent, so whatever either party has been
+    told has ended is on record even if the process dies the next instant; with
+    ``fsync`` the journal is also flushed to the disk, for power loss), and keeps it for
+    the thread.
 
     Records are handed to the thread in batches (every ``batch`` records, or when
     ``max_delay`` seconds have passed since the last hand-over, checked on each ``add``
     and on ``flush``, which the engine calls once a second). One hand-over per batch
     instead of one per call keeps the writer from contending for the interpreter lock
     with the event loop hundreds of times a second. A journal segment is replaced by a
-    new one at a hand-over once it holds ``segment_bytes``, and deleted by the thread
-    once what it holds is committed.
+    new one at a hand-over once it holds ``segment_bytes`` (or at once if it is full),
+    and deleted by the thread once what it holds is committed.
     """
 
     def __init__(
@@ -359,17 +371,14 @@ class CdrWriter:
         batch: int = 500,
         max_delay: float = 0.25,
         fsync: bool = False,
-        before_send: Callable[[Callable[[], None]], None] | None = None,
         segment_bytes: int = 1 << 20,
     ) -> None:
         self.path = str(path)
         self._queue: queue.SimpleQueue[list[CallRecord] | _Segment | None] = queue.SimpleQueue()
         self._pending: list[CallRecord] = []
-        self._unsynced: list[CallRecord] = []
         self._batch = batch
         self._max_delay = max_delay
         self._fsync = fsync
-        self._before_send = before_send
         self._segment_bytes = segment_bytes
         self._handed = time.monotonic()
         self._prefix = os.urandom(6).hex() + "-"
@@ -390,7 +399,7 @@ class CdrWriter:
                 "CDR journal replayed",
                 extra={"records": read, "inserted": self.replayed, "cdr": self.path},
             )
-        self._segment: _Segment | None = self._new_segment()
+        self._segment: _Segment | None = self._new_segment(4 * segment_bytes)
         self._thread = threading.Thread(target=self._run, name="cdr-writer", daemon=True)
         self._thread.start()
 
@@ -398,63 +407,64 @@ class CdrWriter:
     def add(self, record: CallRecord) -> None:
         self._n += 1
         record.record_id = self._prefix + str(self._n)
-        unsynced = self._unsynced
-        unsynced.append(record)
-        if len(unsynced) == 1:
-            hook = self._before_send
-            if hook is None:
-                self.sync()
-            else:
-                hook(self.sync)
+        segment = self._segment
+        if segment is not None:
+            data = _frame(_packb(_ROW(record)))
+            start = segment.size
+            end = start + len(data)
+            if end > segment.capacity:
+                segment = self._rotate(len(data))
+            if segment is not None:
+                start = segment.size
+                end = start + len(data)
+                segment.map[start:end] = data
+                segment.size = end
+                if self._fsync:
+                    self._sync(segment)
         pending = self._pending
         pending.append(record)
         if len(pending) >= self._batch or time.monotonic() - self._handed >= self._max_delay:
             self.flush()
 
-    def sync(self) -> None:
-        """Append the records added since the last sync to the journal (one write)."""
-        records = self._unsynced
-        if not records:
-            return
-        self._unsynced = []
-        segment = self._segment
-        if segment is None:
-            return
-        data = b"".join([_frame(_packb(_ROW(r))) for r in records])
+    def _sync(self, segment: _Segment) -> None:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(segment.fd, view) :]
-            if self._fsync:
-                os.fdatasync(segment.fd)
+            os.fdatasync(segment.fd)  # the mapped pages written so far included
         except OSError as exc:
-            self.journal_errors += 1
-            if self.journal_errors == 1 or self.journal_errors % 1000 == 0:
-                log.error(
-                    "CDR journal write failed: %s",
-                    exc,
-                    extra={"path": str(segment.path), "errors": self.journal_errors},
-                )
-            return
-        segment.size += len(data)
+            self._journal_error("CDR journal flush failed", exc, segment.path)
+
+    def _journal_error(self, what: str, exc: OSError, path: Path) -> None:
+        self.journal_errors += 1
+        if self.journal_errors == 1 or self.journal_errors % 1000 == 0:
+            log.error("%s: %s", what, exc, extra={"path": str(path), "errors": self.journal_errors})
 
     def flush(self) -> None:
-        """Journal and hand what has been collected to the writer thread."""
-        self.sync()
+        """Hand what has been collected to the writer thread."""
+        self._hand_over()
+        segment = self._segment
+        if segment is not None and segment.size >= self._segment_bytes:
+            self._rotate(0)
+
+    def _hand_over(self) -> None:
         self._handed = time.monotonic()
         if self._pending:
             self._queue.put(self._pending)
             self._pending = []
-        segment = self._segment
-        if segment is not None and segment.size >= self._segment_bytes:
-            self._segment = self._new_segment()
-            self._queue.put(segment)  # deleted once every batch before it is committed
+
+    def _rotate(self, need: int) -> _Segment | None:
+        """Start a new segment (room for ``need`` bytes at least) and hand the current
+        one to the thread, to delete once every batch handed before it is committed."""
+        self._hand_over()  # every record in the old segment goes before it
+        old = self._segment
+        if old is not None:
+            self._queue.put(old)
+        self._segment = self._new_segment(max(4 * self._segment_bytes, need + 4096))
+        return self._segment
 
     def close(self, timeout: float = 5.0) -> None:
         """Write everything collected and stop the thread. The journal is deleted once
         all of it is committed; if the thread does not finish within ``timeout`` the
         journal stays for the next start to replay."""
-        self.flush()
+        self._hand_over()
         self._closing = True
         segment, self._segment = self._segment, None
         if segment is not None:
@@ -462,32 +472,38 @@ class CdrWriter:
         self._queue.put(None)
         self._thread.join(timeout)
 
-    def _new_segment(self) -> _Segment | None:
+    def _new_segment(self, capacity: int) -> _Segment | None:
         base = self.path + f".journal.{os.getpid()}."
         for _ in range(1000):
             self._seq += 1
             path = Path(base + str(self._seq))
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
             except OSError as exc:
-                self.journal_errors += 1
-                log.error("cannot create the CDR journal: %s", exc, extra={"path": str(path)})
+                self._journal_error("cannot create the CDR journal", exc, path)
                 return None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                head = JOURNAL_MAGIC + _frame(_packb(COLUMNS))
-                os.write(fd, head)
-                if self._fsync:
-                    os.fsync(fd)
-                    _fsync_dir(path.parent)
+                # Blocks allocated now: a write into a mapped hole on a full disk would
+                # kill the process (SIGBUS) instead of failing.
+                os.posix_fallocate(fd, 0, capacity)
+                map_ = mmap.mmap(fd, capacity)
             except OSError as exc:
                 os.close(fd)
-                self.journal_errors += 1
-                log.error("cannot start the CDR journal: %s", exc, extra={"path": str(path)})
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                self._journal_error("cannot start the CDR journal", exc, path)
                 return None
-            return _Segment(path, fd, len(head))
+            head = JOURNAL_MAGIC + _frame(_packb(COLUMNS))
+            map_[: len(head)] = head
+            segment = _Segment(path, fd, map_, len(head))
+            if self._fsync:
+                self._sync(segment)
+                with contextlib.suppress(OSError):
+                    _fsync_dir(path.parent)
+            return segment
         return None
 
     # -- on the writer thread ----------------------------------------------------------
@@ -526,7 +542,7 @@ class CdrWriter:
         if not self._keep_journal:
             with contextlib.suppress(OSError):
                 segment.path.unlink()
-        os.close(segment.fd)
+        segment.close()
 
 
 def _fsync_dir(path: Path) -> None:

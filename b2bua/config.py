@@ -111,8 +111,8 @@ class EngineConfig(_Strict):
     cdr: str = Field("var/cdr.sqlite", description="SQLite file for call detail records")
     cdr_fsync: bool = Field(
         False,
-        description="fdatasync the CDR journal before the messages that end a call are sent, "
-        "so that records survive power loss and not only a crash of the engine",
+        description="fdatasync the CDR journal as each call ends, before the messages that "
+        "end it are sent, so that records survive power loss and not only a crash of the engine",
     )
     smpp: str | None = Field(
         "smpp.yaml", description="SMPP relay config, relative to the config folder"

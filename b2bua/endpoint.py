@@ -4,16 +4,13 @@ It parses what the transports deliver, refuses bad requests statelessly, answers
 out-of-dialog OPTIONS itself (carrier keep-alives), feeds the rest to the transaction
 layer, hands the resulting events to the transaction user (the call engine), flushes
 the transaction layer's outbox to the transports and keeps one loop timer armed at
-the transaction layer's next deadline. Work that must be done before what is queued
-now goes out (journaling the record of a call that this flush ends) is handed to
-``before_send``.
+the transaction layer's next deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from .sip.errors import SipParseError
@@ -91,7 +88,6 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closing = False
-        self._before_send: list[Callable[[], None]] = []
         # sent-by values this endpoint writes in its Via headers (RFC 3261 §18.1.2)
         self.sent_by: set[tuple[bytes, int]] = set()
         self._sent_by_any_host: set[int] = set()
@@ -278,22 +274,7 @@ class SipEndpoint:
     def flush(self) -> None:
         self._flush()
 
-    def before_send(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` at the next flush, before any datagram queued by then is sent."""
-        self._before_send.append(fn)
-
-    def _run_before_send(self) -> None:
-        hooks = self._before_send
-        self._before_send = []
-        for fn in hooks:
-            try:
-                fn()
-            except Exception:  # what was queued goes out all the same
-                log.exception("before-send hook failed")
-
     def _flush(self) -> None:
-        if self._before_send:
-            self._run_before_send()
         layer = self.layer
         if layer.outbox:
             send = self.transports.send

@@ -143,11 +143,7 @@ class Engine:
         if maps.is_dir():
             jobs.reload_now()
         try:
-            self.cdr = CdrWriter(
-                self.config.cdr,
-                fsync=self.config.cdr_fsync,
-                before_send=self.endpoint.before_send,
-            )
+            self.cdr = CdrWriter(self.config.cdr, fsync=self.config.cdr_fsync)
         except (CdrSchemaError, sqlite3.Error, OSError) as exc:
             log.error("cannot open the CDR file %s: %s", self.config.cdr, exc)
             await self._close()

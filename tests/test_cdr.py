@@ -284,7 +284,7 @@ CHILD = textwrap.dedent(
 
     path, count, commit = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "commit"
     # A batch and delay that never hand anything to the writer thread by themselves.
-    writer = CdrWriter(path, batch=10**9, max_delay=10**9)
+    writer = CdrWriter(path, batch=10**9, max_delay=10**9, segment_bytes=int(sys.argv[4]))
     for n in range(count):
         writer.add(record(n))
     if commit:
@@ -297,12 +297,13 @@ CHILD = textwrap.dedent(
 )
 
 
-def killed_writer(path: Path, count: int, *, commit: bool) -> None:
+def killed_writer(path: Path, count: int, *, commit: bool, segment_bytes: int = 1 << 20) -> None:
     """Run a CdrWriter in a child process that adds ``count`` records (and, with
     ``commit``, waits until the thread has committed them) and is then SIGKILLed."""
     script = CHILD.format(tests=str(ROOT / "tests"))
+    args = [str(path), str(count), "commit" if commit else "keep", str(segment_bytes)]
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(path), str(count), "commit" if commit else "keep"],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -325,6 +326,21 @@ def test_records_of_a_killed_process_are_replayed(tmp_path: Path) -> None:
     assert [r["a_call_id"] for r in got] == [f"call-{n}@carrier" for n in range(200)]
     assert got[7] == {"id": got[7]["id"], **{c: getattr(record(7), c) for c in COLUMNS if c != "record_id"}, "record_id": got[7]["record_id"]}  # fmt: skip
     assert journal_segments(path) == []
+
+
+def test_full_segments_are_replaced_as_records_come(tmp_path: Path) -> None:
+    """Segments small enough to fill between two hand-overs: a full one is handed to
+    the thread with the records in it, and deleted only once they are committed, so a
+    kill loses none of them, whichever segments the thread had deleted by then."""
+    path = tmp_path / "cdr.sqlite"
+    killed_writer(path, 300, commit=False, segment_bytes=1024)  # about 19 records a segment
+    segments = journal_segments(path)
+    assert segments and max(int(p.name.rsplit(".", 1)[1]) for p in segments) > 10
+    writer = CdrWriter(path)
+    writer.close()
+    got = rows(path)
+    assert sorted(r["a_call_id"] for r in got) == sorted(f"call-{n}@carrier" for n in range(300))
+    assert len({r["record_id"] for r in got}) == 300
 
 
 def test_replay_skips_what_sqlite_already_has(tmp_path: Path) -> None:
@@ -362,19 +378,35 @@ def test_torn_and_corrupt_tails(tmp_path: Path) -> None:
     data = segment.read_bytes()
     columns, full = read_segment(data)
     assert columns == COLUMNS and len(full) == 10
-    frame = len(data) // 11  # about one record
-    assert len(read_segment(data[:-3])[1]) == 9  # the last write cut short
+    ends = frame_ends(data)  # the header's frame, then one per record
+    assert len(ends) == 11
+    assert data[ends[-1] :].strip(b"\0") == b""  # allocated, not written yet
+    cut = bytearray(data)
+    cut[ends[-1] - 3 : ends[-1]] = b"\0\0\0"  # the last copy cut short by the kill
+    assert len(read_segment(bytes(cut))[1]) == 9
     flipped = bytearray(data)
-    flipped[-frame - 10] ^= 0xFF  # a byte of the ninth record
-    assert len(read_segment(bytes(flipped))[1]) == 8  # stops before the bad one
+    flipped[ends[8] - 10] ^= 0xFF  # a byte of the eighth record
+    assert len(read_segment(bytes(flipped))[1]) == 7  # stops before the bad one
     assert read_segment(b"") == ([], [])
     assert read_segment(b"not a journal")[1] == []
     assert read_segment(cdr.JOURNAL_MAGIC)[1] == []  # created, header not yet written
 
-    segment.write_bytes(data[:-3])
+    segment.write_bytes(bytes(cut))
     writer = CdrWriter(path)
     assert writer.replayed == 9
     writer.close()
+
+
+def frame_ends(data: bytes) -> list[int]:
+    """Where each frame of a journal segment ends."""
+    pos = len(cdr.JOURNAL_MAGIC)
+    ends = []
+    while True:
+        n, _ = cdr._FRAME.unpack_from(data, pos)
+        if n == 0:
+            return ends
+        pos += cdr._FRAME.size + n
+        ends.append(pos)
 
 
 def test_a_live_engines_segment_is_left_alone(tmp_path: Path) -> None:
@@ -418,25 +450,22 @@ def test_replay_maps_columns_by_name(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
-def test_journal_waits_for_the_before_send_hook(tmp_path: Path) -> None:
+def test_a_record_is_in_the_journal_when_add_returns(tmp_path: Path) -> None:
+    """Nothing handed to the thread yet, no flush: the record is in the journal file
+    (as any other process reads it) as soon as ``add`` returns."""
     path = tmp_path / "cdr.sqlite"
-    hooks: list[Any] = []
-    writer = CdrWriter(path, before_send=hooks.append, batch=10**9, max_delay=10**9)
+    writer = CdrWriter(path, batch=10**9, max_delay=10**9)
     (segment,) = journal_segments(path)
-    empty = segment.stat().st_size
-    writer.add(record(1))
-    writer.add(record(2))
-    assert len(hooks) == 1  # one journal write for what a flush of the endpoint ends
-    assert segment.stat().st_size == empty
-    hooks.pop()()
-    assert [r[COLUMNS.index("a_call_id")] for r in read_segment(segment.read_bytes())[1]] == [
-        "call-1@carrier",
-        "call-2@carrier",
-    ]
-    writer.add(record(3))
-    assert len(hooks) == 1
+    assert read_segment(segment.read_bytes())[1] == []
+    for n in (1, 2):
+        writer.add(record(n))
+        got = read_segment(segment.read_bytes())[1]
+        assert [r[COLUMNS.index("a_call_id")] for r in got] == [
+            f"call-{k}@carrier" for k in range(1, n + 1)
+        ]
+    assert rows(path) == []
     writer.close()
-    assert len(rows(path)) == 3
+    assert len(rows(path)) == 2
     assert journal_segments(path) == []
 
 
@@ -448,6 +477,7 @@ def test_fsync_setting(tmp_path: Path) -> None:
     assert len(read_segment(segment.read_bytes())[1]) == 1
     writer.close()
     assert len(rows(path)) == 1
+    assert journal_segments(path) == []
 
 
 def test_segments_rotate_and_go_once_committed(tmp_path: Path) -> None:
@@ -468,15 +498,22 @@ def test_segments_rotate_and_go_once_committed(tmp_path: Path) -> None:
     assert len(got) == 400 and len({r["record_id"] for r in got}) == 400
 
 
-def test_an_unwritable_journal_does_not_stop_the_records(tmp_path: Path) -> None:
+def test_no_room_for_a_journal_does_not_stop_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk too full to allocate a segment: logged and counted, records still go to
+    SQLite (and nothing is left mapped over a hole that a write could crash on)."""
+    import errno
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
     path = tmp_path / "cdr.sqlite"
     writer = CdrWriter(path)
-    segment = writer._segment
-    assert segment is not None
-    os.close(segment.fd)
-    segment.fd = os.open(os.devnull, os.O_RDONLY)  # every write fails
-    writer.add(record(1))
     assert writer.journal_errors == 1
+    assert journal_segments(path) == []
+    writer.add(record(1))
     writer.close()
     assert len(rows(path)) == 1
 
