@@ -24,7 +24,7 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from translate.bindings import Refusal
+from translate.bindings import Refusal, Route
 from translate.numbers import NumberPlan, mask
 from translate.refusals import REFUSALS as REFUSAL_ANSWERS
 from translate.store import Store
@@ -34,6 +34,7 @@ from .endpoint import SipEndpoint
 from .sip.dialog import Dialog, without_tag
 from .sip.errors import SipParseError
 from .sip.message import START_NAME, Request, Response
+from .sip.reason import RECOVERY_ON_TIMER_EXPIRY, q850_cause, q850_for_status
 from .sip.responses import REASONS, make_response
 from .sip.routing import Peer
 from .sip.sdp import OriginRewriter, rewrite_sdp
@@ -103,6 +104,8 @@ class Leg:
         "ack_cseq",
         "call",
         "dialog",
+        "flow",
+        "held",
         "hop",
         "is_a",
         "last_ack",
@@ -124,6 +127,10 @@ class Leg:
         self.ack_cseq: int | None = None  # INVITE on this leg whose 2xx awaits our ACK
         self.out_pending = False  # an INVITE/UPDATE we sent on this leg awaits its final response
         self.hop: Peer | None = None  # where in-dialog requests go; None: work it out again
+        # The TCP connection the party's messages came over: in-dialog requests toward
+        # the party go over it while it is open (see CallEngine._hop).
+        self.flow: Peer | None = None
+        self.held = False  # whether this leg holds ``flow`` open (Transports.hold)
         self.last_ack: Request | None = None  # the last ACK we sent on this leg
 
 
@@ -140,14 +147,18 @@ class Call:
         "callee",
         "caller",
         "cancelled",
+        "cause",
+        "cause_status",
         "end_at",
         "ended_by",
+        "in_trunk",
         "invite_at",
         "limit_timer",
         "reason",
         "retrans_interval",
         "ring_at",
         "route",
+        "source",
         "state",
         "status",
         "timer",
@@ -156,7 +167,9 @@ class Call:
         "virtual",
     )
 
-    def __init__(self, a_invite: Request, a_txn: ServerTransaction, now: float) -> None:
+    def __init__(
+        self, a_invite: Request, a_txn: ServerTransaction, source: Peer, now: float
+    ) -> None:
         self.a_invite = a_invite
         self.a_txn = a_txn
         self.a: Leg | None = None
@@ -176,6 +189,12 @@ class Call:
         self.status = 0
         self.ended_by: str | None = None
         self.reason: str | None = None
+        self.source = source  # where the caller's INVITE came from
+        self.in_trunk: str | None = None
+        # Release cause: Q.850 from a Reason header of the message that ended the call,
+        # else mapped from cause_status (the status that ended it, when not ``status``).
+        self.cause: int | None = None
+        self.cause_status = 0
         self.cancelled = False
         self.timer: Any = None
         self.limit_timer: Any = None
@@ -294,11 +313,40 @@ class CallEngine:
         return OriginRewriter(self._session)
 
     def _hop(self, leg: Leg) -> Peer:
-        """Where requests in ``leg``'s dialog are sent (cached until the route changes)."""
+        """Where requests in ``leg``'s dialog are sent: over the connection the party's
+        messages came on while it is open (a caller behind NAT, or with no listening
+        socket, is reached no other way), else to the route set or the remote target
+        (cached until the route changes)."""
+        flow = leg.flow
+        if flow is not None:
+            if self.ep.transports.is_open(flow):
+                return flow
+            self._set_flow(leg, None)
         hop = leg.hop
         if hop is None:
             hop = leg.hop = self._dest(leg.dialog.next_hop_uri(), leg.peer)
         return hop
+
+    def _set_flow(self, leg: Leg, flow: Peer | None) -> None:
+        """``flow`` (a connection-oriented peer, or None) is where ``leg``'s party is now
+        reached; the connection is held open while the call lasts."""
+        transports = self.ep.transports
+        if leg.held:
+            assert leg.flow is not None
+            transports.release(leg.flow)
+            leg.held = False
+        leg.flow = flow
+        if flow is not None and leg.call.state != CallState.ENDED:
+            transports.hold(flow)
+            leg.held = True
+
+    def _release_flow(self, leg: Leg) -> None:
+        """The call ended: ``leg`` no longer holds its connection open (it is still used
+        while open, for a late request)."""
+        if leg.held:
+            assert leg.flow is not None
+            self.ep.transports.release(leg.flow)
+            leg.held = False
 
     @staticmethod
     def _dest(uri_raw: bytes, fallback: Peer) -> Peer:
@@ -325,8 +373,10 @@ class CallEngine:
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):
             self._on_response(event.response, event.txn, now)
-        elif isinstance(event, (TransactionTimeout, TransportError)):
-            self._on_failure(event.txn, now)
+        elif isinstance(event, TransactionTimeout):
+            self._on_failure(event.txn, now, 408)
+        elif isinstance(event, TransportError):
+            self._on_failure(event.txn, now, 503)
         elif isinstance(event, StrayResponse):
             self._on_stray(event.response, event.source, now)
 
@@ -338,6 +388,9 @@ class CallEngine:
         if txn is None:  # ACK for a 2xx
             leg = self.dialogs.get((req.call_id, to_tag or b""))
             if leg is not None:
+                source = ev.source
+                if source[0] != "udp" and source != leg.flow:
+                    self._set_flow(leg, source)
                 self._on_ack(leg, req, now)
             return
         if to_tag is None:
@@ -354,6 +407,9 @@ class CallEngine:
         if leg is None:
             self.layer.reply(txn, 481, now)
             return
+        source = ev.source
+        if source[0] != "udp" and source != leg.flow:
+            self._set_flow(leg, source)
         if method == b"BYE":
             self._on_bye(leg, req, txn, now)
         else:
@@ -368,7 +424,8 @@ class CallEngine:
             if self.trunks.config.unknown_source == "reject":
                 layer.reply(txn, 403, now, to_tag=self.ids.next())
             return
-        call = Call(req, txn, now)
+        call = Call(req, txn, source, now)
+        call.in_trunk = trunk_in.name
         txn.user = call
         layer.reply(txn, 100, now)
         plan = self.trunks.plan_of(trunk_in)
@@ -437,6 +494,8 @@ class CallEngine:
             remote_cseq=req.cseq[0],
         )
         call.a = Leg(call, True, a_dialog, source, self._origin())
+        if source[0] != "udp":
+            self._set_flow(call.a, source)
         self.dialogs[(a_dialog.call_id, a_tag)] = call.a
         self.calls.add(call)
         self._try_next_trunk(call, now)
@@ -450,6 +509,7 @@ class CallEngine:
 
     def _try_next_trunk(self, call: Call, now: float) -> None:
         if call.b is not None:  # forget the failed B-leg
+            self._release_flow(call.b)
             self.dialogs.pop((call.b.dialog.call_id, call.b.dialog.local_tag), None)
             call.b = None
             if call.a is not None:
@@ -550,6 +610,8 @@ class CallEngine:
             return
         # No answer at all from this trunk: forget its transaction, try the next one.
         self.layer.abandon(txn)
+        call.cause = None
+        call.cause_status = 408
         now = self.ep.now()
         self._try_next_trunk(call, now)
         self.ep.flush()
@@ -595,6 +657,8 @@ class CallEngine:
                 self._send_cancel(call, now)
                 return
             self._learn_remote(leg, resp)
+            if txn.dest[0] != "udp" and txn.dest != leg.flow:
+                self._set_flow(leg, txn.dest)
             if call.ring_at is None:
                 call.ring_at = now
             self._relay_provisional(call, resp, now)
@@ -607,6 +671,8 @@ class CallEngine:
             if not call.cancelled and call.state in (CallState.ANSWERED, CallState.CONFIRMED):
                 return  # a retransmission before the caller's ACK: that ACK will answer it
             self._learn_remote(leg, resp)
+            if txn.dest[0] != "udp" and txn.dest != leg.flow:
+                self._set_flow(leg, txn.dest)
             leg.ack_cseq = resp.cseq[0]
             if call.cancelled or call.state == CallState.ENDED:
                 self._send_ack(leg, None, now)
@@ -615,6 +681,8 @@ class CallEngine:
             self._clear_timer(call)
             call.state = CallState.ANSWERED
             call.answer_at = now
+            call.cause = None  # of a trunk that failed before this one answered
+            call.cause_status = 0
             self.stats.observe_setup(now - call.invite_at)
             self._answer_a(call, resp, now)
             return
@@ -622,6 +690,8 @@ class CallEngine:
         self._clear_timer(call)
         if call.cancelled:
             return
+        call.cause = q850_cause(resp.get_all(b"reason"))  # RFC 6432
+        call.cause_status = status
         if status == 408 or (status >= 500 and status != 600 and status != 603):
             self._try_next_trunk(call, now)
             return
@@ -692,6 +762,7 @@ class CallEngine:
             # No ACK: the call is torn down on both legs.
             call.ended_by = "engine"
             call.reason = "no_ack"
+            call.cause = RECOVERY_ON_TIMER_EXPIRY
             self._hangup_both(call, now)
             self.ep.flush()
             return
@@ -704,6 +775,10 @@ class CallEngine:
 
     def _fail_a(self, call: Call, status: int, phrase: bytes, reason: str, now: float) -> None:
         self._clear_timer(call)
+        if not reason.startswith("b_") and reason != "trunks_failed":
+            # ansim's own decision: the cause follows from the status the caller gets
+            call.cause = None
+            call.cause_status = 0
         if call.a_txn.state in (State.PROCEEDING, State.TRYING):
             self.layer.reply(call.a_txn, status, now, reason=phrase)
         call.status = status
@@ -768,12 +843,15 @@ class CallEngine:
         self.layer.reply(txn, 200, now)
         call = invite_txn.user
         if call.state in (CallState.ROUTING, CallState.EARLY) and not call.cancelled:
-            self._caller_gave_up(call, now)
+            self._caller_gave_up(call, cancel, now)
 
-    def _caller_gave_up(self, call: Call, now: float) -> None:
-        """The caller cancelled (or hung up) before the answer: 487, and the callee is cancelled."""
+    def _caller_gave_up(self, call: Call, req: Request, now: float) -> None:
+        """The caller cancelled (or hung up, ``req`` the CANCEL or BYE) before the answer:
+        487, and the callee is cancelled."""
         call.cancelled = True
         call.ended_by = "caller"
+        call.cause = q850_cause(req.get_all(b"reason"))
+        call.cause_status = 0
         self._clear_timer(call)
         self.layer.reply(call.a_txn, 487, now)
         call.status = 487
@@ -816,9 +894,11 @@ class CallEngine:
         if call.state == CallState.ENDED:
             return
         if leg.is_a and call.state in (CallState.ROUTING, CallState.EARLY):
-            self._caller_gave_up(call, now)  # BYE in the early dialog: a CANCEL for the callee
+            self._caller_gave_up(call, bye, now)  # BYE in the early dialog: a CANCEL for the callee
             return
         call.ended_by = "caller" if leg.is_a else "callee"
+        call.cause = q850_cause(bye.get_all(b"reason"))
+        call.cause_status = 0
         other = call.other(leg)
         self._unregister(leg)
         if other is not None:
@@ -958,11 +1038,16 @@ class CallEngine:
             except SipParseError:
                 pass
 
-    def _on_failure(self, txn: ClientTransaction | ServerTransaction, now: float) -> None:
+    def _on_failure(
+        self, txn: ClientTransaction | ServerTransaction, now: float, status: int
+    ) -> None:
+        """``txn`` timed out (``status`` 408) or could not be sent (503, RFC 3261 §8.1.3.1)."""
         user = txn.user
         if isinstance(txn, ClientTransaction):
             if isinstance(user, Call) and txn is user.b_txn and txn.method == b"INVITE":
                 self._clear_timer(user)
+                user.cause = None
+                user.cause_status = status
                 if user.state == CallState.ROUTING and not user.cancelled:
                     self._try_next_trunk(user, now)
                 elif user.state == CallState.EARLY and not user.cancelled:
@@ -991,6 +1076,7 @@ class CallEngine:
         for leg in (call.a, call.b):
             if leg is not None:
                 self._unregister(leg)
+                self._release_flow(leg)
         self.calls.discard(call)
         ended = self._ended
         ended.append((now + self.linger, call))
@@ -998,27 +1084,7 @@ class CallEngine:
             self.release_ended(now)
         self._count(outcome)
         if self.cdr is not None:
-            wall = self._wall
-            route = call.route
-            self.cdr.add(
-                CallRecord(
-                    a_call_id=call.a_invite.call_id.decode(errors="replace"),
-                    b_call_id=call.b.dialog.call_id.decode() if call.b is not None else None,
-                    virtual=call.virtual,
-                    caller=call.caller,
-                    callee=call.callee,
-                    binding_id=route.binding_id if route is not None else None,
-                    invite_at=wall(call.invite_at),
-                    ring_at=wall(call.ring_at) if call.ring_at is not None else None,
-                    answer_at=wall(call.answer_at) if call.answer_at is not None else None,
-                    end_at=wall(now),
-                    duration=(now - call.answer_at) if call.answer_at is not None else None,
-                    status=call.status,
-                    ended_by=call.ended_by,
-                    trunk=call.trunk.name if call.trunk is not None else None,
-                    reason=call.reason,
-                )
-            )
+            self.cdr.add(self._record(call, now))
         if call.reason is not None and outcome.startswith("refused"):
             return
         if log.isEnabledFor(logging.DEBUG):
@@ -1032,6 +1098,47 @@ class CallEngine:
                     "outcome": outcome,
                 },
             )
+
+    def _record(self, call: Call, now: float) -> CallRecord:
+        """The CDR of ``call``, ended at ``now``."""
+        wall = self._wall
+        route = call.route
+        routed = isinstance(route, Route)
+        invite_at = call.invite_at
+        ring_at = call.ring_at
+        answer_at = call.answer_at
+        source = call.source
+        cause = call.cause
+        if cause is None:
+            cause = q850_for_status(call.cause_status or call.status)
+        return CallRecord(
+            a_call_id=call.a_invite.call_id.decode(errors="replace"),
+            b_call_id=call.b.dialog.call_id.decode() if call.b is not None else None,
+            call_type="bridge",
+            binding_kind=route.kind if routed else None,
+            direction=(route.direction or None) if routed else None,
+            virtual=call.virtual,
+            caller=call.caller,
+            callee=call.callee,
+            presented=route.present if routed else None,
+            binding_id=route.binding_id if route is not None else None,
+            in_trunk=call.in_trunk,
+            src_transport=source[0],
+            src_ip=source[1],
+            src_port=source[2],
+            trunk=call.trunk.name if call.trunk is not None else None,
+            invite_at=wall(invite_at),
+            ring_at=wall(ring_at) if ring_at is not None else None,
+            answer_at=wall(answer_at) if answer_at is not None else None,
+            end_at=wall(now),
+            ring_ms=round((ring_at - invite_at) * 1000) if ring_at is not None else None,
+            setup_ms=round((answer_at - invite_at) * 1000) if answer_at is not None else None,
+            duration_ms=round((now - answer_at) * 1000) if answer_at is not None else None,
+            status=call.status,
+            q850_cause=cause,
+            ended_by=call.ended_by,
+            reason=call.reason,
+        )
 
     def release_ended(self, now: float) -> int:
         """Unlink calls that ended more than ``linger`` seconds ago; returns how many.

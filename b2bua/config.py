@@ -103,6 +103,11 @@ class EngineConfig(_Strict):
     metrics: MetricsSettings = MetricsSettings()
     trunks: str = Field("trunks.yaml", description="trunk file")
     cdr: str = Field("../var/cdr.sqlite", description="SQLite file for call detail records")
+    cdr_fsync: bool = Field(
+        False,
+        description="fdatasync the CDR journal as each call ends, before the messages that "
+        "end it are sent, so that records survive power loss and not only a crash of the engine",
+    )
     smpp: str | None = Field("smpp.yaml", description="SMPP relay config, or null for none")
 
     def resolved(self, folder: str | Path) -> EngineConfig:

@@ -46,6 +46,7 @@ MODULES: Final = (
     "b2bua.sip.transaction",
     "b2bua.sip.dialog",
     "b2bua.sip.sdp",
+    "b2bua.sip.reason",
     "b2bua.endpoint",
     "b2bua.calls",
     "b2bua.transport",

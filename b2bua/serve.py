@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from translate.yaml_source import ConfigError
 
 from . import native
 from .calls import CallEngine
-from .cdr import CdrWriter
+from .cdr import CdrSchemaError, CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
 from .endpoint import SipEndpoint
 from .logs import setup_logging
@@ -173,7 +174,12 @@ class Engine:
             if n.watch
             else None
         )
-        self.cdr = CdrWriter(self.config.cdr)
+        try:
+            self.cdr = CdrWriter(self.config.cdr, fsync=self.config.cdr_fsync)
+        except (CdrSchemaError, sqlite3.Error, OSError) as exc:
+            log.error("cannot open the CDR file %s: %s", self.config.cdr, exc)
+            await self._close()
+            return 1
         advertise: dict[str, tuple[str, int]] = {}
         try:
             for item in self.listeners:

@@ -3,7 +3,9 @@
 Received bytes are handed to the endpoint as they are (UDP) or framed into messages
 (TCP, with the sans-IO ``StreamParser``); the endpoint hands back (bytes, peer) to
 send. A peer is ``(transport, host, port)``. TCP connections are reused in both
-directions, keyed by the remote address, and closed after an idle period.
+directions, keyed by the remote address, and closed after an idle period unless held
+(``hold``: a dialog's requests toward its party go over the connection it came in on,
+which may be the only way to reach a party behind NAT or without a listening socket).
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class Transports:
         self.udp: list[_Udp] = []
         self.servers: list[asyncio.AbstractServer] = []
         self.connections: dict[Peer, _Tcp] = {}
+        # Connections kept open however idle they are: peer -> holders (see ``hold``).
+        self.holds: dict[Peer, int] = {}
         self.udp_errors = 0
         self.stream_errors = 0
         self._sweeper: asyncio.Task[None] | None = None
@@ -171,6 +175,25 @@ class Transports:
             asyncio.get_running_loop().create_task(self._connect(conn, peer))
         conn.write(data)
 
+    def is_open(self, peer: Peer) -> bool:
+        """Whether a TCP connection to or from ``peer`` is open (or being opened)."""
+        return peer in self.connections
+
+    def hold(self, peer: Peer) -> None:
+        """Keep the connection with ``peer`` from being closed as idle until ``release``
+        (one release per hold). Whether it stays open is the peer's and the network's
+        matter: a closed connection is forgotten as before."""
+        holds = self.holds
+        holds[peer] = holds.get(peer, 0) + 1
+
+    def release(self, peer: Peer) -> None:
+        holds = self.holds
+        n = holds.get(peer, 0)
+        if n > 1:
+            holds[peer] = n - 1
+        else:
+            holds.pop(peer, None)
+
     async def _connect(self, conn: _Tcp, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
         try:
@@ -184,8 +207,9 @@ class Transports:
         while True:
             await asyncio.sleep(min(10.0, self.idle_timeout / 2))
             limit = time.monotonic() - self.idle_timeout
-            for conn in list(self.connections.values()):
-                if conn.last < limit and conn.transport is not None:
+            holds = self.holds
+            for peer, conn in list(self.connections.items()):
+                if conn.last < limit and conn.transport is not None and peer not in holds:
                     conn.transport.close()
 
     async def close(self) -> None:

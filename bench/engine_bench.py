@@ -4,10 +4,12 @@ Drives the real SipEndpoint and CallEngine with the datagrams of a basic call (I
 180, 200, ACK, BYE, 200) as a carrier and a callee trunk would send them, against a
 store of --bindings ax bindings, and prints µs of CPU per call for the whole signalling
 path (parse, validate, transactions, lookup, rewrite, serialize), sockets excluded.
-Use it to measure a hot-path change before and after; bench/cps.py measures the
-engine end to end with SIPp.
+With --cdr the calls' records are written as `ansim serve` writes them (to the
+journal as each call ends, and by the SQLite writer thread beside), and the CPU
+counted is the process's, the writer thread's included. Use it to measure a hot-path
+change before and after; bench/cps.py measures the engine end to end with SIPp.
 
-    .venv/bin/python bench/engine_bench.py [--calls 20000] [--profile]
+    .venv/bin/python bench/engine_bench.py [--calls 20000] [--profile] [--cdr [--fsync]]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from b2bua.calls import CallEngine
+from b2bua.cdr import CdrWriter
 from b2bua.endpoint import SipEndpoint
 from b2bua.serve import age_out_gc, tune_gc
 from b2bua.sip.parser import parse_datagram
@@ -149,15 +152,17 @@ def main() -> None:
     ap.add_argument(
         "--no-gc", action="store_true", help="run with the cyclic garbage collector off"
     )
+    ap.add_argument("--cdr", action="store_true", help="write CDRs (journal and SQLite)")
+    ap.add_argument("--fsync", action="store_true", help="with --cdr: fdatasync the journal")
     args = ap.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="ansim-engine-bench-") as tmp,
         Store(Path(tmp) / "numbers.lmdb", sync=False) as store,
     ):
-        bench(args, store)
+        bench(args, store, Path(tmp))
 
 
-def bench(args: argparse.Namespace, store: Store) -> None:
+def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
     """Drive the engine through ``args.calls`` calls against ``store`` and print the cost."""
     store.put_many(
         (Binding(f"b{i}", "ax", f"+82507{i:08d}", f"+8210{i:08d}") for i in range(args.bindings)),
@@ -187,12 +192,14 @@ def bench(args: argparse.Namespace, store: Store) -> None:
             }
         )
     )
+    cdr = CdrWriter(tmp / "cdr.sqlite", fsync=args.fsync) if args.cdr else None
     engine = CallEngine(
         ep,
         store,
         trunks,
         plan=NumberPlan(),
         advertise={"udp": ("127.0.0.1", 5060)},
+        cdr=cdr,
         call_later=loop.call_later,
     )
     ep.user = engine
@@ -233,6 +240,8 @@ def bench(args: argparse.Namespace, store: Store) -> None:
             loop.advance(args.interval)
             if int(loop.t) != int(loop.t - args.interval):  # once a second, as `ansim serve`
                 engine.release_ended(loop.t)
+                if cdr is not None:
+                    cdr.flush()
                 if not args.no_gc:
                     age_out_gc()
             cpu += time.process_time() - t0
@@ -253,6 +262,9 @@ def bench(args: argparse.Namespace, store: Store) -> None:
     else:
         cpu = run(warm, args.calls)
     done = engine.stats.calls.get("completed", 0) - warm
+    if cdr is not None:
+        cdr.close()
+        print(f"CDRs: {cdr.written} written, {cdr.journal_errors} journal errors")
     print(
         f"{args.calls} calls ({done} completed), one every {args.interval * 1000:g} ms simulated: "
         f"{cpu / args.calls * 1e6:.1f} us CPU per call, 6 datagrams in, 7 out; "

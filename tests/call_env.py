@@ -163,7 +163,8 @@ def trunk(name: str, port: int, **extra: Any) -> dict[str, Any]:
 
 class Ansim(EngineProcess):
     """One ``ansim serve`` child with a configuration of the test's own: trunks and
-    routes, a number map, bindings put through the store's API before the start."""
+    routes, a number map, bindings put through the store's API before the start. It
+    listens on UDP, and with ``tcp`` on TCP too, at 127.0.0.1:``port``."""
 
     def __init__(
         self,
@@ -176,8 +177,12 @@ class Ansim(EngineProcess):
         metrics: bool = False,
         pass_headers: Sequence[str] = (),
         timers: dict[str, float] | None = None,
+        tcp: bool = False,
+        tcp_idle_timeout: float | None = None,
     ) -> None:
         super().__init__(workdir, listen_flags=False, log_name="ansim.log")
+        self.tcp_listen = tcp
+        self.tcp_idle_timeout = tcp_idle_timeout
         self.metrics_port = free_port(socket.SOCK_STREAM) if metrics else None
         self.cdr_path = self.var / "cdr.sqlite"
         self.store_path = self.var / "numbers.lmdb"
@@ -194,6 +199,10 @@ class Ansim(EngineProcess):
 
     def write_config(self) -> Path:
         sip: dict[str, Any] = {"listen": [f"udp:127.0.0.1:{self.port}"]}
+        if self.tcp_listen:
+            sip["listen"].append(f"tcp:127.0.0.1:{self.port}")
+        if self.tcp_idle_timeout is not None:
+            sip["tcp_idle_timeout"] = self.tcp_idle_timeout
         if self.timers:
             sip["timers"] = self.timers
         self.extra_config = {
@@ -450,17 +459,30 @@ def _fold(messages: list[SipMsg]) -> list[SipMsg]:
     return out
 
 
-def _port_bound(port: int) -> bool:
-    """Whether a UDP socket is bound to ``port`` (read from /proc, so as not to race SIPp's bind)."""
+def _port_bound(port: int, transport: str = "udp") -> bool:
+    """Whether a UDP socket is bound to ``port``, or a TCP socket listens on it (read from
+    /proc, so as not to race SIPp's bind)."""
     suffix = f":{port:04X}"
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+    for table in (f"/proc/net/{transport}", f"/proc/net/{transport}6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-        if any(line.split()[1].endswith(suffix) for line in lines if len(line.split()) > 1):
-            return True
+        for line in lines:
+            cols = line.split()
+            # 0A: TCP_LISTEN
+            if (
+                len(cols) > 3
+                and cols[1].endswith(suffix)
+                and (transport == "udp" or cols[3] == "0A")
+            ):
+                return True
     return False
+
+
+def tcp_listening(port: int) -> bool:
+    """Whether any socket listens on TCP ``port``."""
+    return _port_bound(port, "tcp")
 
 
 class Sipp:
@@ -485,10 +507,12 @@ class Sipp:
         trace: bool = True,
         call_id: str | None = None,
         extra: Sequence[str] = (),
+        transport: str = "udp",
     ) -> SippRun:
         """Start ``tests/sipp/<scenario>.xml`` on 127.0.0.1:``port`` (uas when ``remote`` is None).
 
-        ``call_id`` is SIPp's ``-cid_str`` (``%u`` call number, ``%p`` pid, ``%s`` address)."""
+        ``call_id`` is SIPp's ``-cid_str`` (``%u`` call number, ``%p`` pid, ``%s`` address);
+        ``transport`` "tcp" runs SIPp with ``-t t1`` (one TCP connection)."""
         name = f"{scenario}-{port}"
         message_file = self.workdir / f"{name}.messages.log"
         output = self.workdir / f"{name}.out"
@@ -510,6 +534,8 @@ class Sipp:
             "-max_socket",
             "2048",
         ]
+        if transport == "tcp":
+            cmd += ["-t", "t1"]
         if trace:
             cmd += ["-trace_msg", "-message_file", str(message_file)]
         if service is not None:
@@ -537,7 +563,7 @@ class Sipp:
         self.runs.append(run)
         if remote is None:  # a uas: wait until it listens
             deadline = time.monotonic() + 5.0
-            while not _port_bound(port):
+            while not _port_bound(port, transport):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"SIPp uas did not start\n{run.report()}")
                 time.sleep(0.02)

@@ -43,7 +43,7 @@ def refusal(result: Route | Refusal) -> Refusal:
 def test_ax_any_caller_reaches_a_and_sees_x(store: Store) -> None:
     store.put(ax(max_seconds=600), now=NOW)
     for caller in (C, D, B):
-        assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", False, 600)
+        assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", False, 600, "N->A")
 
 
 def test_record_true_is_refused_through_the_api(store: Store) -> None:
@@ -64,13 +64,13 @@ def test_the_layout_keeps_the_record_flag() -> None:
 
 def test_ax_present_caller(store: Store) -> None:
     store.put(ax(present="caller"), now=NOW)
-    assert store.lookup(X1, C, NOW) == Route(A, C, "ax-1", "ax", False, None)
+    assert store.lookup(X1, C, NOW) == Route(A, C, "ax-1", "ax", False, None, "N->A")
 
 
 def test_axb_each_party_reaches_the_other(store: Store) -> None:
     store.put(axb(), now=NOW)
-    assert store.lookup(X1, A, NOW) == Route(B, X1, "axb-1", "axb", False, None)
-    assert store.lookup(X1, B, NOW) == Route(A, X1, "axb-1", "axb", False, None)
+    assert store.lookup(X1, A, NOW) == Route(B, X1, "axb-1", "axb", False, None, "A->B")
+    assert store.lookup(X1, B, NOW) == Route(A, X1, "axb-1", "axb", False, None, "B->A")
 
 
 def test_axb_outsider_is_not_party(store: Store) -> None:
@@ -90,14 +90,33 @@ def test_ax_on_axb_number_takes_outsiders(store: Store) -> None:
     store.put(axb(), now=NOW)
     store.put(ax("desk", a=D), now=NOW)
     assert route(store.lookup(X1, A, NOW)).callee == B
-    assert store.lookup(X1, C, NOW) == Route(D, X1, "desk", "ax", False, None)
+    assert store.lookup(X1, C, NOW) == Route(D, X1, "desk", "ax", False, None, "N->A")
 
 
 def test_axn_others_reach_a_and_a_reaches_default_b(store: Store) -> None:
     store.put(axn(), now=NOW)
-    assert store.lookup(X1, C, NOW) == Route(A, X1, "axn-1", "axn", False, None)
-    assert store.lookup(X1, A, NOW) == Route(B, X1, "axn-1", "axn", False, None)
-    assert store.lookup(X1, B, NOW) == Route(A, X1, "axn-1", "axn", False, None)
+    assert store.lookup(X1, C, NOW) == Route(A, X1, "axn-1", "axn", False, None, "N->A")
+    assert store.lookup(X1, A, NOW) == Route(B, X1, "axn-1", "axn", False, None, "A->B")
+    assert store.lookup(X1, B, NOW) == Route(A, X1, "axn-1", "axn", False, None, "N->A")
+
+
+def test_entries_written_without_a_direction(store: Store) -> None:
+    """A store written before directions were recorded: ax routes can only be N->A, an
+    axb or axn entry answers with no direction rather than a wrong one."""
+    import msgpack
+
+    from translate.layout import DIRECTION_SHIFT
+
+    store.put(ax(), now=NOW)
+    store.put(axb(x=X2), now=NOW)
+    with store._env.begin(write=True, db=store._routes) as txn:
+        for key, raw in list(txn.cursor()):
+            value = msgpack.unpackb(raw)
+            value[0] &= (1 << DIRECTION_SHIFT) - 1
+            txn.put(key, msgpack.packb(value))
+    store.release()
+    assert route(store.lookup(X1, C, NOW)).direction == "N->A"
+    assert route(store.lookup(X2, A, NOW)) == Route(B, X2, "axb-1", "axb", False, None, "")
 
 
 def test_unknown(store: Store) -> None:
@@ -223,7 +242,7 @@ def test_purge_expired(store: Store) -> None:
     assert store.get("p2") is not None
     assert store.lookup(X1, A, NOW + 15) == Refusal("not_party", None)  # p2 still on X1
     assert store.lookup(X2, A, NOW + 15) == Refusal("unknown", None)
-    assert store.lookup(X1, C, NOW + 15) == Route(D, X1, "p2", "axb", False, None)
+    assert store.lookup(X1, C, NOW + 15) == Route(D, X1, "p2", "axb", False, None, "A->B")
     assert store.stats(NOW + 15).counts == {"api": {"ax": 0, "axb": 1, "axn": 0}}
 
 

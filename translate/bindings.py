@@ -184,7 +184,10 @@ class Route(NamedTuple):
 
     ``callee`` is the real number to call, ``present`` the number the callee must see as
     caller, ``kind`` the binding kind, ``record`` whether to record, ``max_seconds`` the
-    longest the call may last (None: no limit). A named tuple: the store builds one per
+    longest the call may last (None: no limit), ``direction`` who calls whom in the
+    binding's terms: "N->A" (anyone to A of an ax or axn), "A->B" (A to B of an axb, A to
+    the default B of an axn), "B->A" (B to A of an axb), or "" for an axb or axn entry
+    written before directions were recorded. A named tuple: the store builds one per
     lookup, and a tuple is the cheapest object to build.
     """
 
@@ -194,6 +197,7 @@ class Route(NamedTuple):
     kind: str
     record: bool
     max_seconds: int | None
+    direction: str = ""
 
 
 @dataclass(frozen=True, slots=True)

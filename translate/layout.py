@@ -15,6 +15,8 @@ import msgpack
 from translate.bindings import KINDS, Binding, Hours
 
 __all__ = [
+    "DIRECTIONS",
+    "DIRECTION_SHIFT",
     "FLAG_PRESENT_CALLER",
     "FLAG_RECORD",
     "FORMAT",
@@ -39,6 +41,10 @@ HEAD_MARK: Final = b"\x01"
 KIND_MASK: Final = 0b0011
 FLAG_RECORD: Final = 0b0100
 FLAG_PRESENT_CALLER: Final = 0b1000
+# Bits 4-5: who calls whom through the entry, in the binding's terms (an index of
+# DIRECTIONS); 0 in entries written before the direction was recorded.
+DIRECTION_SHIFT: Final = 4
+DIRECTIONS: Final = ("", "N->A", "A->B", "B->A")
 _KIND_CODE: Final[dict[str, int]] = {kind: code for code, kind in enumerate(KINDS)}
 _MS: Final = struct.Struct(">Q")
 
@@ -70,9 +76,18 @@ def route_value(binding: Binding, callee: str) -> bytes:
     """The routes value for one caller-specific or head entry of ``binding``.
 
     ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours]`` where
-    flags = kind code | record << 2 | present-caller << 3 and hours = [start, end, tz].
+    flags = kind code | record << 2 | present-caller << 3 | direction << 4 and hours =
+    [start, end, tz]. The direction follows from whom the entry reaches: B is reached from
+    A (axb, axn), A from B in an axb, and from anyone else in an ax or axn.
     """
     flags = _KIND_CODE[binding.kind]
+    if callee == binding.b:
+        direction = 2
+    elif binding.kind == "axb":
+        direction = 3
+    else:
+        direction = 1
+    flags |= direction << DIRECTION_SHIFT
     if binding.record:
         flags |= FLAG_RECORD
     if binding.present == "caller":

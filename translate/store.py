@@ -17,7 +17,8 @@ a number. Five named databases:
                     pair (to the other party), and A of an ``axn`` (to its default B).
     Value: msgpack ``[flags, callee, binding_id, expires?, max_seconds?, calls_per_hour?,
     hours?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
-    | record << 2 | present-caller << 3. The route is precomputed per caller, and
+    | record << 2 | present-caller << 3 | direction << 4 (who calls whom through the
+    entry, ``translate.layout.DIRECTIONS``). The route is precomputed per caller, and
     ``X\\0C`` < ``X\\1`` < any other number's keys, so one seek to ``X\\0C`` finds an
     ``axb`` party or the ``axn`` A, or stops on the next key: the head ``X\\1`` for an
     ``ax`` X (and an ``axn`` caller sorting after A), else one more descent reads the
@@ -63,6 +64,8 @@ import msgpack
 
 from translate.bindings import KINDS, Binding, Refusal, Route, binding_problems
 from translate.layout import (
+    DIRECTION_SHIFT,
+    DIRECTIONS,
     FLAG_PRESENT_CALLER,
     FLAG_RECORD,
     FORMAT,
@@ -112,14 +115,16 @@ _NOT_PARTY: Final = Refusal("not_party", None)
 _unpackb = msgpack.unpackb
 _new_route = tuple.__new__  # Route's fields in order, without its Python-level __new__
 _monotonic = time.monotonic
-#: Route flags decoded once: flags -> (kind, record, callee sees the caller).
+#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction).
+#: An ax entry written before directions were recorded can only be "N->A".
 _FLAGS: Final = tuple(
     (
         KINDS[f & KIND_MASK] if f & KIND_MASK < len(KINDS) else "",
         bool(f & FLAG_RECORD),
         bool(f & FLAG_PRESENT_CALLER),
+        DIRECTIONS[f >> DIRECTION_SHIFT] or ("N->A" if f & KIND_MASK == 0 else ""),
     )
-    for f in range(16)
+    for f in range(64)
 )
 
 Progress = Callable[[int], None]
@@ -324,10 +329,9 @@ class Store:
                 if refusal is not None:
                     return refusal
                 max_seconds = rec[4]
-        kind, record, to_caller = _FLAGS[rec[0]]
-        return _new_route(
-            Route, (rec[1], caller if to_caller else virtual, rec[2], kind, record, max_seconds)
-        )
+        kind, record, to_caller, direction = _FLAGS[rec[0]]
+        present = caller if to_caller else virtual
+        return _new_route(Route, (rec[1], present, rec[2], kind, record, max_seconds, direction))
 
     def _new_snapshot(self) -> lmdb.Cursor:
         self.release()
