@@ -69,8 +69,13 @@ class Party:
     def short(self) -> str:  # 1047382916
         return self.e164[3:]
 
+    @property
+    def subscriber(self) -> str:  # 47382916
+        return self.national[3:]
+
     def forms(self) -> list[str]:
-        """Every way the number may be written; a leak is any of these in a message."""
+        """Every way the number may be written as text; a leak is any of these in a
+        message, or in the message with its URI escapes decoded (``scan``)."""
         n = self.national
         return [
             self.e164,
@@ -83,10 +88,28 @@ class Party:
             f"+82-{n[1:3]}-{n[3:7]}-{n[7:]}",
             f"+82 {n[1:3]} {n[3:7]} {n[7:]}",
             f"{n[1:3]}-{n[3:7]}-{n[7:]}",
-            n[3:],  # the eight subscriber digits
+            self.subscriber,
             f"{n[3:7]}-{n[7:]}",
             f"{n[3:7]} {n[7:]}",
+            f"{n[3:7]}.{n[7:]}",
         ]
+
+    def bcd_forms(self) -> list[tuple[str, bytes]]:
+        """The number's digits packed two to an octet, as ISUP (Q.763: first digit in the
+        low nibble) and TBCD write them, and with the nibbles the other way round; from
+        the first digit and from the second (an odd number of digits before it, such as
+        a prefix digit). Only whole octets are compared, so the filler of an odd-length
+        number (0 or F) does not matter. (label, bytes) for patterns of 4 octets or more."""
+        out = []
+        for digits in (self.digits, self.national, self.short, self.subscriber):
+            for start in (0, 1):
+                run = digits[start:]
+                pairs = [(int(run[i]), int(run[i + 1])) for i in range(0, len(run) - 1, 2)]
+                if len(pairs) < 4:
+                    continue
+                out.append((f"bcd:{run}:low-first", bytes(a | b << 4 for a, b in pairs)))
+                out.append((f"bcd:{run}:high-first", bytes(a << 4 | b for a, b in pairs)))
+        return out
 
     def sipp_keys(self, prefix: str) -> dict[str, str]:
         """``-key`` values for the SIPp scenarios: [caller_e164], [caller_dash], ..."""
@@ -175,6 +198,7 @@ class Ansim(EngineProcess):
         api_bindings: Sequence[Binding] = (),
         metrics: bool = False,
         pass_headers: Sequence[str] = (),
+        pass_bodies: Sequence[str] = (),
         timers: dict[str, float] | None = None,
     ) -> None:
         super().__init__(workdir, listen_flags=False, log_name="ansim.log")
@@ -186,6 +210,7 @@ class Ansim(EngineProcess):
         self.numbers = number_map() if numbers is None else numbers
         self.api_bindings = list(api_bindings)
         self.pass_headers = list(pass_headers)
+        self.pass_bodies = list(pass_bodies)
         self.timers = timers
 
     @property
@@ -207,6 +232,7 @@ class Ansim(EngineProcess):
             "routes": self.routes,
             "unknown_source": "reject",
             "pass_headers": self.pass_headers,
+            "pass_bodies": self.pass_bodies,
         }
         self.files = {
             "trunks.yaml": yaml.safe_dump(trunks, sort_keys=False),
@@ -314,16 +340,20 @@ class Ansim(EngineProcess):
 
 # -- SIPp ------------------------------------------------------------------------------------
 
-_BLOCK = re.compile(r"^-{20,} \d{4}-\d\d-\d\d [\d:.]+\n", re.M)
-_HEAD = re.compile(r"^(UDP|TCP) message (sent|received) (?:\(\d+ bytes\)|\[\d+\] bytes ?):\n\n")
+_BLOCK = re.compile(rb"^-{20,} \d{4}-\d\d-\d\d [\d:.]+\n", re.M)
+_HEAD = re.compile(rb"^(UDP|TCP) message (sent|received) (?:\(\d+ bytes\)|\[\d+\] bytes ?):\n\n")
 
 
 @dataclass
 class SipMsg:
-    """One message from a SIPp message log."""
+    """One message a peer sent or received: its bytes, and as text for reading fields."""
 
     direction: str  # "sent" or "received"
-    text: str
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", errors="replace")
 
     @property
     def first_line(self) -> str:
@@ -398,16 +428,14 @@ class SippRun:
 
     def messages(self) -> list[SipMsg]:
         if self._messages is None:
-            text = (
-                self.message_file.read_text(errors="replace") if self.message_file.exists() else ""
-            )
+            data = self.message_file.read_bytes() if self.message_file.exists() else b""
             out = []
-            for block in _BLOCK.split(text):
+            for block in _BLOCK.split(data):
                 m = _HEAD.match(block)
                 if m is None:
                     continue
                 body = block[m.end() :]
-                out.append(SipMsg(m.group(2), body.rstrip("\n") + "\n"))
+                out.append(SipMsg(m.group(2).decode(), body.rstrip(b"\n") + b"\n"))
             self._messages = out
         return self._messages
 
@@ -562,15 +590,39 @@ class Sipp:
 # -- leak scanning ---------------------------------------------------------------------------
 
 
-def leaks(messages: Sequence[SipMsg], party: Party) -> list[tuple[str, str]]:
-    """(form, line) for every line of ``messages`` that holds ``party``'s number in any form."""
+_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def scan(raw: bytes, party: Party) -> list[tuple[str, str]]:
+    """(form, where) for every place in ``raw`` holding ``party``'s number: any textual
+    form, in the bytes as sent or with their URI escapes decoded (``%2B``, ``%3x`` for
+    each digit, in either case), or BCD-packed (``Party.bcd_forms``) in the raw bytes."""
     hits = []
-    forms = party.forms()
+    decoded = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
+    for text, how in ((raw, ""), (decoded, " (URI-escaped)")):
+        if how and decoded == raw:
+            break
+        for form in party.forms():
+            pattern = form.encode()
+            i = text.find(pattern)
+            while i >= 0:
+                line_start = text.rfind(b"\n", 0, i) + 1
+                line_end = text.find(b"\n", i)
+                line = text[line_start : line_end if line_end >= 0 else len(text)]
+                hits.append((form + how, line.decode("utf-8", errors="replace").strip()))
+                i = text.find(pattern, i + 1)
+    for label, pattern in party.bcd_forms():
+        i = raw.find(pattern)
+        if i >= 0:
+            hits.append((label, raw[max(0, i - 8) : i + len(pattern) + 8].hex()))
+    return hits
+
+
+def leaks(messages: Sequence[SipMsg], party: Party) -> list[tuple[str, str]]:
+    """(form, where) for every place in ``messages`` that holds ``party``'s number (``scan``)."""
+    hits = []
     for msg in messages:
-        for line in msg.text.splitlines():
-            for form in forms:
-                if form in line:
-                    hits.append((form, line))
+        hits.extend(scan(msg.raw, party))
     return hits
 
 
