@@ -462,6 +462,19 @@ def outgoing_body(
     body = msg.body
     if not body:
         return NO_BODY
+    names = msg.names
+    if (
+        kind in _SESSION_KINDS
+        and b"content-encoding" not in names
+        and b"content-disposition" not in names
+    ):
+        ctype = msg.get(b"content-type")
+        if ctype is not None and ctype.lower() == SDP:  # the usual case, at once
+            try:
+                return OutBody(sdp.build(parse_sdp(body)), SDP)
+            except SdpError:
+                status = UNUSABLE[kind]
+                return OutBody(status=status) if status else NO_BODY
     encoding = msg.get(b"content-encoding")
     walk = _Walk(kind, sdp, policy, numbers)
     walk.take(

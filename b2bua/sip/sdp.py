@@ -267,7 +267,7 @@ def parse_sdp(body: bytes) -> SessionDescription:
     session_connection_bad = False
     media_connection_bad = False
     for line in body.split(b"\n"):
-        if line[-1:] == b"\r":
+        if line and line[-1] == 0x0D:
             line = line[:-1]
         if len(line) < 2 or line[1] != 0x3D:  # "=" after the type letter
             if not started and line.strip():

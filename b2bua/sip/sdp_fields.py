@@ -27,7 +27,7 @@ def only(value: bytes, chars: bytes) -> bool:
 
 def uint(value: bytes, limit: int) -> int:
     """``value`` as a decimal integer in 0..limit, or -1."""
-    if not value or len(value) > 20 or not only(value, DIGITS):
+    if len(value) > 20 or not value.isdigit():  # bytes.isdigit: ASCII digits only
         return -1
     n = int(value)
     return n if n <= limit else -1
@@ -59,10 +59,7 @@ def _ip4(value: bytes) -> bool:
     parts = value.split(b".")
     if len(parts) != 4:
         return False
-    for part in parts:
-        if not part or len(part) > 3 or not only(part, DIGITS) or int(part) > 255:
-            return False
-    return True
+    return all(len(part) <= 3 and part.isdigit() and int(part) <= 255 for part in parts)
 
 
 def _ip6(value: bytes) -> bool:
