@@ -94,22 +94,10 @@ class Party:
             f"{n[3:7]}.{n[7:]}",
         ]
 
-    def bcd_forms(self) -> list[tuple[str, bytes]]:
-        """The number's digits packed two to an octet, as ISUP (Q.763: first digit in the
-        low nibble) and TBCD write them, and with the nibbles the other way round; from
-        the first digit and from the second (an odd number of digits before it, such as
-        a prefix digit). Only whole octets are compared, so the filler of an odd-length
-        number (0 or F) does not matter. (label, bytes) for patterns of 4 octets or more."""
-        out = []
-        for digits in (self.digits, self.national, self.short, self.subscriber):
-            for start in (0, 1):
-                run = digits[start:]
-                pairs = [(int(run[i]), int(run[i + 1])) for i in range(0, len(run) - 1, 2)]
-                if len(pairs) < 4:
-                    continue
-                out.append((f"bcd:{run}:low-first", bytes(a | b << 4 for a, b in pairs)))
-                out.append((f"bcd:{run}:high-first", bytes(a << 4 | b for a, b in pairs)))
-        return out
+    def digit_runs(self) -> list[str]:
+        """The digit strings a number is packed from in BCD (``scan``): international,
+        national, without the trunk prefix, the subscriber digits."""
+        return [self.digits, self.national, self.short, self.subscriber]
 
     def sipp_keys(self, prefix: str) -> dict[str, str]:
         """``-key`` values for the SIPp scenarios: [caller_e164], [caller_dash], ..."""
@@ -591,12 +579,14 @@ class Sipp:
 
 
 _PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_SWAP = bytes((b & 0x0F) << 4 | b >> 4 for b in range(256))
 
 
 def scan(raw: bytes, party: Party) -> list[tuple[str, str]]:
     """(form, where) for every place in ``raw`` holding ``party``'s number: any textual
     form, in the bytes as sent or with their URI escapes decoded (``%2B``, ``%3x`` for
-    each digit, in either case), or BCD-packed (``Party.bcd_forms``) in the raw bytes."""
+    each digit, in either case), or BCD-packed in the raw bytes (either nibble order,
+    any nibble offset, odd or even length)."""
     hits = []
     decoded = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
     for text, how in ((raw, ""), (decoded, " (URI-escaped)")):
@@ -611,10 +601,14 @@ def scan(raw: bytes, party: Party) -> list[tuple[str, str]]:
                 line = text[line_start : line_end if line_end >= 0 else len(text)]
                 hits.append((form + how, line.decode("utf-8", errors="replace").strip()))
                 i = text.find(pattern, i + 1)
-    for label, pattern in party.bcd_forms():
-        i = raw.find(pattern)
-        if i >= 0:
-            hits.append((label, raw[max(0, i - 8) : i + len(pattern) + 8].hex()))
+    # BCD: two digits to an octet, first digit in the low nibble (ISUP, Q.763; TBCD) or
+    # in the high one; the raw bytes as nibbles in either order, searched for the digits
+    # at any nibble offset, whatever the filler after an odd last digit.
+    for order, nibbles in (("low-first", raw.translate(_SWAP).hex()), ("high-first", raw.hex())):
+        for digits in party.digit_runs():
+            i = nibbles.find(digits)
+            if i >= 0:
+                hits.append((f"bcd:{digits}:{order}", nibbles[max(0, i - 8) : i + len(digits) + 8]))
     return hits
 
 

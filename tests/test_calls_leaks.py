@@ -14,6 +14,7 @@ has something to find and cover the paths that carry numbers in less usual place
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from call_env import (
     assert_no_leaks,
     leaks,
     run_call,
+    scan,
     trunk,
     user_part,
 )
@@ -408,3 +410,43 @@ def test_callee_sip_i_answers_on_the_way_back(sipp: Sipp, ansim: Ansim, callee_p
             assert len(sdp_model(msg).media) == 1
             assert msg.header("Allow") == ALLOW_HEADER.decode() and not msg.headers("Supported")
     assert [r.method for r in callee.requests] == [b"INVITE", b"ACK", b"BYE"]
+
+
+def escaped(text: str, which: str, upper: bool) -> str:
+    """``text`` with the characters in ``which`` written as URI escapes."""
+    return "".join(
+        (f"%{ord(c):02X}" if upper else f"%{ord(c):02x}") if c in which else c for c in text
+    )
+
+
+@pytest.mark.parametrize("party", [CALLER, CALLEE])
+def test_the_scan_finds_every_written_form(party: Party) -> None:
+    """What the leak tests rely on: every form of a number is found, in text, behind URI
+    escapes and BCD-packed in binary, and random bytes hold none."""
+    for form in party.forms():
+        assert {f for f, _ in scan(f"x={form};".encode(), party)} >= {form}, form
+    e = party.e164
+    for text in (
+        escaped(e, "+", True),  # %2B821047382916
+        escaped(e, "+", False),
+        escaped(e, "+0123456789", True),  # every digit %3X
+        escaped(e, "+0123456789", False),
+        "".join(escaped(c, c, i % 2 == 0) if i % 3 else c for i, c in enumerate(e)),  # mixed
+        escaped(party.national, "0123456789", True),
+    ):
+        hits = scan(f"<sip:{text}@192.0.2.1>".encode(), party)
+        assert any(f.endswith("(URI-escaped)") for f, _ in hits), text
+    for digits in (party.digits, party.national, party.short, party.subscriber):
+        for prefix in ("", "9"):  # even and odd offsets in the octets
+            run = prefix + digits
+            for pad in ("0", "F"):  # ISUP and TBCD fillers of an odd-length number
+                nibbles = [int(c, 16) for c in run + (pad if len(run) % 2 else "")]
+                pairs = list(zip(nibbles[::2], nibbles[1::2], strict=True))
+                low_first = bytes(a | b << 4 for a, b in pairs)
+                high_first = bytes(a << 4 | b for a, b in pairs)
+                for packed in (low_first, high_first):
+                    data = b"\x01\x00\x0a" + packed + b"\x00"
+                    assert any(f.startswith("bcd:") for f, _ in scan(data, party)), (run, pad)
+    rng = random.Random(7)
+    noise = bytes(rng.randrange(256) for _ in range(200_000))
+    assert not scan(noise, party)
