@@ -39,6 +39,7 @@ from call_env import (
     Party,
     SipMsg,
     Sipp,
+    UdpSink,
     assert_no_leaks,
     leaks,
     run_call,
@@ -450,3 +451,39 @@ def test_the_scan_finds_every_written_form(party: Party) -> None:
     rng = random.Random(7)
     noise = bytes(rng.randrange(256) for _ in range(200_000))
     assert not scan(noise, party)
+
+
+# -- an SDP that cannot be parsed at all ----------------------------------------------------------
+
+
+def test_invite_whose_sdp_cannot_be_parsed_is_refused_488(ansim: Ansim, callee_port: int) -> None:
+    garbage = f"SDP? call from {CALLER.e164}\r\nm=audio 4000 RTP/AVP 0\r\n".encode()
+    with UdpSink(callee_port) as callee_trunk, RawCaller(("127.0.0.1", ansim.port)) as caller:
+        assert caller.call(user_part(VIRTUAL_AX), Body("application/sdp", garbage)) == 488
+        assert callee_trunk.datagrams() == []
+        assert not leaks(caller.messages(), CALLEE)
+    row = ansim.cdr()
+    assert (row["status"], row["reason"], row["ended_by"]) == (488, "bad_sdp", "engine")
+
+
+def test_answer_whose_sdp_cannot_be_parsed_gives_502_and_hangs_up_the_callee(
+    ansim: Ansim, callee_port: int
+) -> None:
+    garbage = f"answer from {CALLEE.e164}\r\n".encode()
+    callee = RawCallee(
+        [Reply(180, "Ringing"), Reply(200, "OK", Body("application/sdp", garbage))],
+        port=callee_port,
+    ).start()
+    try:
+        with RawCaller(("127.0.0.1", ansim.port)) as caller:
+            offer = Body("application/sdp", sdp_offer(CALLER, host="127.0.0.1"))
+            assert caller.call(user_part(VIRTUAL_AX), offer) == 502
+            assert [r.status for r in caller.responses] == [100, 180, 502]
+            assert not leaks(caller.messages(), CALLEE)
+    finally:
+        callee.join()
+        callee.close()
+    assert [r.method for r in callee.requests] == [b"INVITE", b"ACK", b"BYE"]
+    assert not leaks(callee.messages(), CALLER)
+    row = ansim.cdr()
+    assert (row["status"], row["reason"], row["ended_by"]) == (502, "bad_sdp_answer", "engine")
