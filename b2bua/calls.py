@@ -4,8 +4,10 @@ A carrier's INVITE for virtual number X arrives on the A-leg; the engine answers
 asks the translation store whom to call, and places the B-leg INVITE to the real
 callee over the route's trunks, presenting the number the binding says. Everything the
 far leg sees is built fresh here (DESIGN.md, "What the far leg may see"): Call-ID,
-tags, Via, Contact, From/To/P-Asserted-Identity, the SDP origin. Headers of the other
-leg pass only through the configured allow-list.
+tags, Via, Contact, From/To/P-Asserted-Identity, Allow, Supported, Require and the
+session timer headers (``sip.extensions``), and the body (``sip.bodies``: SDP rebuilt
+by the receiving leg's ``SdpBuilder``). Other headers of the other leg pass only
+through the configured allow-list.
 
 In-dialog requests (BYE, re-INVITE, UPDATE, PRACK, INFO, OPTIONS) are relayed to the
 other leg as new transactions and their responses relayed back. ACKs for 2xx are
@@ -31,13 +33,23 @@ from translate.store import Store
 
 from .cdr import CallRecord, CdrWriter
 from .endpoint import SipEndpoint
+from .sip.bodies import ACK, ANSWER, EARLY, INFO, OFFER, OTHER, Numbers, outgoing_body
 from .sip.dialog import Dialog, without_tag
 from .sip.errors import SipParseError
+from .sip.extensions import (
+    IN_DIALOG_OPTIONS,
+    min_se,
+    required,
+    rseq,
+    session_expires,
+    supported,
+    unsupported,
+)
 from .sip.message import START_NAME, Request, Response
 from .sip.reason import RECOVERY_ON_TIMER_EXPIRY, q850_cause, q850_for_status
 from .sip.responses import REASONS, make_response
 from .sip.routing import Peer
-from .sip.sdp import OriginRewriter, rewrite_sdp
+from .sip.sdp import SdpBuilder
 from .sip.transaction import (
     ClientTransaction,
     Event,
@@ -50,7 +62,7 @@ from .sip.transaction import (
     TransportError,
 )
 from .sip.uri import parse_name_addr, parse_uri
-from .sip.validate import ALLOW_HEADER, SUPPORTED_OPTIONS
+from .sip.validate import ACCEPT_HEADER, ALLOW_HEADER, IMPLEMENTED_OPTIONS
 from .trunks import Trunk, TrunkTable
 
 log = logging.getLogger(__name__)
@@ -70,9 +82,7 @@ MAPPED_STATUS: dict[int, int] = {
     401: 503,
     407: 503,
 }
-# Headers whose values are option tags or numbers only, copied between legs as they are.
-_SAFE_COPY = (b"supported", b"session-expires", b"min-se", b"allow", b"accept")
-_MEDIA_TYPES = (b"content-type",)
+_OFFER_METHODS = (b"INVITE", b"UPDATE", b"PRACK")
 
 
 class CallState(IntEnum):
@@ -98,7 +108,8 @@ class Ids:
 
 
 class Leg:
-    """One side of a call: its dialog, where to send, and the SDP origin it is shown."""
+    """One side of a call: its dialog, where to send, the SDP it is sent (its builder)
+    and the numbers it may see."""
 
     __slots__ = (
         "ack_cseq",
@@ -109,21 +120,29 @@ class Leg:
         "hop",
         "is_a",
         "last_ack",
-        "origin",
+        "numbers",
         "out_pending",
         "peer",
+        "sdp",
         "transport",
     )
 
     def __init__(
-        self, call: Call, is_a: bool, dialog: Dialog, peer: Peer, origin: OriginRewriter
+        self,
+        call: Call,
+        is_a: bool,
+        dialog: Dialog,
+        peer: Peer,
+        sdp: SdpBuilder,
+        numbers: Numbers,
     ) -> None:
         self.call = call
         self.is_a = is_a
         self.dialog = dialog
         self.peer = peer
         self.transport = peer[0]
-        self.origin = origin  # rewrites SDP this leg is sent
+        self.sdp = sdp  # builds the SDP this leg is sent
+        self.numbers = numbers  # calling and called number as this leg sees them
         self.ack_cseq: int | None = None  # INVITE on this leg whose 2xx awaits our ACK
         self.out_pending = False  # an INVITE/UPDATE we sent on this leg awaits its final response
         self.hop: Peer | None = None  # where in-dialog requests go; None: work it out again
@@ -308,9 +327,11 @@ class CallEngine:
             return b"<sip:ansim@%s:%d>" % (host, port)
         return b"<sip:ansim@%s:%d;transport=%s>" % (host, port, transport.encode())
 
-    def _origin(self) -> OriginRewriter:
+    def _sdp_builder(self, transport: str) -> SdpBuilder:
+        """A builder of the SDP a leg on ``transport`` is sent: a session id of its own,
+        ansim's advertised address in o=."""
         self._session += 1
-        return OriginRewriter(self._session)
+        return SdpBuilder(self._session, self._host(transport)[0])
 
     def _hop(self, leg: Leg) -> Peer:
         """Where requests in ``leg``'s dialog are sent: over the connection the party's
@@ -493,7 +514,9 @@ class CallEngine:
             and [v for line in req.get_all(b"record-route") for v in _split(line)],
             remote_cseq=req.cseq[0],
         )
-        call.a = Leg(call, True, a_dialog, source, self._origin())
+        call.a = Leg(
+            call, True, a_dialog, source, self._sdp_builder(source[0]), Numbers(caller, virtual)
+        )
         if source[0] != "udp":
             self._set_flow(call.a, source)
         self.dialogs[(a_dialog.call_id, a_tag)] = call.a
@@ -513,7 +536,7 @@ class CallEngine:
             self.dialogs.pop((call.b.dialog.call_id, call.b.dialog.local_tag), None)
             call.b = None
             if call.a is not None:
-                call.a.origin.new_sender()
+                call.a.sdp.origin.new_sender()
         if not call.trunks or call.cancelled:
             if call.cancelled:
                 return
@@ -522,11 +545,15 @@ class CallEngine:
         trunk = call.trunks.pop(0)
         call.trunk = trunk
         req = self._b_invite(call, trunk)
+        if req is None:  # the caller's SDP could not be rebuilt
+            self._fail_a(call, 488, b"Not Acceptable Here", "bad_sdp", now)
+            return
         call.b_txn = self.ep.send_request(req, trunk.peer(), call)
         call.state = CallState.ROUTING
         self._set_timer(call, trunk.invite_timeout, self._on_invite_timeout)
 
-    def _b_invite(self, call: Call, trunk: Trunk) -> Request:
+    def _b_invite(self, call: Call, trunk: Trunk) -> Request | None:
+        """The B-leg INVITE toward ``trunk``; None when the caller's SDP cannot be rebuilt."""
         a_req = call.a_invite
         peer = trunk.peer()
         transport = peer[0]
@@ -566,32 +593,64 @@ class CallEngine:
             b"contact",
             b"p-asserted-identity",
         ]
-        self._copy_headers(a_req, lines, names)
-        require = a_req.get(b"require")
-        if require:
-            opts = [o for o in _split(require) if o.lower() in SUPPORTED_OPTIONS]
-            if opts:
-                lines.append(b"Require: " + b", ".join(opts))
-                names.append(b"require")
+        sdp = self._sdp_builder(transport)
+        numbers = Numbers(call.route.present, call.callee)
+        body = outgoing_body(a_req, OFFER, sdp, self.trunks.body_policy, numbers)
+        if body.status:
+            return None
+        lines.append(b"Allow: " + ALLOW_HEADER)
+        names.append(b"allow")
+        self._copy_headers(a_req, lines, names, IMPLEMENTED_OPTIONS)
+        require = required(a_req)
+        if require is not None:
+            lines.append(b"Require: " + require)
+            names.append(b"require")
         b_leg_dialog = Dialog(call_id, local_uri, tag, remote_uri, None, ruri, local_cseq=1)
-        leg = Leg(call, False, b_leg_dialog, peer, self._origin())
+        leg = Leg(call, False, b_leg_dialog, peer, sdp, numbers)
         call.b = leg
         self.dialogs[(call_id, tag)] = leg
-        body = a_req.body
-        if body:
-            body = rewrite_sdp(body, leg.origin) if _is_sdp(a_req) else body
-        return Request(b"INVITE", ruri, lines, names, body)
+        out = Request(b"INVITE", ruri, lines, names, body.body)
+        _add_body_headers(out, body.content_type, body.disposition)
+        return out
 
     def _copy_headers(
-        self, src: Request | Response, lines: list[bytes], names: list[bytes]
+        self,
+        src: Request | Response,
+        lines: list[bytes],
+        names: list[bytes],
+        options: tuple[bytes, ...],
     ) -> None:
-        """Copy the safe headers and the configured allow-list from ``src``."""
+        """The headers built from ``src`` for the other leg: the configured allow-list as
+        received; Supported (of ``options``), Session-Expires, Min-SE and Unsupported
+        rebuilt from their parsed values."""
         allow = self.trunks.pass_headers
-        src_lines = src.lines
-        for i, name in enumerate(src.names):
-            if name in _SAFE_COPY or name in _MEDIA_TYPES or name in allow:
-                lines.append(src_lines[i])
-                names.append(name)
+        if allow:
+            src_lines = src.lines
+            for i, name in enumerate(src.names):
+                if name in allow:
+                    lines.append(src_lines[i])
+                    names.append(name)
+        src_names = src.names
+        if b"supported" in src_names:
+            value = supported(src, options)
+            if value is not None:
+                lines.append(b"Supported: " + value)
+                names.append(b"supported")
+        if b"session-expires" in src_names:
+            value = session_expires(src)
+            if value is not None:
+                lines.append(b"Session-Expires: " + value)
+                names.append(b"session-expires")
+        if b"min-se" in src_names:
+            value = min_se(src)
+            if value is not None:
+                lines.append(b"Min-SE: " + value)
+                names.append(b"min-se")
+        if b"unsupported" in src_names:
+            value = unsupported(src)
+            if value is not None:
+                lines.append(b"Unsupported: " + value)
+                names.append(b"unsupported")
 
     def _set_timer(self, call: Call, delay: float, fn: Callable[[Call], None]) -> None:
         if call.timer is not None:
@@ -678,13 +737,20 @@ class CallEngine:
                 self._send_ack(leg, None, now)
                 self._send_bye(leg, now)
                 return
+            answer = self._a_response(call, resp, 200, b"OK")
+            if answer is None:  # no SDP the caller could be given: the callee is hung up
+                self._send_ack(leg, None, now)
+                self._send_bye(leg, now)
+                call.ended_by = "engine"
+                self._fail_a(call, 502, b"Bad Gateway", "bad_sdp_answer", now)
+                return
             self._clear_timer(call)
             call.state = CallState.ANSWERED
             call.answer_at = now
             call.cause = None  # of a trunk that failed before this one answered
             call.cause_status = 0
             self.stats.observe_setup(now - call.invite_at)
-            self._answer_a(call, resp, now)
+            self._answer_a(call, answer, now)
             return
         # final failure
         self._clear_timer(call)
@@ -698,7 +764,14 @@ class CallEngine:
         mapped = MAPPED_STATUS.get(status, status)
         if 300 <= mapped < 400:
             mapped = 480
-        self._fail_a(call, mapped, _reason(mapped), f"b_{status}", now)
+        headers = None
+        if mapped == 422:  # RFC 4028 §6: the caller retries with at least this interval
+            value = min_se(resp)
+            headers = [(b"min-se", value)] if value is not None else None
+        elif mapped == 420:
+            value = unsupported(resp)
+            headers = [(b"unsupported", value)] if value is not None else None
+        self._fail_a(call, mapped, _reason(mapped), f"b_{status}", now, headers)
 
     def _learn_remote(self, leg: Leg, resp: Response) -> None:
         d = leg.dialog
@@ -716,10 +789,18 @@ class CallEngine:
         if rr:
             d.route_set = [v for line in reversed(rr) for v in reversed(_split(line))]
 
-    def _a_response(self, call: Call, resp: Response, status: int, reason: bytes) -> Response:
-        """A response to the caller's INVITE built from the callee's, with nothing of the callee."""
+    def _a_response(
+        self, call: Call, resp: Response, status: int, reason: bytes
+    ) -> Response | None:
+        """A response to the caller's INVITE built from the callee's, with nothing of the
+        callee; None for a 2xx whose SDP cannot be rebuilt."""
         a = call.a
         assert a is not None
+        body = outgoing_body(
+            resp, EARLY if status < 200 else ANSWER, a.sdp, self.trunks.body_policy, a.numbers
+        )
+        if body.status:
+            return None
         invite = call.a_invite
         out = make_response(invite, status, reason, to_tag=a.dialog.local_tag)
         lines, names = out.lines, out.names
@@ -727,22 +808,29 @@ class CallEngine:
             if name == b"record-route":  # §12.1.1: the caller's side of the route set, echoed
                 lines.append(invite.lines[i])
                 names.append(name)
-        out.add(b"contact", self._contact(a.transport))
-        self._copy_headers(resp, lines, names)
-        for name in (b"require", b"rseq"):
-            v = resp.get(name)
-            if v is not None:
-                out.add(name, v)
-        if resp.body:
-            out.body = rewrite_sdp(resp.body, a.origin) if _is_sdp(resp) else resp.body
+        lines.append(b"Contact: " + self._contact(a.transport))
+        lines.append(b"Allow: " + ALLOW_HEADER)
+        names += [b"contact", b"allow"]
+        self._copy_headers(resp, lines, names, IMPLEMENTED_OPTIONS)
+        require = required(resp, IMPLEMENTED_OPTIONS, invite)
+        if require is not None:
+            lines.append(b"Require: " + require)
+            names.append(b"require")
+            if status < 200 and require.find(b"100rel") >= 0:
+                value = rseq(resp)
+                if value is not None:
+                    lines.append(b"RSeq: " + value)
+                    names.append(b"rseq")
+        out.body = body.body
+        _add_body_headers(out, body.content_type, body.disposition)
         return out
 
     def _relay_provisional(self, call: Call, resp: Response, now: float) -> None:
         out = self._a_response(call, resp, resp.status, _reason(resp.status))
-        self.layer.respond(call.a_txn, out, now)
+        if out is not None:
+            self.layer.respond(call.a_txn, out, now)
 
-    def _answer_a(self, call: Call, resp: Response, now: float) -> None:
-        out = self._a_response(call, resp, 200, b"OK")
+    def _answer_a(self, call: Call, out: Response, now: float) -> None:
         self.layer.respond(call.a_txn, out, now)
         call.retrans_interval = self.t1
         self._set_timer(call, self.t1, self._retransmit_2xx)
@@ -773,14 +861,22 @@ class CallEngine:
         self._set_timer(call, call.retrans_interval, self._retransmit_2xx)
         self.ep.flush()
 
-    def _fail_a(self, call: Call, status: int, phrase: bytes, reason: str, now: float) -> None:
+    def _fail_a(
+        self,
+        call: Call,
+        status: int,
+        phrase: bytes,
+        reason: str,
+        now: float,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         self._clear_timer(call)
         if not reason.startswith("b_") and reason != "trunks_failed":
             # ansim's own decision: the cause follows from the status the caller gets
             call.cause = None
             call.cause_status = 0
         if call.a_txn.state in (State.PROCEEDING, State.TRYING):
-            self.layer.reply(call.a_txn, status, now, reason=phrase)
+            self.layer.reply(call.a_txn, status, now, reason=phrase, headers=headers)
         call.status = status
         call.reason = reason
         if call.ended_by is None:
@@ -807,10 +903,9 @@ class CallEngine:
         d = leg.dialog
         ack = d.request(b"ACK", self._via(leg.transport), cseq=cseq)
         if src is not None and src.body:
-            ack.body = rewrite_sdp(src.body, leg.origin) if _is_sdp(src) else src.body
-            ctype = src.get(b"content-type")
-            if ctype:
-                ack.add(b"content-type", ctype)
+            body = outgoing_body(src, ACK, leg.sdp, self.trunks.body_policy, leg.numbers)
+            ack.body = body.body
+            _add_body_headers(ack, body.content_type, body.disposition)
         leg.ack_cseq = None
         leg.last_ack = ack
         self.layer.send_request(ack, self._hop(leg), now)
@@ -828,10 +923,8 @@ class CallEngine:
         ack = d.request(b"ACK", self._via(leg.transport), cseq=cseq)
         last = leg.last_ack
         if last is not None and last.body and last.cseq[0] == cseq:
-            ack.body = last.body
-            ctype = last.get(b"content-type")
-            if ctype:
-                ack.add(b"content-type", ctype)
+            ack.body = last.body  # built by _send_ack already
+            _add_body_headers(ack, last.get(b"content-type"), last.get(b"content-disposition"))
         leg.last_ack = ack
         self.layer.send_request(ack, self._hop(leg), now)
 
@@ -974,10 +1067,18 @@ class CallEngine:
         if other is None or call.state == CallState.ENDED:
             self.layer.reply(txn, 481, now)
             return
-        if method == b"INVITE" or method == b"UPDATE":
-            if leg.out_pending:  # glare: we have our own offer outstanding on this leg
-                self.layer.reply(txn, 491, now)
-                return
+        target_refresh = method == b"INVITE" or method == b"UPDATE"
+        if target_refresh and leg.out_pending:  # glare: our own offer is outstanding on this leg
+            self.layer.reply(txn, 491, now)
+            return
+        policy = self.trunks.body_policy
+        kind = OFFER if method in _OFFER_METHODS else INFO if method == b"INFO" else OTHER
+        body = outgoing_body(req, kind, other.sdp, policy, other.numbers)
+        if body.status:  # 488 for an unusable SDP, 415/400 for an INFO body not relayed
+            headers = [(b"accept", policy.accept_info)] if body.status == 415 else None
+            self.layer.reply(txn, body.status, now, headers=headers)
+            return
+        if target_refresh:
             other.out_pending = True
             if method == b"INVITE":
                 # §17.2.1: the far leg may take longer than 200 ms; stop the sender's retransmissions.
@@ -988,14 +1089,30 @@ class CallEngine:
             rack = req.get(b"rack")
             if rack is not None:
                 parts = rack.split()
-                if len(parts) == 3 and call.b_txn is not None:
-                    out.add(b"rack", b"%s %d %s" % (parts[0], call.b_txn.request.cseq[0], parts[2]))
+                if (
+                    len(parts) == 3
+                    and call.b_txn is not None
+                    and parts[0].isdigit()
+                    and len(parts[0]) <= 10
+                ):
+                    out.add(b"rack", b"%d %d INVITE" % (int(parts[0]), call.b_txn.request.cseq[0]))
         else:
-            contact = self._contact(other.transport) if method in (b"INVITE", b"UPDATE") else None
+            contact = self._contact(other.transport) if target_refresh else None
             out = d.request(method, self._via(other.transport), contact=contact)
-        self._copy_headers(req, out.lines, out.names)
-        if req.body:
-            out.body = rewrite_sdp(req.body, other.origin) if _is_sdp(req) else req.body
+        lines, names = out.lines, out.names
+        if target_refresh or method == b"OPTIONS":
+            lines.append(b"Allow: " + ALLOW_HEADER)
+            names.append(b"allow")
+        if method == b"OPTIONS":
+            lines.append(b"Accept: " + ACCEPT_HEADER)
+            names.append(b"accept")
+        self._copy_headers(req, lines, names, IN_DIALOG_OPTIONS)
+        require = required(req, IN_DIALOG_OPTIONS)
+        if require is not None:
+            lines.append(b"Require: " + require)
+            names.append(b"require")
+        out.body = body.body
+        _add_body_headers(out, body.content_type, body.disposition)
         ctxn = self.layer.send_request(out, self._hop(other), now)
         ctxn.user = Relay(call, leg, other, txn)
         txn.user = call
@@ -1017,15 +1134,40 @@ class CallEngine:
             relay.to_leg.ack_cseq = resp.cseq[0]
             self._learn_target(relay.to_leg, resp)
         from_leg = relay.from_leg
+        kind = OTHER
+        if method in _OFFER_METHODS and status < 300:
+            kind = EARLY if status < 200 else ANSWER
+        body = outgoing_body(resp, kind, from_leg.sdp, self.trunks.body_policy, from_leg.numbers)
+        if body.status:  # a 2xx without an SDP the sender can be given
+            if method == b"INVITE":
+                self._send_ack(relay.to_leg, None, now)
+            self.layer.reply(server, body.status, now, to_tag=from_leg.dialog.local_tag)
+            return
         # The far end's reason phrase is free text (it may name its number): never relayed.
         out = make_response(
             server.request, status, _reason(status), to_tag=from_leg.dialog.local_tag
         )
-        if method in (b"INVITE", b"UPDATE") and status < 300:
-            out.add(b"contact", self._contact(from_leg.transport))
-        self._copy_headers(resp, out.lines, out.names)
-        if resp.body:
-            out.body = rewrite_sdp(resp.body, from_leg.origin) if _is_sdp(resp) else resp.body
+        lines, names = out.lines, out.names
+        if 200 <= status < 300:
+            if method == b"INVITE" or method == b"UPDATE":
+                lines.append(b"Contact: " + self._contact(from_leg.transport))
+                names.append(b"contact")
+            if method in (b"INVITE", b"UPDATE", b"OPTIONS"):
+                lines.append(b"Allow: " + ALLOW_HEADER)
+                names.append(b"allow")
+            if method == b"OPTIONS":
+                lines.append(b"Accept: " + ACCEPT_HEADER)
+                names.append(b"accept")
+        elif status == 405:
+            lines.append(b"Allow: " + ALLOW_HEADER)
+            names.append(b"allow")
+        self._copy_headers(resp, lines, names, IN_DIALOG_OPTIONS)
+        require = required(resp, IN_DIALOG_OPTIONS, server.request)
+        if require is not None:
+            lines.append(b"Require: " + require)
+            names.append(b"require")
+        out.body = body.body
+        _add_body_headers(out, body.content_type, body.disposition)
         self.layer.respond(server, out, now)
 
     @staticmethod
@@ -1196,9 +1338,17 @@ def _reason(status: int) -> bytes:
     return REASONS.get(status) or _CLASS_REASONS.get(status // 100, b"Unknown")
 
 
-def _is_sdp(msg: Request | Response) -> bool:
-    ctype = msg.get(b"content-type")
-    return ctype is not None and ctype[:15].lower() == b"application/sdp"
+def _add_body_headers(
+    msg: Request | Response, content_type: bytes | None, disposition: bytes | None
+) -> None:
+    """Content-Type and Content-Disposition of the body ``msg`` carries (Content-Length is
+    written when the message is serialized)."""
+    if content_type is not None:
+        msg.lines.append(b"Content-Type: " + content_type)
+        msg.names.append(b"content-type")
+    if disposition is not None:
+        msg.lines.append(b"Content-Disposition: " + disposition)
+        msg.names.append(b"content-disposition")
 
 
 _IP_LITERAL: dict[str, bool] = {}

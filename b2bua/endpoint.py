@@ -26,7 +26,13 @@ from .sip.transaction import (
     TimerConfig,
     TransactionLayer,
 )
-from .sip.validate import ALLOW_HEADER, check_request, check_response
+from .sip.validate import (
+    ACCEPT_HEADER,
+    ALLOW_HEADER,
+    SUPPORTED_HEADER,
+    check_request,
+    check_response,
+)
 from .transport import Transports
 
 log = logging.getLogger(__name__)
@@ -241,8 +247,8 @@ class SipEndpoint:
             to_tag=_stateless_tag(req),
             headers=[
                 (b"allow", ALLOW_HEADER),
-                (b"accept", b"application/sdp"),
-                (b"supported", b"100rel, timer, replaces"),
+                (b"accept", ACCEPT_HEADER),
+                (b"supported", SUPPORTED_HEADER),
                 (b"server", self.user_agent),
             ],
         )

@@ -17,7 +17,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from translate.numbers import NumberPlan, is_e164, normalise
 from translate.yaml_source import load_model
 
+from .sip.bodies import BodyPolicy, pass_body_problem
 from .sip.routing import Peer
+
+# Headers ansim writes itself on every leg: naming one in pass_headers would send the
+# other leg's value beside (or instead of) ansim's own.
+BUILT_HEADERS = frozenset(
+    (
+        "via", "from", "to", "call-id", "cseq", "max-forwards", "contact", "route",
+        "record-route", "p-asserted-identity", "content-type", "content-length",
+        "content-disposition", "content-encoding", "allow", "supported", "require",
+        "unsupported", "accept", "session-expires", "min-se", "rseq", "rack",
+    )
+)  # fmt: skip
 
 
 class _Strict(BaseModel):
@@ -106,6 +118,30 @@ class TrunkConfig(_Strict):
         default_factory=list,
         description="header names passed from one leg to the other (all others are built fresh or dropped)",
     )
+    pass_bodies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "content types of bodies (or multipart parts) passed from one leg to the other as "
+            "received; SDP and DTMF are always rebuilt, every other type is dropped"
+        ),
+    )
+
+    @field_validator("pass_headers")
+    @classmethod
+    def _pass_headers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name.strip().lower() in BUILT_HEADERS:
+                raise ValueError(f"{name} is written by ansim on each leg and cannot be passed")
+        return value
+
+    @field_validator("pass_bodies")
+    @classmethod
+    def _pass_bodies(cls, value: list[str]) -> list[str]:
+        for mime in value:
+            problem = pass_body_problem(mime)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _check_routes(self) -> TrunkConfig:
@@ -138,7 +174,8 @@ class TrunkTable:
         ]
         self._by_ip: dict[str, Trunk | None] = {}
         self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
-        self.pass_headers = tuple(h.lower().encode() for h in config.pass_headers)
+        self.pass_headers = tuple(h.strip().lower().encode() for h in config.pass_headers)
+        self.body_policy = BodyPolicy(tuple(m.strip().lower().encode() for m in config.pass_bodies))
 
     def trunk_for_source(self, host: str) -> Trunk | None:
         try:

@@ -69,8 +69,13 @@ class Party:
     def short(self) -> str:  # 1047382916
         return self.e164[3:]
 
+    @property
+    def subscriber(self) -> str:  # 47382916
+        return self.national[3:]
+
     def forms(self) -> list[str]:
-        """Every way the number may be written; a leak is any of these in a message."""
+        """Every way the number may be written as text; a leak is any of these in a
+        message, or in the message with its URI escapes decoded (``scan``)."""
         n = self.national
         return [
             self.e164,
@@ -83,10 +88,16 @@ class Party:
             f"+82-{n[1:3]}-{n[3:7]}-{n[7:]}",
             f"+82 {n[1:3]} {n[3:7]} {n[7:]}",
             f"{n[1:3]}-{n[3:7]}-{n[7:]}",
-            n[3:],  # the eight subscriber digits
+            self.subscriber,
             f"{n[3:7]}-{n[7:]}",
             f"{n[3:7]} {n[7:]}",
+            f"{n[3:7]}.{n[7:]}",
         ]
+
+    def digit_runs(self) -> list[str]:
+        """The digit strings a number is packed from in BCD (``scan``): international,
+        national, without the trunk prefix, the subscriber digits."""
+        return [self.digits, self.national, self.short, self.subscriber]
 
     def sipp_keys(self, prefix: str) -> dict[str, str]:
         """``-key`` values for the SIPp scenarios: [caller_e164], [caller_dash], ..."""
@@ -176,6 +187,7 @@ class Ansim(EngineProcess):
         api_bindings: Sequence[Binding] = (),
         metrics: bool = False,
         pass_headers: Sequence[str] = (),
+        pass_bodies: Sequence[str] = (),
         timers: dict[str, float] | None = None,
         tcp: bool = False,
         tcp_idle_timeout: float | None = None,
@@ -191,6 +203,7 @@ class Ansim(EngineProcess):
         self.numbers = number_map() if numbers is None else numbers
         self.api_bindings = list(api_bindings)
         self.pass_headers = list(pass_headers)
+        self.pass_bodies = list(pass_bodies)
         self.timers = timers
 
     @property
@@ -216,6 +229,7 @@ class Ansim(EngineProcess):
             "routes": self.routes,
             "unknown_source": "reject",
             "pass_headers": self.pass_headers,
+            "pass_bodies": self.pass_bodies,
         }
         self.files = {
             "trunks.yaml": yaml.safe_dump(trunks, sort_keys=False),
@@ -323,16 +337,20 @@ class Ansim(EngineProcess):
 
 # -- SIPp ------------------------------------------------------------------------------------
 
-_BLOCK = re.compile(r"^-{20,} \d{4}-\d\d-\d\d [\d:.]+\n", re.M)
-_HEAD = re.compile(r"^(UDP|TCP) message (sent|received) (?:\(\d+ bytes\)|\[\d+\] bytes ?):\n\n")
+_BLOCK = re.compile(rb"^-{20,} \d{4}-\d\d-\d\d [\d:.]+\n", re.M)
+_HEAD = re.compile(rb"^(UDP|TCP) message (sent|received) (?:\(\d+ bytes\)|\[\d+\] bytes ?):\n\n")
 
 
 @dataclass
 class SipMsg:
-    """One message from a SIPp message log."""
+    """One message a peer sent or received: its bytes, and as text for reading fields."""
 
     direction: str  # "sent" or "received"
-    text: str
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8", errors="replace")
 
     @property
     def first_line(self) -> str:
@@ -407,16 +425,14 @@ class SippRun:
 
     def messages(self) -> list[SipMsg]:
         if self._messages is None:
-            text = (
-                self.message_file.read_text(errors="replace") if self.message_file.exists() else ""
-            )
+            data = self.message_file.read_bytes() if self.message_file.exists() else b""
             out = []
-            for block in _BLOCK.split(text):
+            for block in _BLOCK.split(data):
                 m = _HEAD.match(block)
                 if m is None:
                     continue
                 body = block[m.end() :]
-                out.append(SipMsg(m.group(2), body.rstrip("\n") + "\n"))
+                out.append(SipMsg(m.group(2).decode(), body.rstrip(b"\n") + b"\n"))
             self._messages = out
         return self._messages
 
@@ -588,15 +604,45 @@ class Sipp:
 # -- leak scanning ---------------------------------------------------------------------------
 
 
-def leaks(messages: Sequence[SipMsg], party: Party) -> list[tuple[str, str]]:
-    """(form, line) for every line of ``messages`` that holds ``party``'s number in any form."""
+_PERCENT = re.compile(rb"%([0-9A-Fa-f]{2})")
+_SWAP = bytes((b & 0x0F) << 4 | b >> 4 for b in range(256))
+
+
+def scan(raw: bytes, party: Party) -> list[tuple[str, str]]:
+    """(form, where) for every place in ``raw`` holding ``party``'s number: any textual
+    form, in the bytes as sent or with their URI escapes decoded (``%2B``, ``%3x`` for
+    each digit, in either case), or BCD-packed in the raw bytes (either nibble order,
+    any nibble offset, odd or even length)."""
     hits = []
-    forms = party.forms()
+    decoded = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
+    for text, how in ((raw, ""), (decoded, " (URI-escaped)")):
+        if how and decoded == raw:
+            break
+        for form in party.forms():
+            pattern = form.encode()
+            i = text.find(pattern)
+            while i >= 0:
+                line_start = text.rfind(b"\n", 0, i) + 1
+                line_end = text.find(b"\n", i)
+                line = text[line_start : line_end if line_end >= 0 else len(text)]
+                hits.append((form + how, line.decode("utf-8", errors="replace").strip()))
+                i = text.find(pattern, i + 1)
+    # BCD: two digits to an octet, first digit in the low nibble (ISUP, Q.763; TBCD) or
+    # in the high one; the raw bytes as nibbles in either order, searched for the digits
+    # at any nibble offset, whatever the filler after an odd last digit.
+    for order, nibbles in (("low-first", raw.translate(_SWAP).hex()), ("high-first", raw.hex())):
+        for digits in party.digit_runs():
+            i = nibbles.find(digits)
+            if i >= 0:
+                hits.append((f"bcd:{digits}:{order}", nibbles[max(0, i - 8) : i + len(digits) + 8]))
+    return hits
+
+
+def leaks(messages: Sequence[SipMsg], party: Party) -> list[tuple[str, str]]:
+    """(form, where) for every place in ``messages`` that holds ``party``'s number (``scan``)."""
+    hits = []
     for msg in messages:
-        for line in msg.text.splitlines():
-            for form in forms:
-                if form in line:
-                    hits.append((form, line))
+        hits.extend(scan(msg.raw, party))
     return hits
 
 

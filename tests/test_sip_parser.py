@@ -23,7 +23,7 @@ from b2bua.sip.parser import MAX_MESSAGE, StreamParser, parse_datagram
 from b2bua.sip.responses import make_response
 from b2bua.sip.routing import response_destination, stamp_received
 from b2bua.sip.uri import parse_name_addr, parse_params, parse_uri, unescape
-from b2bua.sip.validate import ALLOW_HEADER, check_request, check_response
+from b2bua.sip.validate import ACCEPT_HEADER, ALLOW_HEADER, check_request, check_response
 from b2bua.sip.via import parse_via
 
 SDP = (
@@ -723,7 +723,7 @@ def test_check_request_rejections(data: bytes, status: int, phrase: str) -> None
     if status == 420:
         assert headers == {b"unsupported": b"foo, bar"}
     if status == 415:
-        assert headers == {b"accept": b"application/sdp"}
+        assert headers == {b"accept": ACCEPT_HEADER}
 
 
 def test_check_request_exemptions() -> None:

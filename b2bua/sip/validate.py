@@ -21,16 +21,26 @@ KNOWN_METHODS = frozenset(
         b"INFO", b"REFER", b"MESSAGE", b"NOTIFY", b"SUBSCRIBE", b"PUBLISH",
     )
 )  # fmt: skip
-# What a B2BUA in front of carrier trunks takes part in.
+# What a B2BUA in front of carrier trunks takes part in: the Allow ansim writes on
+# every leg, whatever the other side allows.
 ALLOWED_METHODS = (b"INVITE", b"ACK", b"BYE", b"CANCEL", b"OPTIONS", b"PRACK", b"UPDATE", b"INFO")
 ALLOW_HEADER = b", ".join(ALLOWED_METHODS)
-SUPPORTED_OPTIONS = frozenset((b"100rel", b"timer", b"replaces"))
+# Option tags ansim implements end to end, in the order it writes them:
+#   100rel: reliable provisionals of the initial INVITE are relayed with their RSeq and
+#     the caller's PRACK is relayed with its RAck mapped to the callee leg's INVITE;
+#   timer: Session-Expires and Min-SE are rebuilt on each leg, and the refreshes
+#     (re-INVITE, UPDATE) and 422 are relayed, so each leg's refresher is the same party.
+# Not "replaces": the Replaces header is not mapped between the legs' dialogs.
+IMPLEMENTED_OPTIONS = (b"100rel", b"timer")
+SUPPORTED_OPTIONS = frozenset(IMPLEMENTED_OPTIONS)
+SUPPORTED_HEADER = b", ".join(IMPLEMENTED_OPTIONS)
 ACCEPTED_BODIES = (
     b"application/sdp",
     b"multipart/mixed",
     b"multipart/alternative",
     b"multipart/related",
 )
+ACCEPT_HEADER = b", ".join(ACCEPTED_BODIES)
 _ALLOWED = frozenset(ALLOWED_METHODS)
 _MAX_CSEQ = 2**31
 _MAX_EXPIRES = 2**32 - 1
@@ -123,7 +133,7 @@ def _check_request(req: Request) -> Rejection | None:
         ctype = req.get(b"content-type")
         base = b"" if ctype is None else ctype.split(b";", 1)[0].strip().lower()
         if base not in ACCEPTED_BODIES:
-            return Rejection(415, "Unsupported Media Type", [(b"accept", b"application/sdp")])
+            return Rejection(415, "Unsupported Media Type", [(b"accept", ACCEPT_HEADER)])
     return None
 
 
