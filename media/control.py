@@ -26,7 +26,7 @@ Requests ``{"id": n, "op": OP, ...}``:
 ``delete`` ``call`` [, ``leg``] → ``{"legs": {leg: stats}}``; a recording of the call
     is closed first. Deleting what does not exist succeeds with no legs.
 ``query`` ``call`` → ``{"legs": {leg: stats}, "recording": id or null}``.
-``record`` ``call``, ``on`` [, ``id``, ``meta``] → ``{"id", "path"}``: starts (or with
+``record`` ``call``, ``on`` [, ``id``, ``meta``] → ``{"recording", "path"}``: starts (or with
     ``on`` false, stops) the encrypted recording of the call's channels.
 ``dtmf`` ``call``, ``leg``, ``digits`` [, ``duration_ms``, ``pause_ms``, ``volume``]
     → ``{"queued"}``: sends RFC 4733 digits toward the party of ``leg`` (which must
@@ -116,6 +116,8 @@ def encode_reply(request_id: int, result: dict[str, Any] | None = None, error: s
         return msgpack.packb({"id": request_id, "ok": False, "error": error}, use_bin_type=True)
     body = {"id": request_id, "ok": True}
     if result:
+        if "id" in result or "ok" in result:
+            raise ValueError("a reply's fields cannot be named id or ok")
         body.update(result)
     return msgpack.packb(body, use_bin_type=True)
 

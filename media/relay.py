@@ -570,8 +570,8 @@ class RelayServer:
         rec: _Recorder | None = call.recording
         if not on:
             if rec is None:
-                return {"id": None, "path": None}
-            result = {"id": rec.writer.recording_id, "path": rec.path}
+                return {"recording": None, "path": None}
+            result = {"recording": rec.writer.recording_id, "path": rec.path}
             self._stop_recording(call)
             return result
         if rec is not None:
@@ -580,7 +580,7 @@ class RelayServer:
                 raise SessionError(
                     f"call {call_id!r} is being recorded as {rec.writer.recording_id!r}"
                 )
-            return {"id": rec.writer.recording_id, "path": rec.path}
+            return {"recording": rec.writer.recording_id, "path": rec.path}
         if self._public_key is None or not self.config.recordings:
             raise SessionError("this relay has no recording directory and key configured")
         now_wall = time.time()
@@ -610,7 +610,7 @@ class RelayServer:
         call.recording = rec
         for leg in call.legs.values():
             self._refresh(leg)
-        return {"id": recording_id, "path": path}
+        return {"recording": recording_id, "path": path}
 
     def _write(self, rec: _Recorder, data: bytes, close: bool = False) -> None:
         fut = self.loop.run_in_executor(self._disk, _append, rec.fd, data, close)

@@ -112,7 +112,14 @@ class Party:
 class RelayProcess:
     """``python -m media.relay`` in a process of its own, stopped by :meth:`stop`."""
 
-    def __init__(self, folder: Path, port_min: int, port_max: int, *extra: str) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port_min: int,
+        port_max: int,
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.control = str(folder / "relay.sock")
         self.log = folder / "relay.log"
         self.proc = subprocess.Popen(
@@ -131,6 +138,7 @@ class RelayProcess:
             cwd=ROOT,
             stdout=self.log.open("wb"),
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 10
         while not os.path.exists(self.control):
@@ -150,13 +158,15 @@ class RelayProcess:
 
 
 @contextmanager
-def relay_process(folder: Path, *extra: str) -> Iterator[RelayProcess]:
+def relay_process(
+    folder: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[RelayProcess]:
     from tests.conftest import free_port
 
     base = free_port()
     # A small range of its own, well away from the ephemeral ports other tests use.
     low = 20000 + (base % 120) * 100
-    relay = RelayProcess(folder, low, low + 99, *extra)
+    relay = RelayProcess(folder, low, low + 99, *extra, env=env)
     try:
         yield relay
     finally:
