@@ -597,8 +597,9 @@ class RelayServer:
         for leg in call.legs.values():
             if leg.channel is None and free:
                 leg.channel = free.pop(0)
-        full_meta = dict(meta)
-        full_meta.update({"call": call_id, "started": now_wall, "channels": _channels(call)})
+        full_meta: dict[str, Any] = {"call": call_id}
+        full_meta.update(meta)  # the engine may name the call otherwise (a recording tap)
+        full_meta.update({"started": now_wall, "channels": _channels(call)})
         writer = RecordingWriter(self._public_key, recording_id, now_wall, full_meta)
         directory = Path(self.config.recordings)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)

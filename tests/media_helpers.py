@@ -208,3 +208,70 @@ async def connect(relay: RelayProcess, events: EventLog | None = None) -> RelayC
 async def pump(seconds: float) -> None:
     """Let the loop run (a party's blocking socket calls happen in between)."""
     await asyncio.sleep(seconds)
+
+
+class RtpengineProcess:
+    """A real ``rtpengine`` daemon in userspace mode (no kernel module) on ports of its own."""
+
+    def __init__(self, folder: Path, ng_port: int, port_min: int, port_max: int) -> None:
+        self.ng_port = ng_port
+        self.log = folder / "rtpengine.log"
+        self.folder = folder
+        self.proc = subprocess.Popen(
+            [
+                "rtpengine",
+                "--config-file=none",
+                "--foreground",
+                "--log-stderr",
+                "--table=-1",
+                "--interface=127.0.0.1",
+                f"--listen-ng=127.0.0.1:{ng_port}",
+                f"--port-min={port_min}",
+                f"--port-max={port_max}",
+                f"--pidfile={folder / 'rtpengine.pid'}",
+                "--log-level=6",
+                "--delete-delay=0",
+            ],
+            cwd=folder,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(folder)},
+        )
+        deadline = time.monotonic() + 15
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.settimeout(0.2)
+        try:
+            while True:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"rtpengine did not start: {self.log.read_text()}")
+                probe.sendto(b"probe d7:command4:pinge", ("127.0.0.1", ng_port))
+                try:
+                    if b"pong" in probe.recv(1000):
+                        break
+                except (TimeoutError, ConnectionRefusedError):
+                    continue
+        finally:
+            probe.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@contextmanager
+def rtpengine_process(folder: Path) -> Iterator[RtpengineProcess]:
+    from tests.conftest import free_port
+
+    ng = free_port()
+    low = 10000 + (ng % 90) * 100
+    daemon = RtpengineProcess(folder, ng, low, low + 99)
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
