@@ -21,6 +21,7 @@ from media.rtp import build_rtp
 __all__ = ["DtmfInjector"]
 
 _SEQ_TS_SSRC = struct.Struct(">HII")
+STREAM_WAIT_S = 0.06
 
 
 class _Planned(NamedTuple):
@@ -75,7 +76,13 @@ class DtmfInjector:
         """Plan ``digits`` to start at ``now`` (after what is queued); return how many."""
         for digit in digits:
             event_code(digit)
-        start = max(now, self._queue[-1].at + pause_ms / 1000 if self._queue else now)
+        if self._queue:
+            start = max(now, self._queue[-1].at + pause_ms / 1000)
+        elif self._ssrc is None:
+            # No packet of the stream seen yet: give it a packet time to show its SSRC.
+            start = now + STREAM_WAIT_S
+        else:
+            start = now
         for digit in digits:
             packets = digit_packets(digit, duration_ms, self.clock_rate, 20, volume)
             for i, p in enumerate(packets):

@@ -91,10 +91,14 @@ class Party:
     def recv_all(
         self, wait: float = 0.3, sock: socket.socket | None = None
     ) -> list[tuple[bytes, tuple[str, int]]]:
-        """Everything that arrives within ``wait`` seconds of the last packet."""
+        """Everything that arrives until ``wait`` seconds pass without a packet.
+
+        The first packet is waited for at least a second, so a loaded machine does not
+        make a packet that is late look lost (or an unwanted one look absent).
+        """
         sock = sock or self.sock
         out = []
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + max(wait, 1.0)
         while time.monotonic() < deadline:
             try:
                 data, addr = sock.recvfrom(65536)
