@@ -23,6 +23,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -56,6 +57,7 @@ log = logging.getLogger("ansim.media.relay")
 
 _BUF_SIZE = 65536
 _REPLY_CACHE = 4096
+_FLUSH_TICK_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +79,12 @@ class RelayConfig:
 class _Recorder:
     """One call's recording: the sans-IO writer and the file it appends to."""
 
-    __slots__ = ("closed", "fd", "path", "t0", "writer")
+    __slots__ = ("closed", "fd", "next_flush", "path", "t0", "writer")
 
-    def __init__(self, writer: RecordingWriter, fd: int, path: str, t0: float) -> None:
+    def __init__(
+        self, writer: RecordingWriter, fd: int, path: str, t0: float, chunk_s: float
+    ) -> None:
+        self.next_flush = t0 + random.uniform(0.0, chunk_s)
         self.writer = writer
         self.fd = fd
         self.path = path
@@ -124,6 +129,8 @@ class RelayServer:
         self._control: socket.socket | None = None
         self._replies: OrderedDict[tuple[Any, int], bytes] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
+        self._next_table_tick = 0.0
+        self._recorders: set[_Recorder] = set()
         self._dtmf_timers: dict[Leg, asyncio.TimerHandle] = {}
         self._public_key = None
         if config.recording_key:
@@ -147,7 +154,7 @@ class RelayServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self._control = sock
         self.loop.add_reader(sock.fileno(), self._on_control)
-        self._timer = self.loop.call_later(self.config.tick_seconds, self._tick)
+        self._timer = self.loop.call_later(_FLUSH_TICK_S, self._tick)
 
     async def serve_forever(self) -> None:
         await self._closed.wait()
@@ -606,7 +613,8 @@ class RelayServer:
         path = str(recording_path(directory, recording_id))
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
         fd = os.open(path, flags, 0o600)
-        rec = _Recorder(writer, fd, path, self.loop.time())
+        rec = _Recorder(writer, fd, path, self.loop.time(), self.config.chunk_seconds)
+        self._recorders.add(rec)
         self._write(rec, writer.header())
         call.recording = rec
         for leg in call.legs.values():
@@ -640,6 +648,7 @@ class RelayServer:
         if rec is None:
             return
         call.recording = None
+        self._recorders.discard(rec)
         for leg in call.legs.values():
             leg.rec = None
         error = "write failed" if rec.closed else ""
@@ -718,16 +727,21 @@ class RelayServer:
     def _tick(self) -> None:
         now = self.loop.time()
         try:
-            for owner, event in self.table.tick(now):
-                self._emit(owner, event)
-            for call in self.table.calls.values():
-                rec = call.recording
-                if rec is not None and not rec.closed and rec.writer.buffered:
-                    self._flush(rec)
+            if now >= self._next_table_tick:
+                self._next_table_tick = now + self.config.tick_seconds
+                for owner, event in self.table.tick(now):
+                    self._emit(owner, event)
+            # Each recording is sealed on its own schedule (its first one at a random
+            # point of the first period), so hundreds of recordings do not all encrypt
+            # in the same loop iteration and hold the packets back.
+            chunk = self.config.chunk_seconds
+            for rec in self._recorders:
+                if now >= rec.next_flush and not rec.closed:
+                    rec.next_flush = max(rec.next_flush + chunk, now)
+                    if rec.writer.buffered:
+                        self._flush(rec)
         finally:
-            self._timer = self.loop.call_later(
-                min(self.config.tick_seconds, self.config.chunk_seconds), self._tick
-            )
+            self._timer = self.loop.call_later(_FLUSH_TICK_S, self._tick)
 
 
 def _channels(call: Any) -> dict[str, Any]:
