@@ -28,7 +28,21 @@ from typing import Any
 
 from media import bencode
 
-__all__ = ["NgControl", "NgReply", "RtpengineClient", "RtpengineError", "RtpengineTimeout"]
+__all__ = [
+    "PRIVACY_OPTIONS",
+    "NgControl",
+    "NgReply",
+    "RtpengineClient",
+    "RtpengineError",
+    "RtpengineTimeout",
+]
+
+# Merged into every offer and answer unless ``privacy=False``. rtpengine passes RTCP
+# through unchanged by default, SDES and all (a softphone's CNAME with its user's real
+# number reaches the other party: tests/test_media_rtpengine.py shows it); with
+# ``generate RTCP`` it consumes the parties' RTCP and sends its own reports, with a
+# CNAME of its own. ICE candidates would carry the parties' addresses.
+PRIVACY_OPTIONS: dict[str, Any] = {"generate RTCP": "on", "ICE": "remove", "replace": ["origin"]}
 
 
 class RtpengineError(Exception):
@@ -207,13 +221,26 @@ class RtpengineClient:
     async def ping(self) -> bool:
         return (await self.command("ping")).get("result") == "pong"
 
-    async def offer(self, call_id: str, from_tag: str, sdp: str, **options: Any) -> dict[str, Any]:
-        """rtpengine's SDP for the far side of an offer: the reply's ``sdp``."""
+    async def offer(
+        self, call_id: str, from_tag: str, sdp: str, privacy: bool = True, **options: Any
+    ) -> dict[str, Any]:
+        """rtpengine's SDP for the far side of an offer: the reply's ``sdp``.
+
+        ``PRIVACY_OPTIONS`` are merged into ``options`` unless ``privacy`` is False.
+        """
+        _private(options, privacy)
         return await self.command("offer", call_id=call_id, from_tag=from_tag, sdp=sdp, **options)
 
     async def answer(
-        self, call_id: str, from_tag: str, to_tag: str, sdp: str, **options: Any
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        sdp: str,
+        privacy: bool = True,
+        **options: Any,
     ) -> dict[str, Any]:
+        _private(options, privacy)
         return await self.command(
             "answer", call_id=call_id, from_tag=from_tag, to_tag=to_tag, sdp=sdp, **options
         )
@@ -248,3 +275,8 @@ class RtpengineClient:
 
     async def unsubscribe(self, call_id: str, to_tag: str, **options: Any) -> dict[str, Any]:
         return await self.command("unsubscribe", call_id=call_id, to_tag=to_tag, **options)
+
+
+def _private(options: dict[str, Any], privacy: bool) -> None:
+    if privacy:
+        options["options"] = {**PRIVACY_OPTIONS, **(options.get("options") or {})}

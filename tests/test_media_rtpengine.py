@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
@@ -270,3 +271,60 @@ def test_recording_through_rtpengine_media_copy(tmp_path: Path, daemon: Rtpengin
     right = b"".join(frames[i + 2 : i + 4] for i in range(0, len(frames), 4))
     assert tone_power(left, 440) > 100 * tone_power(left, 1000)
     assert tone_power(right, 1000) > 100 * tone_power(right, 440)
+
+
+def rtcp_sdp(ip: str, port: int, rtcp: int, session: int) -> str:
+    return (
+        f"v=0\r\no=- {session} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=rtcp:{rtcp}\r\na=sendrecv\r\n"
+    )
+
+
+@pytest.mark.parametrize("privacy", [True, False])
+def test_rtcp_sdes_through_rtpengine(daemon: RtpengineProcess, privacy: bool) -> None:
+    """With the driver's privacy options rtpengine sends its own RTCP; without, the
+    party's SDES (real number, private address) reaches the other party unchanged."""
+    from tests.test_media_relay import rtcp_compound
+
+    a, b = Party("127.0.0.2"), Party("127.0.0.3")
+
+    async def scenario() -> bytes:
+        ng = await RtpengineClient("127.0.0.1", daemon.ng_port).open()
+        try:
+            offered = await ng.offer(
+                "call-rtcp", "ta", rtcp_sdp(*a.address, a.rtcp_address[1], 1), privacy=privacy
+            )
+            answered = await ng.answer(
+                "call-rtcp", "ta", "tb", rtcp_sdp(*b.address, b.rtcp_address[1], 2), privacy=privacy
+            )
+            to_a = media_port(answered["sdp"])
+            to_b = media_port(offered["sdp"])
+            rtcp_a = int(re.search(r"a=rtcp:(\d+)", answered["sdp"]).group(1))  # type: ignore[union-attr]
+            # rtpengine sends its own reports every few seconds: go on until B has RTCP.
+            got: list[bytes] = []
+            b.rtcp.settimeout(0.001)
+            for i in range(750):
+                a.send(a.rtp(), to_a)
+                b.send(b.rtp(), to_b)
+                if i % 50 == 0:
+                    a.rtcp.sendto(rtcp_compound(a.ssrc, b"+821012345678"), ("127.0.0.1", rtcp_a))
+                with contextlib.suppress(TimeoutError):
+                    got.append(b.rtcp.recv(65536))
+                if got and i % 50 == 49:
+                    break
+                await asyncio.sleep(0.02)
+            b.rtcp.settimeout(0.05)
+            got += [data for data, _ in b.recv_all(0.3, sock=b.rtcp)]
+            await ng.delete("call-rtcp")
+            assert got, "no RTCP reached B"
+            return b"".join(got)
+        finally:
+            ng.close()
+
+    try:
+        blob = run_async(scenario)
+    finally:
+        a.close()
+        b.close()
+    leaked = b"821012345678" in blob or b"192.168.1.10" in blob or b"Kim" in blob
+    assert leaked is not privacy
