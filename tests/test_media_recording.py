@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -442,3 +443,104 @@ def test_retention_deletes_only_recordings_past_the_age(tmp_path: Path, keys) ->
     )
     assert r.returncode == 0 and "deleted recent" in r.stdout
     assert [e.recording_id for e in iter_recordings(tmp_path)] == ["today"]
+
+
+def test_keygen_passphrase_and_openssl_keys_decrypt(tmp_path: Path) -> None:
+    env = {**os.environ, "ANSIM_RECORDING_KEY_PASSPHRASE": "correct horse"}
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "b2bua.cli",
+            "recordings",
+            "keygen",
+            "--out",
+            str(tmp_path / "k"),
+            "--bits",
+            "2048",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    pairs = [(tmp_path / "k" / "recording-pub.pem", tmp_path / "k" / "recording-key.pem")]
+    assert (
+        b"ENCRYPTED" in pairs[0][1].read_bytes() and (pairs[0][1].stat().st_mode & 0o777) == 0o600
+    )
+    if shutil.which("openssl"):
+        o = tmp_path / "o"
+        o.mkdir()
+        subprocess.run(
+            [
+                "openssl",
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-aes256",
+                "-pass",
+                "pass:correct horse",
+                "-out",
+                str(o / "key.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                "openssl",
+                "pkey",
+                "-in",
+                str(o / "key.pem"),
+                "-passin",
+                "pass:correct horse",
+                "-pubout",
+                "-out",
+                str(o / "pub.pem"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        pairs.append((o / "pub.pem", o / "key.pem"))
+    from media.recording import load_public_key
+
+    for n, (pub, priv) in enumerate(pairs):
+        folder = tmp_path / f"rec{n}"
+        folder.mkdir()
+        writer = RecordingWriter(
+            load_public_key(pub.read_bytes()), "r1", time.time(), {"call": "c"}
+        )
+        packets = tone_packets(440, 50, 1)
+        for i, p in enumerate(packets):
+            writer.add_rtp(0, 20 * i, p)
+        (folder / "r1.rec").write_bytes(
+            writer.header() + (writer.take_chunk() or b"") + writer.finish()
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "b2bua.cli",
+            "recordings",
+            "decrypt",
+            "r1",
+            "--dir",
+            str(folder),
+            "--key",
+            str(priv),
+            "--reason",
+            "test",
+            "--out",
+            str(folder / "out.wav"),
+            "--audit",
+            str(folder / "audit"),
+        ]
+        r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        with wave.open(str(folder / "out.wav")) as w:
+            assert w.getnframes() == 8000
+        bad = {**env, "ANSIM_RECORDING_KEY_PASSPHRASE": "wrong"}
+        r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=bad)
+        assert r.returncode != 0 and "cannot load the private key" in r.stderr
