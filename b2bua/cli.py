@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
             raise
     else:
         sms_smpp.cli.register(sub, smpp_paths)
+    import media.cli
+
+    media.cli.register(sub)
     return parser
 
 
