@@ -167,12 +167,20 @@ class Reply:
 
 
 class RawCallee(RawPeer):
-    """The callee's trunk: answers one INVITE with ``replies`` (the last one final), then
-    waits for the ACK and the BYE; runs in a thread between ``start`` and ``join``."""
+    """The callee's trunk: answers one INVITE with ``replies`` (the last one final), sends
+    ``late`` after the final (a provisional the network delayed past it), then waits for
+    the ACK and the BYE; runs in a thread between ``start`` and ``join``."""
 
-    def __init__(self, replies: Sequence[Reply], port: int = 0, party: Party = CALLEE) -> None:
+    def __init__(
+        self,
+        replies: Sequence[Reply],
+        port: int = 0,
+        party: Party = CALLEE,
+        late: Sequence[Reply] = (),
+    ) -> None:
         super().__init__(port)
         self.replies = list(replies)
+        self.late = list(late)
         self.party = party
         self.requests: list[Request] = []
         self.error: BaseException | None = None
@@ -226,6 +234,8 @@ class RawCallee(RawPeer):
             self.send(self._response(invite, reply), source)
         final = self._response(invite, self.replies[-1])
         self.send(final, source)
+        for reply in self.late:
+            self.send(self._response(invite, reply), source)
         resend = time.monotonic() + T1
         acked = False
         while True:
