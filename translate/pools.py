@@ -185,6 +185,17 @@ class PoolTables:
             self._drop_number(txn, tenant, name, number)
         txn.delete(_pool_key(tenant, name), db=self._pools)
 
+    def longest_cooloff(self, txn: lmdb.Transaction) -> float:
+        """The longest cool-off of any pool (cool-off records older than it are dead)."""
+        longest = 0.0
+        cursor = txn.cursor(db=self._pools)
+        if cursor.set_range(b"P"):
+            for key, value in cursor:
+                if bytes(key)[:1] != b"P":
+                    break
+                longest = max(longest, float(_unpack(value)[1]))
+        return longest
+
     def _require(self, txn: lmdb.Transaction, tenant: str, name: str) -> Pool:
         pool = self.get(txn, tenant, name)
         if pool is None:

@@ -573,18 +573,22 @@ class Store:
     def purge_expired(self, now: float, *, limit: int | None = None) -> int:
         """Delete bindings expired at ``now`` (at most ``limit``); returns how many."""
         with self._write() as txn:
-            due: list[str] = []
-            for key in txn.cursor(db=self._expiry).iternext(keys=True, values=False):
-                expires, _, binding_id = expiry_key_parts(key)
-                if expires > now or (limit is not None and len(due) >= limit):
-                    break
-                due.append(binding_id)
-            writer = _Writer(self, txn, now)
-            for binding_id in due:
-                writer.remove(binding_id)
-            writer.finish()
-        if due:
-            log.info("purged %d expired bindings", len(due))
+            n = self._purge(txn, now, limit)
+        if n:
+            log.info("purged %d expired bindings", n)
+        return n
+
+    def _purge(self, txn: lmdb.Transaction, now: float, limit: int | None) -> int:
+        due: list[str] = []
+        for key in txn.cursor(db=self._expiry).iternext(keys=True, values=False):
+            expires, _, binding_id = expiry_key_parts(key)
+            if expires > now or (limit is not None and len(due) >= limit):
+                break
+            due.append(binding_id)
+        writer = _Writer(self, txn, now)
+        for binding_id in due:
+            writer.remove(binding_id)
+        writer.finish()
         return len(due)
 
     def repack(self, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
@@ -692,6 +696,11 @@ class Transaction:
             writer.remove(binding_id)
             writer.finish()
         return found[0]
+
+    def purge_expired(self, *, limit: int | None = None) -> int:
+        """Delete bindings expired at ``now`` (at most ``limit``); returns how many."""
+        with self.savepoint() as sp:
+            return self.store._purge(sp.txn, self.now, limit)
 
     def get(self, binding_id: str) -> tuple[Binding, str] | None:
         """(binding, source) for an id, or None."""
