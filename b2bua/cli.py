@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "b2bua.native",
     "translate.cli",
     "sms_smpp.cli",
+    "api.cli",
 )
 
 
