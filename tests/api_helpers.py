@@ -50,6 +50,7 @@ class ApiServer:
         self.host = host
         self.store: Store | None = None
         self.ctx: ApiContext | None = None
+        self.app: Any = None
         self.base_url = ""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -57,7 +58,7 @@ class ApiServer:
     def __enter__(self) -> ApiServer:
         self.store = Store(self.path, map_size=256 << 20)
         self.ctx = ApiContext.open(self.store, self.settings, clock=self.clock)
-        app = create_app(self.ctx)
+        self.app = app = create_app(self.ctx)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
