@@ -200,7 +200,9 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     with store, store.transaction(time.time()) as t:
         record = control.revoke(t.txn, args.key_id, t.now)
         if record is not None:
-            control.audit(t.txn, Principal.operator(record.tenant), "key.revoke", args.key_id)
+            control.audit(
+                t.txn, Principal.operator(record.tenant), "key.revoke", args.key_id, t.now
+            )
     if record is None:
         print(f"error: no key {args.key_id}", file=sys.stderr)
         return 1
@@ -225,7 +227,9 @@ def cmd_tenants_set(args: argparse.Namespace) -> int:
         tenant = Tenant(args.tenant, found.created, tuple(dict.fromkeys(args.numbers)))
         control.put_tenant(t.txn, tenant)
         who = Principal.operator(args.tenant)
-        control.audit(t.txn, who, "tenant.put", f"{args.tenant} ({len(tenant.numbers)} prefixes)")
+        control.audit(
+            t.txn, who, "tenant.put", f"{args.tenant} ({len(tenant.numbers)} prefixes)", t.now
+        )
     print(f"tenant {tenant.id}: numbers {' '.join(tenant.numbers) or '(none)'}")
     return 0
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-import time
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -257,10 +256,10 @@ class ControlTables:
         who: Principal,
         action: str,
         obj: str,
-        now: float | None = None,
+        now: float,
     ) -> None:
-        """Append one record to the audit log."""
-        at = time.time() if now is None else now
+        """Append one record to the audit log, at ``now``."""
+        at = now
         key = _AUDIT_KEY.pack(_ns(at), os.getpid() & 0xFFFFFFFF, next(_audit_seq) & 0xFFFFFFFF)
         value = _pack([at, who.key_id, who.tenant, who.source, action, obj])
         txn.put(key, value, db=self._audit)

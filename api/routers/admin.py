@@ -112,7 +112,9 @@ async def put_tenant(tenant: TenantId, body: TenantPut, ctx: Ctx, who: Admin) ->
         found = ctx.control.ensure_tenant(t.txn, tenant, t.now)
         updated = Tenant(tenant, found.created, tuple(dict.fromkeys(body.numbers)))
         ctx.control.put_tenant(t.txn, updated)
-        ctx.control.audit(t.txn, who, "tenant.put", f"{tenant} ({len(updated.numbers)} prefixes)")
+        ctx.control.audit(
+            t.txn, who, "tenant.put", f"{tenant} ({len(updated.numbers)} prefixes)", t.now
+        )
         return updated
 
     return tenant_out(await ctx.writer.run(work))
@@ -130,7 +132,7 @@ async def create_key(body: KeyCreate, ctx: Ctx, who: Admin) -> KeyCreated:
 
     def work(t: Transaction) -> KeyCreated:
         record, token = ctx.control.create_key(t.txn, body.tenant, scopes, body.name, t.now)
-        ctx.control.audit(t.txn, who, "key.create", f"{record.key_id} for {body.tenant}")
+        ctx.control.audit(t.txn, who, "key.create", f"{record.key_id} for {body.tenant}", t.now)
         return KeyCreated(**key_out(record).model_dump(), token=str(token))
 
     created = await ctx.writer.run(work)
@@ -170,7 +172,7 @@ async def revoke_key(key_id: KeyId, ctx: Ctx, who: Admin) -> Response:
     def work(t: Transaction) -> None:
         if ctx.control.revoke(t.txn, key_id, t.now) is None:
             raise ApiError("not-found", f"no key {key_id!r}")
-        ctx.control.audit(t.txn, who, "key.revoke", key_id)
+        ctx.control.audit(t.txn, who, "key.revoke", key_id, t.now)
 
     await ctx.writer.run(work)
     return Response(status_code=204)

@@ -160,7 +160,9 @@ async def create_pool(
             raise _error(exc) from None
         if body.numbers:
             _add_numbers(t, ctx, who, body.name, body.numbers, "numbers")
-        ctx.control.audit(t.txn, who, "pool.create", f"{body.name} ({len(body.numbers)} numbers)")
+        ctx.control.audit(
+            t.txn, who, "pool.create", f"{body.name} ({len(body.numbers)} numbers)", t.now
+        )
         stored = _pool(t.txn, ctx, who, body.name)
         return 201, _pool_out(stored).model_dump_json().encode()
 
@@ -200,7 +202,7 @@ async def update_pool(pool: PoolName, body: PoolUpdate, ctx: Ctx, who: Writer) -
             old.created,
         )
         ctx.store.pools.update(t.txn, new)
-        ctx.control.audit(t.txn, who, "pool.update", pool)
+        ctx.control.audit(t.txn, who, "pool.update", pool, t.now)
         return _pool(t.txn, ctx, who, pool)
 
     return _pool_out(await ctx.writer.run(work))
@@ -220,7 +222,7 @@ async def delete_pool(pool: PoolName, ctx: Ctx, who: Writer) -> Response:
             ctx.store.pools.delete(t.txn, who.tenant, pool)
         except PoolError as exc:
             raise _error(exc) from None
-        ctx.control.audit(t.txn, who, "pool.delete", pool)
+        ctx.control.audit(t.txn, who, "pool.delete", pool, t.now)
 
     await ctx.writer.run(work)
     return Response(status_code=204)
@@ -266,7 +268,7 @@ async def add_numbers(pool: PoolName, body: PoolNumbersAdd, ctx: Ctx, who: Write
     def work(t: Transaction) -> bytes:
         _pool(t.txn, ctx, who, pool)
         added = _add_numbers(t, ctx, who, pool, body.numbers, "numbers")
-        ctx.control.audit(t.txn, who, "pool.numbers.add", f"{pool} ({added} numbers)")
+        ctx.control.audit(t.txn, who, "pool.numbers.add", f"{pool} ({added} numbers)", t.now)
         return PoolNumbersAdded(added=added).model_dump_json().encode()
 
     return _json(201, await ctx.writer.run(work))
@@ -307,7 +309,7 @@ async def update_number(
     def work(t: Transaction) -> PoolNumber:
         _member(t.txn, ctx, who, pool, virtual)
         moved = ctx.store.pools.set_area(t.txn, virtual, body.area)
-        ctx.control.audit(t.txn, who, "pool.number.update", f"{pool} {virtual}")
+        ctx.control.audit(t.txn, who, "pool.number.update", f"{pool} {virtual}", t.now)
         return moved
 
     return _number_out(await ctx.writer.run(work))
@@ -329,7 +331,7 @@ async def remove_number(pool: PoolName, number: NumberPath, ctx: Ctx, who: Write
             ctx.store.pools.remove_number(t.txn, who.tenant, pool, virtual)
         except PoolError as exc:
             raise _error(exc) from None
-        ctx.control.audit(t.txn, who, "pool.number.remove", f"{pool} {virtual}")
+        ctx.control.audit(t.txn, who, "pool.number.remove", f"{pool} {virtual}", t.now)
 
     await ctx.writer.run(work)
     return Response(status_code=204)
