@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import ApiContext
 from api.control import Principal
-from api.deps import scoped
+from api.deps import known_query, scoped
 from api.errors import ERROR_CODES, ApiError, error_responses, pydantic_details
 from api.metrics import RequestMetrics
 from api.routers import admin, bindings, pools
@@ -99,6 +99,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(known_query)],
     )
     app.state.ctx = ctx
     app.include_router(bindings.router)
@@ -134,6 +135,9 @@ def _add_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # a body FastAPI could not read (not UTF-8, say)
+            error = ApiError.invalid(None, "invalid-json", str(exc.detail))
+            return _error_response(error)
         code = _STATUS_CODES.get(exc.status_code, "internal")
         headers = None if exc.headers is None else dict(exc.headers)
         return _error_response(ApiError(code, str(exc.detail), headers=headers))

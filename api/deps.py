@@ -9,7 +9,7 @@ a lock) and one HMAC, done on the event loop.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,7 +19,7 @@ from api.control import Principal
 from api.errors import ApiError
 from api.keys import SCOPES, parse_token
 
-__all__ = ["Ctx", "bearer", "context", "scoped"]
+__all__ = ["Ctx", "bearer", "context", "known_query", "scoped"]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -68,3 +68,40 @@ def scoped(scope: str) -> Callable[..., Awaitable[Principal]]:
     principal.__name__ = f"key_with_{scope.replace(':', '_')}"
     _by_scope[scope] = principal
     return principal
+
+
+_query_names: dict[int, frozenset[str]] = {}
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not have (a misspelt filter, ``?numbr=...``,
+    must not quietly list everything) and parameters given twice (which one counts?)."""
+    params = request.query_params
+    if not params:
+        return
+    keys = params.keys()
+    if len(params.multi_items()) != len(keys):
+        twice = next(k for k in keys if len(params.getlist(k)) > 1)
+        raise ApiError.invalid(twice, "invalid-value", f"query parameter {twice!r} given twice")
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _query_names.get(id(route))
+    if names is None:
+        names = frozenset(_query_aliases(dependant))
+        _query_names[id(route)] = names
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        raise ApiError.invalid(
+            unknown[0],
+            "unknown-field",
+            f"unknown query parameter(s): {', '.join(map(repr, unknown))}",
+        )
+
+
+def _query_aliases(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_aliases(sub)
+    return names

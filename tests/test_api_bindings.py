@@ -459,3 +459,12 @@ def test_concurrent_binds_share_transactions(server: ApiServer, api: httpx.Clien
     batches = float(sizes[0].split()[-1])
     assert batches < 300  # requests that overlap commit together
     assert json.loads(api.get("/v1/pools/trips").text)["bindings"] == 300
+
+
+def test_unknown_and_repeated_query_parameters_are_refused(api: httpx.Client) -> None:
+    bind(api, a=party(1), b=party(2))
+    # A misspelt filter must not list everything.
+    details = error(api.get("/v1/bindings", params={"numbr": party(1)}), 422, "validation")
+    assert rules(details) == {("numbr", "unknown-field")}
+    details = error(api.get("/v1/bindings?number=%2B821000000001&number=x"), 422, "validation")
+    assert rules(details) == {("number", "invalid-value")}

@@ -38,6 +38,8 @@ Admin = Annotated[Principal, Depends(scoped("admin"))]
 TenantId = Annotated[str, Path(pattern=NAME_PATTERN, description="The tenant's id")]
 KeyId = Annotated[str, Path(min_length=1, max_length=64, description="The key's id")]
 _ERRORS = error_responses(401, 403, 404, 422, 503)
+#: RFC 3339 date-time with an offset, as query text.
+_RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 
 
 def _when(epoch: float | None) -> dt.datetime | None:
@@ -143,7 +145,9 @@ async def create_key(body: KeyCreate, ctx: Ctx, who: Admin) -> KeyCreated:
 async def list_keys(
     ctx: Ctx,
     who: Admin,
-    tenant: Annotated[str | None, Query(max_length=64, description="Of this tenant only")] = None,
+    tenant: Annotated[
+        str | None, Query(pattern=NAME_PATTERN, description="Of this tenant only")
+    ] = None,
 ) -> KeyList:
     def read() -> list[KeyRecord]:
         with ctx.store.reader() as txn:
@@ -187,21 +191,25 @@ async def revoke_key(key_id: KeyId, ctx: Ctx, who: Admin) -> Response:
 async def read_audit(
     ctx: Ctx,
     who: Admin,
-    since: Annotated[dt.datetime | None, Query(description="From this time")] = None,
-    until: Annotated[dt.datetime | None, Query(description="Before this time")] = None,
-    tenant: Annotated[str | None, Query(max_length=64, description="Of this tenant only")] = None,
+    since: Annotated[str | None, Query(pattern=_RFC3339, description="From this time")] = None,
+    until: Annotated[str | None, Query(pattern=_RFC3339, description="Before this time")] = None,
+    tenant: Annotated[
+        str | None, Query(pattern=NAME_PATTERN, description="Of this tenant only")
+    ] = None,
     after: Annotated[
         str | None,
         Query(pattern="^[0-9a-f]{32}$", description="The next_after of the page before"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
+    moments = {name: _epoch(name, text) for name, text in (("since", since), ("until", until))}
+
     def read() -> list[AuditRecord]:
         with ctx.store.reader() as txn:
             return ctx.control.audit_log(
                 txn,
-                since=None if since is None else _epoch(since),
-                until=None if until is None else _epoch(until),
+                since=None if since is None else moments["since"],
+                until=None if until is None else moments["until"],
                 tenant=tenant,
                 after=after,
                 limit=limit + 1,
@@ -213,7 +221,10 @@ async def read_audit(
     return AuditPage(items=items, next_after=items[-1].cursor if more else None)
 
 
-def _epoch(moment: dt.datetime) -> float:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+def _epoch(name: str, text: str | None) -> float:
+    if text is None:
+        return 0.0
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError as exc:
+        raise ApiError.invalid(name, "invalid-value", f"{name}: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from translate.bindings import NAME_PATTERN
 from translate.pools import AREA_PATTERN
@@ -55,8 +55,21 @@ ExpiresIn = Annotated[
 ]
 
 
+def _text_only(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("a date-time is written as RFC 3339 text, 2026-12-01T09:00:00+09:00")
+    return value
+
+
+#: RFC 3339 text with an offset (no epoch numbers: the document says a string).
+Moment = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_text_only)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields refused, and no type coercion ("5" is not 5, "yes"
+    not true), so the body must be what the OpenAPI document says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class BindingCreate(_Strict):
@@ -73,7 +86,7 @@ class BindingCreate(_Strict):
     area: Area | None = Field(None, description="With pool: prefer numbers of this area")
     area_strict: bool = Field(False, description="With area: only numbers of that area")
     expires_in: ExpiresIn | None = None
-    expires_at: AwareDatetime | None = Field(None, description="When the binding ends")
+    expires_at: Moment | None = Field(None, description="When the binding ends")
     record: bool = Field(False, description="Record calls (refused: not available yet)")
     max_seconds: MaxSeconds | None = None
     calls_per_hour: PerHour | None = None
@@ -91,7 +104,7 @@ class BindingUpdate(_Strict):
     a: Number | None = None
     b: Number | None = None
     expires_in: ExpiresIn | None = None
-    expires_at: AwareDatetime | None = Field(None, description="null: never expires")
+    expires_at: Moment | None = Field(None, description="null: never expires")
     record: bool | None = None
     max_seconds: MaxSeconds | None = None
     calls_per_hour: PerHour | None = None

@@ -40,7 +40,7 @@ Area = Annotated[str, Field(pattern=AREA_PATTERN, description="Area tag (a city,
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class PoolNumberIn(_Strict):
