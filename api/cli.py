@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from typing import Any
@@ -147,6 +148,10 @@ def cmd_api(args: argparse.Namespace) -> int:
         )
         log.info("control API on http://%s:%d, store %s", host, port, loaded.store)
         server = uvicorn.Server(config)
+        # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
+        # handler it found; with this one the process ends with status 0, as `ansim serve`.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)
         server.run()
         return 0 if server.started else 1
     finally:
