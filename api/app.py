@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import ApiContext
 from api.control import Principal
-from api.deps import known_query, scoped
+from api.deps import SECURITY_SCHEME, scoped
 from api.errors import ERROR_CODES, ApiError, error_responses, pydantic_details
 from api.metrics import RequestMetrics
 from api.routers import admin, bindings, pools
@@ -99,17 +100,35 @@ def create_app(ctx: ApiContext) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
-        dependencies=[Depends(known_query)],
     )
     app.state.ctx = ctx
-    app.include_router(bindings.router)
-    app.include_router(pools.router)
-    app.include_router(admin.router)
+    for router in (bindings.router, pools.router, admin.router):
+        app.include_router(router, max_body_size=MAX_BODY)
     _add_handlers(app)
     _add_service_routes(app, ctx)
+    app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=ctx.metrics)
-    app.add_middleware(_BodyLimit)
+    app.add_middleware(_DeclaredBodyLimit)
     return app
+
+
+def _document(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the API key scheme on every operation that answers 401."""
+    if app.openapi_schema is None:
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEME
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                if "401" in operation.get("responses", {}):
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEME]
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 async def _housekeep(ctx: ApiContext) -> None:
@@ -183,35 +202,23 @@ def _add_service_routes(app: FastAPI, ctx: ApiContext) -> None:
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-class _BodyLimit:
-    """Refuses request bodies over MAX_BODY with 413, declared or streamed."""
+class _DeclaredBodyLimit:
+    """Answers a request that declares a body over MAX_BODY with the API's own 413 (FastAPI's
+    ``max_body_size``, which also stops streamed bodies, answers those in plain text)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
-                await _send_error(send, ApiError("payload-too-large"))
-                return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY:
-                raise ApiError("payload-too-large")
-            return message
-
-        await self.app(scope, limited, send)
-
-
-async def _send_error(send: Any, exc: ApiError) -> None:
-    body = exc.body()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
+                    body = ApiError("payload-too-large").body()
+                    headers = [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ]
+                    await send({"type": "http.response.start", "status": 413, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)

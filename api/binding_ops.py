@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -179,8 +180,12 @@ def spec_of(body: BindingCreate, plan: NumberPlan, now: float, prefix: str = "")
 
 
 def new_id() -> str:
-    """A fresh binding id: ``b_`` and 80 random bits in base32."""
-    return "b_" + base64.b32encode(secrets.token_bytes(10)).decode().lower()
+    """A fresh binding id: ``b_``, the time in milliseconds (48 bits) and 32 random bits, in
+    base32. Ids made one after the other sort one after the other, so the tables keyed by
+    id (bindings, sources, owners) take a batch of new bindings on their last page instead
+    of one page each: a commit writes far fewer pages."""
+    stamp = int(time.time() * 1000).to_bytes(6, "big")
+    return "b_" + base64.b32encode(stamp + secrets.token_bytes(4)).decode().lower()
 
 
 def _check_parties(t: Transaction, problems: _Problems, binding: Binding) -> None:

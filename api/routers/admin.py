@@ -9,11 +9,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.control import AuditRecord, KeyRecord, Principal, Tenant
-from api.deps import Ctx, scoped
+from api.deps import app_context, scoped
 from api.errors import ApiError, ErrorDetail, error_responses
 from api.keys import SCOPES
 from api.routers.admin_models import (
@@ -84,7 +84,9 @@ def check_scopes(scopes: list[str], field: str = "scopes") -> frozenset[str]:
 
 
 @router.get("/tenants", response_model=TenantList, responses=_ERRORS, summary="List tenants")
-async def list_tenants(ctx: Ctx, who: Admin) -> TenantList:
+async def list_tenants(request: Request, who: Admin) -> TenantList:
+    ctx = app_context(request)
+
     def read() -> list[Tenant]:
         with ctx.store.reader() as txn:
             return ctx.control.tenants(txn)
@@ -95,7 +97,8 @@ async def list_tenants(ctx: Ctx, who: Admin) -> TenantList:
 @router.get(
     "/tenants/{tenant}", response_model=TenantOut, responses=_ERRORS, summary="Read a tenant"
 )
-async def read_tenant(tenant: TenantId, ctx: Ctx, who: Admin) -> TenantOut:
+async def read_tenant(tenant: TenantId, request: Request, who: Admin) -> TenantOut:
+    ctx = app_context(request)
     with ctx.store.reader() as txn:
         found = ctx.control.tenant(txn, tenant)
     if found is None:
@@ -109,7 +112,9 @@ async def read_tenant(tenant: TenantId, ctx: Ctx, who: Admin) -> TenantOut:
     responses=_ERRORS,
     summary="Create a tenant, or set the number prefixes it may put in pools",
 )
-async def put_tenant(tenant: TenantId, body: TenantPut, ctx: Ctx, who: Admin) -> TenantOut:
+async def put_tenant(tenant: TenantId, body: TenantPut, request: Request, who: Admin) -> TenantOut:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> Tenant:
         found = ctx.control.ensure_tenant(t.txn, tenant, t.now)
         updated = Tenant(tenant, found.created, tuple(dict.fromkeys(body.numbers)))
@@ -129,7 +134,8 @@ async def put_tenant(tenant: TenantId, body: TenantPut, ctx: Ctx, who: Admin) ->
     responses=_ERRORS,
     summary="Create an API key (its token is in this answer only)",
 )
-async def create_key(body: KeyCreate, ctx: Ctx, who: Admin) -> KeyCreated:
+async def create_key(body: KeyCreate, request: Request, who: Admin) -> KeyCreated:
+    ctx = app_context(request)
     scopes = check_scopes(body.scopes)
 
     def work(t: Transaction) -> KeyCreated:
@@ -143,12 +149,14 @@ async def create_key(body: KeyCreate, ctx: Ctx, who: Admin) -> KeyCreated:
 
 @router.get("/keys", response_model=KeyList, responses=_ERRORS, summary="List keys (no secrets)")
 async def list_keys(
-    ctx: Ctx,
+    request: Request,
     who: Admin,
     tenant: Annotated[
         str | None, Query(pattern=NAME_PATTERN, description="Of this tenant only")
     ] = None,
 ) -> KeyList:
+    ctx = app_context(request)
+
     def read() -> list[KeyRecord]:
         with ctx.store.reader() as txn:
             return ctx.control.keys(txn, tenant)
@@ -157,7 +165,8 @@ async def list_keys(
 
 
 @router.get("/keys/{key_id}", response_model=KeyOut, responses=_ERRORS, summary="Read a key")
-async def read_key(key_id: KeyId, ctx: Ctx, who: Admin) -> KeyOut:
+async def read_key(key_id: KeyId, request: Request, who: Admin) -> KeyOut:
+    ctx = app_context(request)
     with ctx.store.reader() as txn:
         found = ctx.control.key(txn, key_id)
     if found is None:
@@ -172,7 +181,9 @@ async def read_key(key_id: KeyId, ctx: Ctx, who: Admin) -> KeyOut:
     responses=_ERRORS,
     summary="Revoke a key (it stays listed, with its revocation time)",
 )
-async def revoke_key(key_id: KeyId, ctx: Ctx, who: Admin) -> Response:
+async def revoke_key(key_id: KeyId, request: Request, who: Admin) -> Response:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> None:
         if ctx.control.revoke(t.txn, key_id, t.now) is None:
             raise ApiError("not-found", f"no key {key_id!r}")
@@ -189,7 +200,7 @@ async def revoke_key(key_id: KeyId, ctx: Ctx, who: Admin) -> Response:
     summary="The audit log in time order: every write, and every read of real numbers",
 )
 async def read_audit(
-    ctx: Ctx,
+    request: Request,
     who: Admin,
     since: Annotated[str | None, Query(pattern=_RFC3339, description="From this time")] = None,
     until: Annotated[str | None, Query(pattern=_RFC3339, description="Before this time")] = None,
@@ -202,6 +213,7 @@ async def read_audit(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
+    ctx = app_context(request)
     moments = {name: _epoch(name, text) for name, text in (("since", since), ("until", until))}
 
     def read() -> list[AuditRecord]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.binding_ops import create, delete, find, owned, spec_of, update, view
 from api.control import Principal
-from api.deps import Ctx, scoped
+from api.deps import IDEMPOTENCY_HEADER, app_context, idempotency_key, scoped
 from api.errors import ApiError, ErrorDetail, error_responses
 from api.idempotency import fingerprint, once
 from api.routers.bindings_models import (
@@ -31,17 +31,6 @@ router = APIRouter(prefix="/v1/bindings", tags=["bindings"])
 Reader = Annotated[Principal, Depends(scoped("bindings:read"))]
 Writer = Annotated[Principal, Depends(scoped("bindings:write"))]
 BindingId = Annotated[str, Path(min_length=1, max_length=128, description="The binding's id")]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Any client-chosen printable string: a retry with the same key gets "
-        "the first answer (kept 24 hours by default)",
-    ),
-]
 _WRITE_ERRORS = error_responses(401, 403, 404, 409, 422, 503)
 _READ_ERRORS = error_responses(401, 403, 404, 422, 503)
 
@@ -57,16 +46,17 @@ def _json(status: int, content: bytes, replayed: bool = False) -> Response:
     response_model=BindingOut,
     responses=_WRITE_ERRORS,
     summary="Create a binding (scope bindings:write)",
+    openapi_extra={"parameters": [IDEMPOTENCY_HEADER]},
 )
 async def create_binding(
     body: BindingCreate,
     request: Request,
-    ctx: Ctx,
     who: Writer,
-    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Bind A (and B) to a virtual number: ``x`` given, or the best fitting number of
     ``pool`` (see the README for how allocation chooses)."""
+    ctx = app_context(request)
+    idem = idempotency_key(request)
     spec = spec_of(body, ctx.plan, ctx.clock())
     print_ = fingerprint("POST", request.url.path, body.model_dump_json().encode())
 
@@ -74,7 +64,7 @@ async def create_binding(
         return 201, view(t, create(t, ctx, who, spec)).model_dump_json().encode()
 
     status, content, replayed = await ctx.writer.run(
-        lambda t: once(t, ctx, who, idempotency_key, print_, make)
+        lambda t: once(t, ctx, who, idem, print_, make)
     )
     return _json(status, content, replayed)
 
@@ -85,16 +75,17 @@ async def create_binding(
     response_model=BindingList,
     responses=_WRITE_ERRORS,
     summary="Create up to 1,000 bindings, all or none (scope bindings:write)",
+    openapi_extra={"parameters": [IDEMPOTENCY_HEADER]},
 )
 async def create_bindings(
     body: BindingBatch,
     request: Request,
-    ctx: Ctx,
     who: Writer,
-    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Every item is checked; when any is refused, none is created and the answer lists
     every refusal, each field prefixed with its item (``items[3].b``)."""
+    ctx = app_context(request)
+    idem = idempotency_key(request)
     now = ctx.clock()
     details: list[ErrorDetail] = []
     specs = []
@@ -121,7 +112,7 @@ async def create_bindings(
         return 201, BindingList(items=[view(t, b) for b in made]).model_dump_json().encode()
 
     status, content, replayed = await ctx.writer.run(
-        lambda t: once(t, ctx, who, idempotency_key, print_, make)
+        lambda t: once(t, ctx, who, idem, print_, make)
     )
     return _json(status, content, replayed)
 
@@ -133,7 +124,7 @@ async def create_bindings(
     summary="Find bindings by X, by real number, by out_id, or list them (bindings:read)",
 )
 async def list_bindings(
-    ctx: Ctx,
+    request: Request,
     who: Reader,
     x: Annotated[str | None, Query(max_length=64, description="On this virtual number")] = None,
     number: Annotated[
@@ -145,6 +136,8 @@ async def list_bindings(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> bytes:
         page, next_after = find(
             t, ctx, who, x=x, number=number, out_id=out_id, after=after, limit=limit
@@ -161,7 +154,9 @@ async def list_bindings(
     responses=_READ_ERRORS,
     summary="Read a binding (scope bindings:read)",
 )
-async def read_binding(binding_id: BindingId, ctx: Ctx, who: Reader) -> Response:
+async def read_binding(binding_id: BindingId, request: Request, who: Reader) -> Response:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> bytes:
         binding = owned(t, who, binding_id)
         ctx.control.audit(t.txn, who, "binding.read", binding_id, t.now)
@@ -177,8 +172,10 @@ async def read_binding(binding_id: BindingId, ctx: Ctx, who: Reader) -> Response
     summary="Change a binding: expiry, parties, limits, out_id (scope bindings:write)",
 )
 async def update_binding(
-    binding_id: BindingId, body: BindingUpdate, ctx: Ctx, who: Writer
+    binding_id: BindingId, body: BindingUpdate, request: Request, who: Writer
 ) -> Response:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> bytes:
         return view(t, update(t, ctx, who, binding_id, body)).model_dump_json().encode()
 
@@ -192,6 +189,7 @@ async def update_binding(
     responses=_WRITE_ERRORS,
     summary="Unbind (scope bindings:write)",
 )
-async def delete_binding(binding_id: BindingId, ctx: Ctx, who: Writer) -> Response:
+async def delete_binding(binding_id: BindingId, request: Request, who: Writer) -> Response:
+    ctx = app_context(request)
     await ctx.writer.run(lambda t: delete(t, ctx, who, binding_id))
     return Response(status_code=204)

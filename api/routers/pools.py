@@ -13,15 +13,14 @@ from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import lmdb
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api.context import ApiContext
 from api.control import Principal
-from api.deps import Ctx, scoped
+from api.deps import IDEMPOTENCY_HEADER, app_context, idempotency_key, scoped
 from api.errors import ApiError, ErrorDetail, error_responses
 from api.idempotency import fingerprint, once
-from api.routers.bindings import IdempotencyKey
 from api.routers.pools_models import (
     PoolCreate,
     PoolList,
@@ -146,10 +145,10 @@ def _add_numbers(
     response_model=PoolOut,
     responses=_WRITE_ERRORS,
     summary="Create a pool, with numbers or without (scope pools:write)",
+    openapi_extra={"parameters": [IDEMPOTENCY_HEADER]},
 )
-async def create_pool(
-    body: PoolCreate, ctx: Ctx, who: Writer, idempotency_key: IdempotencyKey = None
-) -> Response:
+async def create_pool(body: PoolCreate, request: Request, who: Writer) -> Response:
+    ctx = app_context(request)
     print_ = fingerprint("POST", "/v1/pools", body.model_dump_json().encode())
 
     def make(t: Transaction) -> tuple[int, bytes]:
@@ -167,13 +166,14 @@ async def create_pool(
         return 201, _pool_out(stored).model_dump_json().encode()
 
     status, content, _ = await ctx.writer.run(
-        lambda t: once(t, ctx, who, idempotency_key, print_, make)
+        lambda t: once(t, ctx, who, idempotency_key(request), print_, make)
     )
     return _json(status, content)
 
 
 @router.get("", response_model=PoolList, responses=_READ_ERRORS, summary="List pools (pools:read)")
-async def list_pools(ctx: Ctx, who: Reader) -> PoolList:
+async def list_pools(request: Request, who: Reader) -> PoolList:
+    ctx = app_context(request)
     pools = await _read(ctx, lambda txn: ctx.store.pools.of_tenant(txn, who.tenant))
     return PoolList(items=[_pool_out(p) for p in pools])
 
@@ -181,7 +181,8 @@ async def list_pools(ctx: Ctx, who: Reader) -> PoolList:
 @router.get(
     "/{pool}", response_model=PoolOut, responses=_READ_ERRORS, summary="Read a pool (pools:read)"
 )
-async def read_pool(pool: PoolName, ctx: Ctx, who: Reader) -> PoolOut:
+async def read_pool(pool: PoolName, request: Request, who: Reader) -> PoolOut:
+    ctx = app_context(request)
     return _pool_out(await _read(ctx, lambda txn: _pool(txn, ctx, who, pool)))
 
 
@@ -191,7 +192,9 @@ async def read_pool(pool: PoolName, ctx: Ctx, who: Reader) -> PoolOut:
     responses=_WRITE_ERRORS,
     summary="Change a pool's capacity or cool-off (scope pools:write)",
 )
-async def update_pool(pool: PoolName, body: PoolUpdate, ctx: Ctx, who: Writer) -> PoolOut:
+async def update_pool(pool: PoolName, body: PoolUpdate, request: Request, who: Writer) -> PoolOut:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> Pool:
         old = _pool(t.txn, ctx, who, pool)
         new = Pool(
@@ -215,7 +218,9 @@ async def update_pool(pool: PoolName, body: PoolUpdate, ctx: Ctx, who: Writer) -
     responses=_WRITE_ERRORS,
     summary="Delete a pool whose numbers carry no binding (scope pools:write)",
 )
-async def delete_pool(pool: PoolName, ctx: Ctx, who: Writer) -> Response:
+async def delete_pool(pool: PoolName, request: Request, who: Writer) -> Response:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> None:
         _pool(t.txn, ctx, who, pool)
         try:
@@ -236,13 +241,15 @@ async def delete_pool(pool: PoolName, ctx: Ctx, who: Writer) -> Response:
 )
 async def list_numbers(
     pool: PoolName,
-    ctx: Ctx,
+    request: Request,
     who: Reader,
     after: Annotated[
         str | None, Query(max_length=64, description="next_after of the page before")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> PoolNumberPage:
+    ctx = app_context(request)
+
     def work(txn: lmdb.Transaction) -> PoolNumberPage:
         _pool(txn, ctx, who, pool)
         members = ctx.store.pools.members(txn, who.tenant, pool, after or "", limit + 1)
@@ -264,7 +271,11 @@ async def list_numbers(
     responses=_WRITE_ERRORS,
     summary="Add up to 10,000 numbers, all or none (scope pools:write)",
 )
-async def add_numbers(pool: PoolName, body: PoolNumbersAdd, ctx: Ctx, who: Writer) -> Response:
+async def add_numbers(
+    pool: PoolName, body: PoolNumbersAdd, request: Request, who: Writer
+) -> Response:
+    ctx = app_context(request)
+
     def work(t: Transaction) -> bytes:
         _pool(t.txn, ctx, who, pool)
         added = _add_numbers(t, ctx, who, pool, body.numbers, "numbers")
@@ -290,7 +301,10 @@ def _member(
     responses=_READ_ERRORS,
     summary="One number of the pool (pools:read)",
 )
-async def read_number(pool: PoolName, number: NumberPath, ctx: Ctx, who: Reader) -> PoolNumberOut:
+async def read_number(
+    pool: PoolName, number: NumberPath, request: Request, who: Reader
+) -> PoolNumberOut:
+    ctx = app_context(request)
     virtual = _number(ctx, number, "number")
     return _number_out(await _read(ctx, lambda txn: _member(txn, ctx, who, pool, virtual)))
 
@@ -302,8 +316,9 @@ async def read_number(pool: PoolName, number: NumberPath, ctx: Ctx, who: Reader)
     summary="Change a number's area tag (scope pools:write)",
 )
 async def update_number(
-    pool: PoolName, number: NumberPath, body: PoolNumberUpdate, ctx: Ctx, who: Writer
+    pool: PoolName, number: NumberPath, body: PoolNumberUpdate, request: Request, who: Writer
 ) -> PoolNumberOut:
+    ctx = app_context(request)
     virtual = _number(ctx, number, "number")
 
     def work(t: Transaction) -> PoolNumber:
@@ -322,7 +337,10 @@ async def update_number(
     responses=_WRITE_ERRORS,
     summary="Take a number carrying no binding out of the pool (scope pools:write)",
 )
-async def remove_number(pool: PoolName, number: NumberPath, ctx: Ctx, who: Writer) -> Response:
+async def remove_number(
+    pool: PoolName, number: NumberPath, request: Request, who: Writer
+) -> Response:
+    ctx = app_context(request)
     virtual = _number(ctx, number, "number")
 
     def work(t: Transaction) -> None:
