@@ -256,7 +256,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--numbers", type=int, default=10_000, help="pool size")
     parser.add_argument("--bindings", type=int, default=1_000_000, help="live bindings built")
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=os.cpu_count() >= 2)  # type: ignore[operator]
