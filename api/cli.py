@@ -143,6 +143,9 @@ def cmd_api(args: argparse.Namespace) -> int:
             loop="uvloop",
             http="httptools",
             access_log=False,  # URLs may hold real numbers (?number=...)
+            # The audit log records the peer's address: X-Forwarded-For from anyone
+            # would let a caller write any address there.
+            proxy_headers=False,
             log_config=None,
             server_header=False,
         )

@@ -65,7 +65,12 @@ class ApiServer:
         port = sock.getsockname()[1]
         self.base_url = f"http://{self.host}:{port}"
         config = uvicorn.Config(
-            app, loop="uvloop", http="httptools", log_level="warning", access_log=False
+            app,
+            loop="uvloop",
+            http="httptools",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
         )
         self._server = server = uvicorn.Server(config)
         self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

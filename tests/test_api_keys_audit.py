@@ -251,3 +251,15 @@ def test_housekeeping_prunes_what_has_expired(server: ApiServer, clock: Clock) -
             "/v1/bindings", json=dict(body, expires_in=600), headers={"Idempotency-Key": "k1"}
         )
         assert again.status_code == 201 and again.json()["id"] != first["id"]
+
+
+def test_audit_source_is_the_peer_not_a_forwarded_header(server: ApiServer) -> None:
+    token = server.tenant("acme")
+    with server.client(token) as api:
+        made = api.post(
+            "/v1/pools", json={"name": "p"}, headers={"X-Forwarded-For": "203.0.113.9"}
+        )
+        assert made.status_code == 201
+    with server.context.store.reader() as txn:
+        records = server.context.control.audit_log(txn, tenant="acme")
+    assert [(r.action, r.source) for r in records] == [("pool.create", "127.0.0.1")]
