@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     import media.cli
 
     media.cli.register(sub)
+    import api.cli
+
+    api.cli.register(sub)
     return parser
 
 

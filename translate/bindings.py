@@ -16,6 +16,9 @@ Three kinds of binding, for a virtual number X and a calling party C (all E.164)
 
 Each binding has an operator- or API-chosen ``id``, an optional expiry (epoch seconds),
 a ``record`` flag and optional limits: maximum call length, calls per hour, allowed hours.
+Bindings made through the API also carry their owner: the ``tenant`` (the platform that
+made it, which alone may see or change it) and an ``out_id``, free text the platform
+uses for its own reference (an order id). Neither takes part in a lookup.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from translate.numbers import is_e164, mask
 
 __all__ = [
     "KINDS",
+    "NAME_PATTERN",
     "RECORDING_UNSUPPORTED",
     "Binding",
     "Hours",
@@ -36,6 +40,7 @@ __all__ = [
     "Refusal",
     "Route",
     "binding_problems",
+    "is_name",
     "time_zone",
 ]
 
@@ -108,6 +113,8 @@ class Binding:
     max_seconds: int | None = None
     calls_per_hour: int | None = None
     hours: Hours | None = None
+    tenant: str | None = None
+    out_id: str | None = None
 
     def parties(self) -> tuple[str, ...]:
         """Real numbers that have a caller-specific route on X: both of an axb, A of an axn."""
@@ -116,6 +123,10 @@ class Binding:
         if self.kind == "axn":
             return (self.a,)
         return ()
+
+    def numbers(self) -> tuple[str, ...]:
+        """The real numbers of the binding: A, and B where there is one."""
+        return (self.a,) if self.b is None else (self.a, self.b)
 
     def has_head(self) -> bool:
         """Whether the binding answers callers without a caller-specific route on X."""
@@ -176,7 +187,23 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
         value = getattr(binding, field)
         if value is not None and value <= 0:
             out.append(("bad-limit", field, f"{field} must be positive"))
+    if binding.tenant is not None and not is_name(binding.tenant):
+        out.append(("bad-tenant", "tenant", f"tenant must match {NAME_PATTERN}"))
+    out_id = binding.out_id
+    if out_id is not None and (not out_id or len(out_id) > 128 or not out_id.isprintable()):
+        out.append(("bad-out-id", "out_id", "out_id must be 1-128 printable characters"))
     return out
+
+
+#: Tenant and pool names: short, lower case, safe in keys (no separator), URLs and labels.
+NAME_PATTERN: Final = "^[a-z0-9][a-z0-9_-]{0,63}$"
+_NAME_FIRST: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_REST: Final = _NAME_FIRST | frozenset("_-")
+
+
+def is_name(text: str) -> bool:
+    """Whether ``text`` is a valid tenant or pool name (see NAME_PATTERN)."""
+    return 0 < len(text) <= 64 and text[0] in _NAME_FIRST and all(c in _NAME_REST for c in text[1:])
 
 
 class Route(NamedTuple):

@@ -109,31 +109,36 @@ def route_value(binding: Binding, callee: str) -> bytes:
 
 
 def encode_binding(binding: Binding, source: str) -> bytes:
-    """The bindings-table value: every field and the source, for unbinding, diffing, showing."""
+    """The bindings-table value: every field and the source, for unbinding, diffing, showing.
+
+    The owner fields (tenant, out_id) follow only when one is set, so a map's bindings
+    encode as they did before owners existed (reloads compare these bytes).
+    """
     hours = binding.hours
-    packed: bytes = msgpack.packb(
-        [
-            binding.kind,
-            binding.virtual,
-            binding.a,
-            binding.b,
-            binding.present == "caller",
-            binding.record,
-            binding.expires,
-            binding.max_seconds,
-            binding.calls_per_hour,
-            None if hours is None else [hours.start, hours.end, hours.timezone],
-            source,
-        ]
-    )
+    fields: list[Any] = [
+        binding.kind,
+        binding.virtual,
+        binding.a,
+        binding.b,
+        binding.present == "caller",
+        binding.record,
+        binding.expires,
+        binding.max_seconds,
+        binding.calls_per_hour,
+        None if hours is None else [hours.start, hours.end, hours.timezone],
+        source,
+    ]
+    if binding.tenant is not None or binding.out_id is not None:
+        fields += (binding.tenant, binding.out_id)
+    packed: bytes = msgpack.packb(fields)
     return packed
 
 
 def decode_binding(binding_id: str, raw: bytes | memoryview) -> tuple[Binding, str]:
     """(binding, source) from a bindings-table value."""
-    kind, virtual, a, b, caller, record, expires, max_seconds, per_hour, hours, source = (
-        msgpack.unpackb(raw)
-    )
+    fields = msgpack.unpackb(raw)
+    kind, virtual, a, b, caller, record, expires, max_seconds, per_hour, hours, source = fields[:11]
+    tenant, out_id = fields[11:13] if len(fields) > 11 else (None, None)
     binding = Binding(
         id=binding_id,
         kind=kind,
@@ -146,5 +151,7 @@ def decode_binding(binding_id: str, raw: bytes | memoryview) -> tuple[Binding, s
         max_seconds=max_seconds,
         calls_per_hour=per_hour,
         hours=None if hours is None else Hours(*hours),
+        tenant=tenant,
+        out_id=out_id,
     )
     return binding, source
