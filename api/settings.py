@@ -4,8 +4,9 @@ them.
 ``ApiSettings`` is the schema, unknown keys refused like every section of the engine
 configuration; the process that composes the engine can hold it as its ``api`` field.
 ``load_settings`` reads, from a configuration folder's ``ansim.yaml``, the ``api``
-section and the two things of the ``numbers`` section the API needs too (the store and
-the number plan); the rest of the file is the engine's to check.
+section and the two things of the ``numbers`` section the API needs too (the store,
+relative to the configuration folder like every path there, and the number plan); the
+rest of the file is the engine's to check.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from translate.numbers import NumberPlan
+from translate.settings import NumbersSettings, config_path
 from translate.yaml_source import ConfigError, SourceError, load_yaml, validation_errors
 
 __all__ = ["ApiSettings", "Loaded", "load_settings", "parse_listen"]
@@ -54,7 +56,7 @@ class ApiSettings(_Strict):
 class _NumbersView(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    store: str = "var/numbers.lmdb"
+    store: str = NumbersSettings().store
     country_code: str = "82"
     trunk_prefix: str = "0"
     international_prefix: str = "00"
@@ -82,7 +84,11 @@ def load_settings(config_dir: str | Path) -> Loaded:
     with file:line:column when the ``api`` section is wrong."""
     path = Path(config_dir) / "ansim.yaml"
     if not path.exists():
-        return Loaded(settings=ApiSettings(), store=_NumbersView().store, plan=NumberPlan())
+        return Loaded(
+            settings=ApiSettings(),
+            store=config_path(config_dir, _NumbersView().store),
+            plan=NumberPlan(),
+        )
     data, positions = load_yaml(path)
     try:
         view = _FileView.model_validate(data or {})
@@ -94,4 +100,4 @@ def load_settings(config_dir: str | Path) -> Loaded:
     except ValueError as exc:
         line, column = positions.at(("numbers",))
         raise ConfigError([SourceError(str(path), line, column, f"bad-plan: {exc}")]) from None
-    return Loaded(settings=view.api, store=numbers.store, plan=plan)
+    return Loaded(settings=view.api, store=config_path(config_dir, numbers.store), plan=plan)

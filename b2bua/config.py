@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api.settings import ApiSettings
 from translate.settings import NumbersSettings, config_path
 from translate.yaml_source import load_model
 
@@ -101,6 +102,7 @@ class EngineConfig(_Strict):
     numbers: NumbersSettings = NumbersSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    api: ApiSettings = ApiSettings()
     trunks: str = Field("trunks.yaml", description="trunk file")
     cdr: str = Field("../var/cdr.sqlite", description="SQLite file for call detail records")
     cdr_fsync: bool = Field(
