@@ -21,6 +21,9 @@ PROTOCOL_ERRORS = Counter(
     "ansim_smpp_protocol_errors_total", "invalid PDUs received", ["side"])
 BINDS = Gauge("ansim_smpp_binds", "live binds", ["side"])
 BIND_ATTEMPTS = Counter("ansim_smpp_bind_attempts_total", "bind attempts", ["result"])
+LOG_SUPPRESSED = Counter(
+    "ansim_smpp_log_lines_suppressed_total",
+    "log lines held back by a rate limit (a flood of one kind of event)", ["kind"])
 QUEUE_DEPTH = Gauge("ansim_smpp_queue_depth", "messages stored and not yet delivered")
 RELAY_LATENCY = Histogram(
     "ansim_smpp_relay_seconds",

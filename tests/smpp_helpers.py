@@ -127,7 +127,9 @@ class NodeSmsc(Proc):
 
 def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: int = 0,
                  password: str = "pw1", mo: bool = False, window: int = 100,
-                 backup_port: int | None = None, **queue: Any) -> Path:
+                 backup_port: int | None = None, server: dict[str, Any] | None = None,
+                 upstream: dict[str, Any] | None = None, **queue: Any) -> Path:
+    """An smpp.yaml for the tests; ``server``, ``upstream`` and ``queue`` override keys."""
     cfg: dict[str, Any] = {
         "enabled": True,
         "server": {
@@ -135,6 +137,7 @@ def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: 
             "accounts": [{"system_id": "carrier1", "password": password}],
             "enquire_link_interval": 30,
             **({"mo_system_id": "carrier1"} if mo else {}),
+            **(server or {}),
         },
         "upstreams": [],
         "queue": {"path": str(workdir / "queue"), "fsync": True, "retry_min": 0.2,
@@ -147,6 +150,7 @@ def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: 
             "name": "node", "host": "127.0.0.1", "port": upstream_port,
             "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
             "reconnect_max": 0.5, "response_timeout": 5, "window": window,
+            **(upstream or {}),
         })
     if backup_port is not None:
         cfg["upstreams"].append({
@@ -165,6 +169,68 @@ class Ansim(Proc):
         super().__init__([sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config",
                           str(config)], "ansim smpp: listening", log=log)
         self.port = int(self.ready_line.rsplit(":", 1)[1])
+
+
+class InProcess:
+    """The relay (SmppService) on an event loop of its own thread, for tests that read
+    its metrics or its log records; started and stopped by the test."""
+
+    def __init__(self, config: Path) -> None:
+        import asyncio
+
+        import uvloop
+
+        from sms_smpp.config import load_config
+        from sms_smpp.service import SmppService
+
+        cfg = load_config(config)
+        self.store = Store(cfg.translate_store, readonly=True)
+        self.loop = uvloop.new_event_loop()
+        self.service = SmppService(cfg, self.store)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(20)
+        self.port = self.service.port
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the relay's loop and return its result."""
+        import asyncio
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def stop(self) -> None:
+        import asyncio
+
+        try:
+            asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(20)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
+            self.store.close()
+
+
+def node_binds(port: int, count: int, system_id: str, password: str, *,
+               bind: str = "transceiver", rebind: bool = False) -> list[int | None]:
+    """Bind attempts by the npm `smpp` client (tests/peers/binds.js), one connection each:
+    the command_status of each (and of each rebind), None where the server closed without
+    answering."""
+    out = subprocess.run(["node", str(PEERS / "binds.js"), "--port", str(port), "--count",
+                          str(count), "--system-id", system_id, "--password", password,
+                          "--bind", bind, "--rebind", "yes" if rebind else "no"],
+                         cwd=PEERS, capture_output=True, timeout=60, check=True, text=True)
+    statuses: list[int | None] = []
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if words[0] in ("BIND", "REBIND"):
+            statuses.append(int(words[2]))
+        elif words[0] == "CLOSED":
+            statuses.append(None)
+    assert out.stdout.rstrip().endswith("DONE"), out.stdout
+    return statuses
 
 
 class Esme:

@@ -103,7 +103,7 @@ def test_bind_guard_rate_limit_credentials_and_bind_types() -> None:
         == Status.RBINDFAIL
     assert guard.check(Bind(Cmd.BIND_RECEIVER, system_id="c1", password="pw"), "a", 0)[0] \
         == Status.RBINDFAIL
-    status, account = guard.check(tx, "a", 0)
+    status, account, _reason = guard.check(tx, "a", 0)
     assert status == 0 and account is not None
     assert guard.check(tx, "a", 0)[0] == Status.RBINDFAIL  # bucket of 3 is empty
     assert guard.check(tx, "b", 0)[0] == 0  # another address has its own bucket
