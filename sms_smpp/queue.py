@@ -8,7 +8,8 @@ delivery receipts can be routed back after a restart.
 
 Writes are staged in memory and applied by :meth:`MessageQueue.commit` in one LMDB
 transaction (group commit: one fsync covers every message that arrived in the same
-event-loop turn). Reads of the receipt map see staged entries too.
+event-loop turn). Reads of the receipt map see staged entries too. The environment is
+created readable by the engine's user only (see :mod:`sms_smpp.files`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 import lmdb
 import msgpack
+
+from .files import FILE_MODE, private_dir, private_file
 
 # Record kinds.
 TO_UPSTREAM = 0
@@ -66,9 +69,13 @@ class MessageQueue:
     """Durable queue and receipt-id map in one LMDB environment (see module docstring)."""
 
     def __init__(self, path: str, *, map_size: int = 1 << 30, fsync: bool = True) -> None:
-        os.makedirs(path, exist_ok=True)
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=4, sync=fsync,
-                             metasync=fsync, writemap=True, map_async=not fsync)
+        private_dir(path)
+        for name in ("data.mdb", "lock.mdb"):
+            if os.path.exists(os.path.join(path, name)):
+                private_file(os.path.join(path, name))
+        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, sync=fsync,
+                             metasync=fsync, writemap=True, map_async=not fsync,
+                             mode=FILE_MODE)
         self._pending_db = self.env.open_db(b"pending")
         self._dlr_db = self.env.open_db(b"dlr")
         self._age_db = self.env.open_db(b"dlr_age")

@@ -3,7 +3,8 @@
 The relay calls the small methods below from the loop; they only put a tuple on a
 queue. A writer thread applies the queue in batches inside one transaction each, with
 the database in WAL mode so that readers (statistics, the API) never block it.
-Records hold real numbers: operators need them to trace abuse; logs never do.
+Records hold real numbers: operators need them to trace abuse; logs never do. The
+database is created readable by the engine's user only (see :mod:`sms_smpp.files`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sqlite3
 import threading
 import time
 from typing import Any
+
+from .files import private_file
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +63,11 @@ class SmsRecords:
     """Asynchronous writer of the ``sms`` table (see module docstring)."""
 
     def __init__(self, path: str, batch: int = 50_000, linger: float = 0.2) -> None:
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+        # SQLite gives its -wal and -shm files the mode of the database file.
+        private_file(path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                private_file(path + suffix)
         self.path = path
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._batch = batch
