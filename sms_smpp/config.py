@@ -101,6 +101,11 @@ class QueueConfig(_Strict):
     retry_min: float = Field(default=1.0, gt=0)
     retry_max: float = Field(default=60.0, gt=0)
     dlr_ttl: float = Field(default=72 * 3600.0, gt=0)
+    #: a receipt that arrives before the submit_sm_resp carrying its id is held (on disk)
+    #: this long for that id to arrive, then dropped and counted as unmatched
+    receipt_hold: float = Field(default=3600.0, gt=0)
+    #: at most this many held; past it the oldest is dropped (counted as evicted)
+    receipt_hold_max: int = Field(default=50_000, ge=1)
 
 
 class NumbersConfig(_Strict):

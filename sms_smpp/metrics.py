@@ -19,6 +19,8 @@ ESME_DELIVERIES = Counter(
     "ansim_smpp_esme_deliveries_total", "deliver_sm to carriers, by outcome", ["result"])
 PROTOCOL_ERRORS = Counter(
     "ansim_smpp_protocol_errors_total", "invalid PDUs received", ["side"])
+RECEIPTS_HELD = Gauge(
+    "ansim_smpp_receipts_held", "receipts waiting for the submit_sm_resp that maps their id")
 BINDS = Gauge("ansim_smpp_binds", "live binds", ["side"])
 BIND_ATTEMPTS = Counter("ansim_smpp_bind_attempts_total", "bind attempts", ["result"])
 LOG_SUPPRESSED = Counter(
@@ -35,6 +37,8 @@ SUBMIT_ACCEPTED = SUBMITS.labels("accepted")
 SUBMIT_REFUSED = SUBMITS.labels("refused")
 SUBMIT_THROTTLED = SUBMITS.labels("throttled")
 SUBMIT_INVALID = SUBMITS.labels("invalid")
+RECEIPT_MAPPED = RECEIPTS.labels("mapped")
+RECEIPT_UNMATCHED = RECEIPTS.labels("unmatched")
 UP_OK = UPSTREAM_SUBMITS.labels("ok")
 UP_RETRY = UPSTREAM_SUBMITS.labels("retry")
 UP_FAILED = UPSTREAM_SUBMITS.labels("failed")

@@ -4,7 +4,8 @@ An accepted submit_sm is staged here and committed before its submit_sm_resp is 
 it is removed once the next hop acknowledged it. Receipts and mobile-originated
 messages travelling to carrier ESMEs use the same queue. The queue also keeps the map
 from the message ids the upstream returned to the ids ansim gave the sender, so that
-delivery receipts can be routed back after a restart.
+delivery receipts can be routed back after a restart, and the receipts that arrived
+before the submit_sm_resp carrying their id (held until it comes, see the relay).
 
 Writes are staged in memory and applied by :meth:`MessageQueue.commit` in one LMDB
 transaction (group commit: one fsync covers every message that arrived in the same
@@ -80,9 +81,12 @@ class MessageQueue:
         self._dlr_db = self.env.open_db(b"dlr")
         self._age_db = self.env.open_db(b"dlr_age")
         self._meta_db = self.env.open_db(b"meta")
+        self._hold_db = self.env.open_db(b"dlr_hold")
         self._puts: dict[bytes, bytes] = {}
         self._deletes: set[bytes] = set()
         self._dlr_puts: dict[bytes, bytes] = {}
+        self._hold_puts: dict[bytes, bytes] = {}
+        self._hold_deletes: set[bytes] = set()
         with self.env.begin(db=self._meta_db) as txn:
             last = txn.get(b"last_id")
         # Ids are a counter seeded from the clock in microseconds, never below the last
@@ -102,7 +106,8 @@ class MessageQueue:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._puts or self._deletes or self._dlr_puts)
+        return bool(self._puts or self._deletes or self._dlr_puts or self._hold_puts
+                    or self._hold_deletes)
 
     def stage_put(self, message: Message) -> None:
         self._puts[message.id.encode()] = message.pack()
@@ -118,15 +123,31 @@ class MessageQueue:
         self._dlr_puts[upstream_id.encode()] = msgpack.packb(
             (now, upstream, *value), use_bin_type=True)
 
+    def stage_hold(self, hold_id: str, value: tuple[Any, ...]) -> None:
+        """Keep a receipt that came before its id map (``value`` as the relay writes it)."""
+        self._hold_puts[hold_id.encode()] = msgpack.packb(value, use_bin_type=True)
+
+    def stage_hold_delete(self, hold_id: str) -> None:
+        key = hold_id.encode()
+        if self._hold_puts.pop(key, None) is None:
+            self._hold_deletes.add(key)
+
     def commit(self) -> None:
         """Apply everything staged in one transaction."""
         if not self.dirty:
             return
         puts, deletes, dlr = self._puts, self._deletes, self._dlr_puts
         self._puts, self._deletes, self._dlr_puts = {}, set(), {}
+        hold_puts, hold_deletes = self._hold_puts, self._hold_deletes
+        self._hold_puts, self._hold_deletes = {}, set()
         with self.env.begin(write=True) as txn:
+            if hold_puts:
+                txn.cursor(db=self._hold_db).putmulti(hold_puts.items())
+            for key in hold_deletes:
+                txn.delete(key, db=self._hold_db)
             if puts:
                 txn.cursor(db=self._pending_db).putmulti(puts.items())
+            if puts or hold_puts:
                 txn.put(b"last_id", f"{self._next - 1:016x}".encode(), db=self._meta_db)
             for key in deletes:
                 txn.delete(key, db=self._pending_db)
@@ -144,6 +165,12 @@ class MessageQueue:
         with self.env.begin(db=self._pending_db) as txn:
             for key, raw in txn.cursor():
                 yield Message.unpack(bytes(key).decode(), bytes(raw))
+
+    def held(self) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """Every committed held receipt, (hold id, value), oldest first."""
+        with self.env.begin(db=self._hold_db) as txn:
+            for key, raw in txn.cursor():
+                yield bytes(key).decode(), tuple(msgpack.unpackb(bytes(raw), raw=False))
 
     def count(self) -> int:
         with self.env.begin(db=self._pending_db) as txn:

@@ -7,6 +7,15 @@ transient failures until the message's validity ends, map each upstream message 
 the sender's, and turn the upstream's delivery receipts and mobile-originated messages
 into deliver_sm for the right carrier bind (stored first, like everything else).
 
+SMPP does not order a receipt and the submit_sm_resp of its message: an SMSC may send
+the receipt first, even in the same TCP segment. A receipt whose upstream id is not
+mapped yet is held, on disk like the queue, and delivered as soon as a submit_sm_resp
+from the same upstream maps that id (also after a restart: the message is resent with
+its idempotency key and the upstream answers with the same id). A receipt held longer
+than ``queue.receipt_hold`` is dropped and counted (``ansim_smpp_receipts_total
+{result="unmatched"}``, logged through a rate limit); past ``queue.receipt_hold_max``
+held, the oldest is dropped the same way (``result="evicted"``).
+
 Disk writes are grouped: everything staged during one event-loop turn is committed in
 one LMDB transaction by :meth:`Relay._commit`, and the answers that depend on it are
 sent right after.
@@ -18,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from translate.bindings import Refusal, Route
@@ -39,9 +49,12 @@ from .pdu import (
     Status,
     Tag,
     cstr_tlv,
+    decode,
+    encode_frame,
     encode_short_message_body,
 )
 from .queue import TO_ESME, TO_UPSTREAM, Message, MessageQueue
+from .ratelog import RateLimitedLog
 from .records import SmsRecords
 from .translation import (
     MESSAGE_TLVS,
@@ -69,6 +82,20 @@ _FINAL_STATUS = {
     MessageState.REJECTED: "rejected",
     MessageState.UNKNOWN: "unknown",
 }
+
+
+@dataclass(slots=True)
+class HeldReceipt:
+    """A receipt that came before the submit_sm_resp mapping its upstream id."""
+
+    id: str
+    at: float
+    upstream: str
+    candidates: list[str]
+    body: bytes  # the deliver_sm body as received (data_sm turned into deliver_sm)
+
+    def value(self) -> tuple[Any, ...]:
+        return (self.at, self.upstream, self.candidates, self.body)
 
 
 class Translator(Protocol):
@@ -114,6 +141,12 @@ class Relay:
         self._backlog_high = qc.forward_backlog
         self._carriers: set[EsmeLink] = set()
         self._reading_paused = False
+        self._hold_time = qc.receipt_hold
+        self._hold_max = qc.receipt_hold_max
+        self._held: dict[str, HeldReceipt] = {}  # by hold id, oldest first
+        self._held_by_id: dict[str, list[str]] = {}  # candidate upstream id -> hold ids
+        self._dropped_log = RateLimitedLog(log, "receipt_dropped")
+        self._refused_log = RateLimitedLog(log, "upstream_refused")
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -124,6 +157,16 @@ class Relay:
             self._enqueue(msg)
             n += 1
         m.QUEUE_DEPTH.set(self.depth)
+        for hold_id, (at, upstream, candidates, body) in self.queue.held():
+            self._index_held(HeldReceipt(hold_id, at, upstream, candidates, body))
+        # A map committed with its receipt still held (never, unless written elsewhere).
+        for held in list(self._held.values()):
+            for candidate in held.candidates:
+                found = self.queue.receipt_map(candidate)
+                if found is not None and found[1] == held.upstream:
+                    self._release(candidate, held.upstream)
+                    break
+        m.RECEIPTS_HELD.set(len(self._held))
         return n
 
     def _enqueue(self, msg: Message) -> None:
@@ -288,14 +331,16 @@ class Relay:
                 self.queue.stage_receipt_map(link.name, pdu.message_id,
                                              (msg.id, info["s"], info["c"], info["x"]), now)
             self.records.submitted(msg.id, link.name, pdu.message_id, now)
+            if self._held_by_id and pdu.message_id in self._held_by_id:
+                self._release(pdu.message_id, link.name)
             self._schedule_commit()
         elif status in TRANSIENT_STATUSES:
             m.UP_RETRY.inc()
             self._retry(msg)
         else:
             m.UP_FAILED.inc()
-            log.warning("upstream %s refused message %s with status 0x%x",
-                        link.name, msg.id, status)
+            self._refused_log.warning("upstream %s refused message %s with status 0x%x",
+                                      link.name, msg.id, status)
             self._finish(msg, "failed", status, MessageState.REJECTED, now)
         self._schedule_pump()
 
@@ -378,35 +423,111 @@ class Relay:
         else:
             assert isinstance(pdu, ShortMessage)
             sm = pdu
-        status = self._on_receipt(sm) if is_receipt(sm) else self._on_mo(link, sm)
+        status = self._on_receipt(link, sm) if is_receipt(sm) else self._on_mo(link, sm)
         if status is None:
             self._answer_after_commit(link, cid, seq, 0, "")
         else:
             link.session.respond_to(cid, seq, status)
 
-    def _on_receipt(self, sm: ShortMessage) -> int | None:
-        now = time.time()
-        found = None
-        for candidate in receipt_ids(sm):
+    def _on_receipt(self, link: UpstreamLink, sm: ShortMessage) -> int | None:
+        candidates = receipt_ids(sm)
+        for candidate in candidates:
             found = self.queue.receipt_map(candidate)
             if found is not None:
-                break
-        if found is None:
-            # Not ours to route (expired map, or never asked for): accept and drop.
-            m.RECEIPTS.labels("unknown").inc()
+                if not self.accepting or self.depth >= self._max_pending:
+                    return Status.RTHROTTLED
+                self._route_receipt(sm, found, time.time())
+                return None
+        if not candidates:
+            m.RECEIPT_UNMATCHED.inc()
+            self._dropped_log.warning("receipt from upstream %s carries no message id: dropped",
+                                      link.name)
             return 0
+        # Not mapped (yet): its submit_sm_resp may still be on its way. Hold it on disk.
+        if not self.accepting:
+            return Status.RTHROTTLED
+        while len(self._held) >= self._hold_max:
+            oldest = next(iter(self._held.values()))
+            self._drop_held(oldest, "evicted")
+        sm.sequence = 0
+        held = HeldReceipt(self.queue.new_id(), time.time(), link.name, candidates,
+                           encode_short_message_body(sm))
+        self.queue.stage_hold(held.id, held.value())
+        self._index_held(held)
+        m.RECEIPTS.labels("held").inc()
+        m.RECEIPTS_HELD.set(len(self._held))
+        return None
+
+    def _route_receipt(self, sm: ShortMessage, found: tuple[Any, ...], now: float) -> None:
+        """Turn a mapped receipt into a deliver_sm for the sender and queue it."""
         _at, _upstream, our_id, system_id, caller, virtual = found[:6]
         state = receipt_state(sm)
-        m.RECEIPTS.labels("mapped").inc()
+        m.RECEIPT_MAPPED.inc()
         self.records.receipt(our_id, _FINAL_STATUS.get(state, "submitted"), state, now)
-        if not self.accepting or self.depth >= self._max_pending:
-            return Status.RTHROTTLED
         rewrite_receipt(sm, our_id)
         sm.tlvs = filter_tlvs(sm.tlvs, RECEIPT_TLVS)
         sm.command_id = Cmd.DELIVER_SM
         set_addresses(sm, virtual, caller)
         self._stage_to_esme(system_id, sm, now, {"s": system_id, "receipt": our_id})
-        return None
+
+    # -- receipts held until their id is mapped ----------------------------------------------
+
+    def _index_held(self, held: HeldReceipt) -> None:
+        self._held[held.id] = held
+        for candidate in held.candidates:
+            self._held_by_id.setdefault(candidate, []).append(held.id)
+
+    def _unindex_held(self, held: HeldReceipt) -> None:
+        del self._held[held.id]
+        self.queue.stage_hold_delete(held.id)
+        for candidate in held.candidates:
+            ids = self._held_by_id.get(candidate)
+            if ids is not None:
+                if held.id in ids:
+                    ids.remove(held.id)
+                if not ids:
+                    del self._held_by_id[candidate]
+
+    def _release(self, upstream_id: str, upstream: str) -> None:
+        """The map of ``upstream_id`` is staged: deliver the receipts held for it."""
+        now = time.time()
+        for hold_id in list(self._held_by_id.get(upstream_id, ())):
+            held = self._held[hold_id]
+            if held.upstream != upstream:
+                continue  # ids are only unique per upstream
+            self._unindex_held(held)
+            found = self.queue.receipt_map(upstream_id)
+            if found is None:
+                m.RECEIPTS.labels("not_requested").inc()  # the sender asked for none
+                continue
+            pdu = decode(encode_frame(Cmd.DELIVER_SM, 0, 0, held.body))
+            assert isinstance(pdu, ShortMessage)
+            self._route_receipt(pdu, found, now)
+        m.RECEIPTS_HELD.set(len(self._held))
+        self._schedule_commit()
+
+    def _drop_held(self, held: HeldReceipt, why: str) -> None:
+        self._unindex_held(held)
+        m.RECEIPTS.labels(why).inc()
+        self._dropped_log.warning(
+            "receipt from upstream %s for id %s matched no message within %s: dropped (%s)",
+            held.upstream, held.candidates[0],
+            f"{self._hold_time:g} s" if why == "unmatched" else "the hold's room", why)
+        self._schedule_commit()
+
+    def sweep_held(self, now: float) -> int:
+        """Drop held receipts past ``queue.receipt_hold``; returns how many."""
+        cutoff = now - self._hold_time
+        dropped = 0
+        while self._held:
+            oldest = next(iter(self._held.values()))
+            if oldest.at > cutoff:
+                break
+            self._drop_held(oldest, "unmatched")
+            dropped += 1
+        if dropped:
+            m.RECEIPTS_HELD.set(len(self._held))
+        return dropped
 
     def _queue_receipt(self, our_id: str, system_id: str, virtual: str, caller: str,
                        state: int, submitted: float, now: float, err: int | None) -> None:

@@ -85,6 +85,7 @@ class SmppService:
             ticks += 1
             now = time.time()
             self.relay.sweep_expired(now)
+            self.relay.sweep_held(now)
             if ticks % 600 == 0:
                 removed = self.queue.expire_receipt_maps(now - self.config.queue.dlr_ttl)
                 if removed:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -110,11 +111,16 @@ class NodeSmsc(Proc):
     """The node-smpp upstream SMSC (tests/peers/smsc.js)."""
 
     def __init__(self, records: Path, *, port: int = 0, dlr: bool = True,
-                 password: str = "secret") -> None:
+                 password: str = "secret", dlr_first: bool = False,
+                 resp_delay_ms: int = 0) -> None:
         argv = ["node", str(PEERS / "smsc.js"), "--port", str(port), "--records", str(records),
                 "--system-id", "upstream", "--password", password]
         if dlr:
             argv.append("--dlr")
+        if dlr_first:
+            argv.append("--dlr-first")
+        if resp_delay_ms:
+            argv += ["--resp-delay", str(resp_delay_ms)]
         self.records = records
         super().__init__(argv, "LISTENING", cwd=PEERS, stdin=True)
         self.port = int(self.ready_line.split()[1])
@@ -123,6 +129,10 @@ class NodeSmsc(Proc):
         if not self.records.exists():
             return []
         return [json.loads(line) for line in self.records.read_text().splitlines() if line]
+
+    def printed(self, prefix: str) -> list[str]:
+        """Lines it printed that start with ``prefix`` (RECEIPT_ACKED, WEDGED)."""
+        return [line.strip() for line in list(self.lines) if line.startswith(prefix)]
 
 
 def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: int = 0,
@@ -169,6 +179,138 @@ class Ansim(Proc):
         super().__init__([sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config",
                           str(config)], "ansim smpp: listening", log=log)
         self.port = int(self.ready_line.rsplit(":", 1)[1])
+
+
+def _cstring(body: bytes, pos: int) -> tuple[bytes, int]:
+    end = body.index(0, pos)
+    return body[pos:end], end + 1
+
+
+class RawSmsc:
+    """An upstream SMSC on a raw socket, for what no SMPP library does on request: it
+    answers each submit_sm with its delivery receipt and its submit_sm_resp written in
+    one send() on a TCP_NODELAY socket (one segment on loopback), receipt first.
+
+    The PDUs are packed here with struct, independently of ansim's codec. One connection
+    at a time, served by a thread of this process; started and stopped by the test.
+    """
+
+    def __init__(self) -> None:
+        import socket
+
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(4)
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.submits: list[dict[str, Any]] = []
+        self.receipts_acked: list[tuple[str, int]] = []  # (upstream id, deliver_sm_resp status)
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._seq = 0x10000
+        self._acks: dict[int, str] = {}  # deliver_sm sequence -> upstream id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _send(self, data: bytes) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.sendall(data)
+
+    @staticmethod
+    def frame(command_id: int, status: int, sequence: int, body: bytes) -> bytes:
+        return struct.pack(">IIII", 16 + len(body), command_id, status, sequence) + body
+
+    def receipt(self, upstream_id: str, src: bytes, dst: bytes, stat: str = "DELIVRD") -> bytes:
+        """A deliver_sm receipt, from the recipient ``src`` to the sender ``dst``."""
+        text = (f"id:{upstream_id} sub:001 dlvrd:001 submit date:2612010000 done"
+                f" date:2612010000 stat:{stat} err:000 text:").encode()
+        state = 2 if stat == "DELIVRD" else 5
+        rid = upstream_id.encode() + b"\0"
+        body = (b"\0" + b"\1\1" + src + b"\0" + b"\1\1" + dst + b"\0" + b"\x04\0\0"
+                + b"\0\0" + b"\0\0\0\0" + bytes((len(text),)) + text
+                + struct.pack(">HH", 0x001E, len(rid)) + rid
+                + struct.pack(">HHB", 0x0427, 1, state))
+        self._seq += 1
+        return self.frame(0x00000005, 0, self._seq, body)
+
+    def send_receipt(self, upstream_id: str, src: bytes, dst: bytes) -> None:
+        """Send a receipt on its own (e.g. for an id that was never given)."""
+        frame = self.receipt(upstream_id, src, dst)
+        self._acks[self._seq] = upstream_id
+        self._send(frame)
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _addr = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(0.2)
+            with self._lock:
+                self._conn = conn
+            try:
+                self._session(conn)
+            except OSError:
+                pass
+            finally:
+                with self._lock:
+                    self._conn = None
+                conn.close()
+
+    def _session(self, conn: Any) -> None:
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                return
+            buf += chunk
+            while len(buf) >= 16:
+                length, cid, status, seq = struct.unpack_from(">IIII", buf)
+                if len(buf) < length:
+                    break
+                body, buf = buf[16:length], buf[length:]
+                self._pdu(cid, status, seq, body)
+
+    def _pdu(self, cid: int, status: int, seq: int, body: bytes) -> None:
+        if cid in (0x00000001, 0x00000002, 0x00000009):  # bind_*
+            self._send(self.frame(cid | 0x80000000, 0, seq, b"rawsmsc\0"))
+        elif cid == 0x00000015:  # enquire_link
+            self._send(self.frame(0x80000015, 0, seq, b""))
+        elif cid == 0x00000006:  # unbind
+            self._send(self.frame(0x80000006, 0, seq, b""))
+        elif cid == 0x80000005:  # deliver_sm_resp
+            self.receipts_acked.append((self._acks.pop(seq, ""), status))
+        elif cid == 0x00000004:  # submit_sm
+            _service, pos = _cstring(body, 0)
+            src, pos = _cstring(body, pos + 2)
+            dst, pos = _cstring(body, pos + 2)
+            _sched, pos = _cstring(body, pos + 3)
+            _validity, pos = _cstring(body, pos)
+            registered = body[pos]
+            upstream_id = f"R{len(self.submits) + 1:05d}"
+            self.submits.append({"src": src, "dst": dst, "upstream_id": upstream_id,
+                                 "registered_delivery": registered})
+            resp = self.frame(0x80000004, 0, seq, upstream_id.encode() + b"\0")
+            if registered & 3:
+                receipt = self.receipt(upstream_id, dst, src)
+                self._acks[self._seq] = upstream_id
+                self._send(receipt + resp)  # one send, one segment: the receipt first
+            else:
+                self._send(resp)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
 
 
 class InProcess:
