@@ -100,6 +100,10 @@ class QueueConfig(_Strict):
     max_validity: float = Field(default=7 * 24 * 3600.0, gt=0)
     retry_min: float = Field(default=1.0, gt=0)
     retry_max: float = Field(default=60.0, gt=0)
+    #: sends upstream left without an answer (no response in response_timeout, or the
+    #: link lost with it the oldest request unanswered) before a message is set aside,
+    #: its sender getting a REJECTD receipt
+    max_unanswered: int = Field(default=3, ge=1)
     dlr_ttl: float = Field(default=72 * 3600.0, gt=0)
     #: a receipt that arrives before the submit_sm_resp carrying its id is held (on disk)
     #: this long for that id to arrive, then dropped and counted as unmatched

@@ -72,11 +72,18 @@ class ResponseReceived(Event):
 
 @dataclass(slots=True)
 class RequestTimedOut(Event):
-    """No answer to one of our requests within the response timeout."""
+    """No answer to one of our requests within the response timeout.
+
+    Reported once the peer proved alive since (it answered an enquire_link sent later):
+    ``ignored`` says it also answered a request sent after this one, so it passed over
+    this one while taking the others. A session that closes hands its outstanding
+    requests back the same way, unanswered.
+    """
 
     sequence: int
     command_id: int
     context: Any
+    ignored: bool = False
 
 
 @dataclass(slots=True)

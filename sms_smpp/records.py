@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS sms (
     length INTEGER,               -- octets of user data
     part TEXT,                    -- 'seq/total' for a part of a long message
     received_at REAL NOT NULL,
-    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed, refused
+    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed,
+                                  -- refused, rejected (set aside: never answered upstream)
     error INTEGER,                -- SMPP status of a refusal or failure
     upstream TEXT,
     upstream_id TEXT,

@@ -16,6 +16,19 @@ than ``queue.receipt_hold`` is dropped and counted (``ansim_smpp_receipts_total
 {result="unmatched"}``, logged through a rate limit); past ``queue.receipt_hold_max``
 held, the oldest is dropped the same way (``result="evicted"``).
 
+One message an upstream cannot take must not hold back the others. A send left
+without an answer is counted against its message when the upstream passed over it
+(it answered requests sent later), or when the link died with it as the oldest
+unanswered request (the session finds a silent link dead one enquire_link after the
+first timeout, see :mod:`sms_smpp.session`); the others in flight go first in line on
+the next link, uncounted. A timeout while the upstream answered nothing newer (a
+stalled upstream) is retried as before, uncounted. A message counted becomes a
+suspect: after its retry delay it is sent alone on a probe bind of its own (see
+:mod:`sms_smpp.client`), or, where the upstream refuses a second bind, alone on the
+drained main link in a lull (at most ``queue.retry_max`` past its retry time). After
+``queue.max_unanswered`` counted sends a message is set aside: dropped from the queue,
+recorded ``rejected``, and its sender gets a REJECTD receipt.
+
 Disk writes are grouped: everything staged during one event-loop turn is committed in
 one LMDB transaction by :meth:`Relay._commit`, and the answers that depend on it are
 sent right after.
@@ -123,7 +136,11 @@ class Relay:
         self._max_validity = qc.max_validity
         self._retry_min = qc.retry_min
         self._retry_max = qc.retry_max
+        self._max_unanswered = qc.max_unanswered
         self._ready: deque[Message] = deque()
+        # messages blamed for an unanswered send, past their retry delay: (due at, message)
+        self._suspects: deque[tuple[float, Message]] = deque()
+        self._lull_timer: asyncio.TimerHandle | None = None
         self._esme_ready: defaultdict[str, deque[Message]] = defaultdict(deque)
         self._esme_links: dict[str, list[EsmeLink]] = {}
         self._upstreams: list[UpstreamLink] = []
@@ -147,6 +164,7 @@ class Relay:
         self._held_by_id: dict[str, list[str]] = {}  # candidate upstream id -> hold ids
         self._dropped_log = RateLimitedLog(log, "receipt_dropped")
         self._refused_log = RateLimitedLog(log, "upstream_refused")
+        self._set_aside_log = RateLimitedLog(log, "set_aside")
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -171,10 +189,12 @@ class Relay:
 
     def _enqueue(self, msg: Message) -> None:
         self.depth += 1
-        if msg.kind == TO_UPSTREAM:
-            self._ready.append(msg)
-        else:
+        if msg.kind != TO_UPSTREAM:
             self._esme_ready[msg.target].append(msg)
+        elif msg.info.get("u"):
+            self._suspects.append((self.loop.time(), msg))
+        else:
+            self._ready.append(msg)
 
     # -- commit and answers -------------------------------------------------------------
 
@@ -307,11 +327,17 @@ class Relay:
         m.BINDS.labels("upstream").set(len(self._upstreams))
         self._pump()
 
-    def upstream_down(self, link: UpstreamLink, unanswered: list[Message]) -> None:
-        """A bind to an upstream ended; what it had not answered goes first in line again."""
+    def upstream_down(self, link: UpstreamLink, unanswered: list[Message],
+                      blame: bool = False) -> None:
+        """A bind to an upstream ended; what it had not answered goes first in line again,
+        but for the oldest unanswered request of a link lost abruptly (``blame``), which
+        counts as an unanswered send and waits as a suspect."""
         if link in self._upstreams:
             self._upstreams.remove(link)
         m.BINDS.labels("upstream").set(len(self._upstreams))
+        if blame and unanswered and self.sending:
+            self._unanswered(link, unanswered[0])
+            unanswered = unanswered[1:]
         for msg in reversed(unanswered):
             self._ready.appendleft(msg)
         if not self._upstreams:
@@ -344,10 +370,45 @@ class Relay:
             self._finish(msg, "failed", status, MessageState.REJECTED, now)
         self._schedule_pump()
 
-    def on_upstream_timeout(self, link: UpstreamLink, msg: Message) -> None:
-        m.UP_RETRY.inc()
-        self._retry(msg)
+    def _lull_over(self) -> None:
+        self._lull_timer = None
+        self._pump()
+
+    def suspect_back(self, msg: Message) -> None:
+        """A probe could not send its suspect: first in the suspects' line again."""
+        if self.sending:
+            self._suspects.appendleft((self.loop.time(), msg))
+
+    def probe_lost(self, link: UpstreamLink, msg: Message) -> None:
+        """A probe bind went down with its suspect unanswered: an unanswered send."""
+        if self.sending:
+            self._unanswered(link, msg)
+            self._schedule_pump()
+
+    def on_upstream_timeout(self, link: UpstreamLink, msg: Message, counts: bool) -> None:
+        """No answer to ``msg``; ``counts``: the upstream passed over it (answering others)."""
+        if counts:
+            self._unanswered(link, msg)
+        else:
+            m.UP_RETRY.inc()  # the upstream answered nothing newer: not this message's fault
+            self._retry(msg)
         self._schedule_pump()
+
+    def _unanswered(self, link: UpstreamLink, msg: Message) -> None:
+        """A send of ``msg`` got no answer: count it; set the message aside after N."""
+        tries = msg.info.get("u", 0) + 1
+        msg.info["u"] = tries
+        if tries >= self._max_unanswered:
+            m.UP_SET_ASIDE.inc()
+            self._set_aside_log.warning(
+                "message %s set aside after %d sends to upstream without an answer (last %s)",
+                msg.id, tries, link.name)
+            self._finish(msg, "rejected", None, MessageState.REJECTED, time.time())
+            return
+        m.UP_RETRY.inc()
+        self.queue.stage_put(msg)  # the count survives a restart
+        self._schedule_commit()
+        self._retry(msg)
 
     def _finish(self, msg: Message, status: str, error: int | None, state: int,
                 now: float) -> None:
@@ -370,11 +431,17 @@ class Relay:
     def _requeue(self, msg: Message) -> None:
         self._retry_handles = {h for h in self._retry_handles if not h.cancelled()
                                and h.when() > self.loop.time()}
-        if msg.kind == TO_UPSTREAM:
-            self._ready.append(msg)
-        else:
+        if msg.kind != TO_UPSTREAM:
             self._esme_ready[msg.target].append(msg)
+        elif msg.info.get("u"):
+            self._suspects.append((self.loop.time(), msg))
+        else:
+            self._ready.append(msg)
         self._pump()
+
+    def schedule_pump(self) -> None:
+        """Pump on the next loop turn (a link can take messages again)."""
+        self._schedule_pump()
 
     def _schedule_pump(self) -> None:
         if not self._pump_scheduled:
@@ -385,12 +452,16 @@ class Relay:
         self._pump_scheduled = False
         if not self.sending:
             return
-        if self._ready and self._upstreams:
+        if (self._ready or self._suspects) and self._upstreams:
             self._pump_upstream()
         if self._esme_ready:
             self._pump_esme()
 
     def _pump_upstream(self) -> None:
+        if not self._suspects:
+            for link in self._upstreams:
+                if link.isolating == "draining":  # its suspect went elsewhere or expired
+                    link.isolating = ""
         best = self._upstreams[0].config.priority
         links = [u for u in self._upstreams if u.config.priority == best and u.has_window()]
         ready = self._ready
@@ -408,10 +479,50 @@ class Relay:
                 link.submit(msg, loop_now)
                 if not link.has_window():
                     links.remove(link)
+        if self._suspects:
+            self._pump_suspect(best, now, loop_now)
         for link in self._upstreams:
             link.flush()
         if self._reading_paused and len(ready) <= self._backlog_high // 2:
             self._resume_carriers()
+
+    def _pump_suspect(self, best: int, now: float, loop_now: float) -> None:
+        """Send the next suspect alone: on a probe bind, or on a drained link."""
+        due_at, msg = self._suspects[0]
+        links = [u for u in self._upstreams if u.config.priority == best and u.session.bound]
+        if not links:
+            return
+        connector = links[0].connector
+        if connector is not None and not connector.probe_refused:
+            if connector.probing:
+                return
+            self._suspects.popleft()
+            if msg.expires <= now:
+                m.UP_EXPIRED.inc()
+                self._finish(msg, "expired", None, MessageState.EXPIRED, now)
+                return
+            connector.probe(msg)
+            return
+        # No probe bind at this upstream: alone on the main link, in a lull.
+        if any(u.isolating == "probing" for u in links):
+            return
+        link = next((u for u in links if u.isolating == "draining"), None)
+        if link is None:
+            if self._ready and loop_now - due_at < self._retry_max:
+                if self._lull_timer is None:  # look again then, lull or not
+                    self._lull_timer = self.loop.call_at(due_at + self._retry_max,
+                                                         self._lull_over)
+                return
+            link = links[0]
+        if link.session.outstanding:
+            link.isolating = "draining"  # takes nothing new; its answers pump again
+            return
+        self._suspects.popleft()
+        if msg.expires <= now:
+            m.UP_EXPIRED.inc()
+            self._finish(msg, "expired", None, MessageState.EXPIRED, now)
+            return
+        link.submit_alone(msg, loop_now)
 
     # -- receipts and mobile-originated messages from upstream ----------------------------
 
@@ -664,6 +775,16 @@ class Relay:
                 else:
                     keep.append(msg)
             self._ready = keep
+        if not self._upstreams and self._suspects:
+            waiting: deque[tuple[float, Message]] = deque()
+            for due_at, msg in self._suspects:
+                if msg.expires <= now:
+                    m.UP_EXPIRED.inc()
+                    self._finish(msg, "expired", None, MessageState.EXPIRED, now)
+                    dropped += 1
+                else:
+                    waiting.append((due_at, msg))
+            self._suspects = waiting
         for system_id, dq in self._esme_ready.items():
             if dq and not self._esme_links.get(system_id):
                 kept = deque(msg for msg in dq if msg.expires > now)
@@ -689,6 +810,9 @@ class Relay:
         for handle in self._retry_handles:
             handle.cancel()
         self._retry_handles.clear()
+        if self._lull_timer is not None:
+            self._lull_timer.cancel()
+            self._lull_timer = None
 
     def in_flight(self) -> int:
         return sum(u.session.outstanding for u in self._upstreams)

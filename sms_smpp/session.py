@@ -10,15 +10,15 @@ anything else is answered ``ESME_RINVBNDSTS``. Malformed frames get ``generic_na
 the request's own response with an error status; a frame whose length cannot be
 trusted ends the session, since the stream cannot be resynchronised.
 
-A request left unanswered past the response timeout is reported (``RequestTimedOut``)
-and an enquire_link is sent at once: a peer that answers it is alive and ignored that
-one request, and the requests sent after it that time out too are reported once the
-answer is in; a peer that does not answer within the timeout is gone, and the session
-closes, handing those later requests back as unanswered (the ``RequestTimedOut`` events
-of a closing session) rather than timed out. So the oldest unanswered request alone
-takes the blame for a peer that stops answering, and a dead link is noticed one
-response timeout after its first unanswered request's own, not an enquire_link
-interval later.
+A request left unanswered past the response timeout is not reported at once: an
+enquire_link is sent, and the timeouts wait for its verdict. A peer that answers it is
+alive: the requests that timed out are reported (``RequestTimedOut``, ``ignored`` when
+the peer answered requests sent after them). A peer that does not answer it within the
+response timeout is gone: the session closes and hands every outstanding request back,
+oldest first, as unanswered (the ``RequestTimedOut`` events of a closing session). So a
+dead link is noticed one response timeout after its first unanswered request's own,
+not an enquire_link interval later, and the layer above can tell a request the peer
+passed over from one caught on a link that died.
 """
 
 from __future__ import annotations
@@ -134,12 +134,14 @@ class Session:
         self._pending: dict[int, tuple[int, float, Any]] = {}
         # enquire_link requests outstanding: sequence -> time sent
         self._enquiries: dict[int, float] = {}
-        # A request timed out: later ones wait for an enquire_link sent after it
-        # (``_blamed_at``) to be answered before they are reported as timed out.
+        # A request timed out: the timeouts wait for an enquire_link sent after the first
+        # of them (at ``_blamed_at``) to be answered before they are reported.
         self._deferring = False
         self._blamed_at = 0.0
         # The peer answered an enquire_link sent at this time: it read what came before.
-        self._alive_at = now
+        self._alive_at = float("-inf")
+        # The peer answered a request sent at this time (the latest such).
+        self._answered_at = float("-inf")
         self._last_rx = now
         self._bind_deadline: float | None = now + bind_timeout if role is Role.SMSC else None
         self._unbind_deadline: float | None = None
@@ -254,11 +256,14 @@ class Session:
             out.append(ev.ProtocolError(Status.RINVCMDID, f"unexpected {pdu.name}",
                                         pdu.command_id))
             return
-        request_cid, _deadline, context = entry
+        request_cid, deadline, context = entry
         if pdu.command_id != Cmd.GENERIC_NACK and pdu.command_id != request_cid | RESP_BIT:
             out.append(ev.ProtocolError(Status.RINVCMDID, f"{pdu.name} answers 0x{request_cid:x}",
                                         pdu.command_id))
             pdu = Pdu(Cmd.GENERIC_NACK, pdu.sequence, pdu.status or Status.RSYSERR)
+        answered = deadline - self.response_timeout
+        if answered > self._answered_at and request_cid != Cmd.ENQUIRE_LINK:
+            self._answered_at = answered
         if request_cid in BIND_COMMANDS:
             if pdu.status == 0 and isinstance(pdu, BindResp):
                 self.state = _BIND_STATE[request_cid]
@@ -443,14 +448,15 @@ class Session:
                 break
             sent = deadline - timeout
             if sent <= alive_at:
-                expired.append(seq)  # the peer answered after it: it ignored this one
+                expired.append(seq)  # the verdict is in: the peer was alive after it
             elif not deferring:
-                expired.append(seq)  # the oldest unanswered: the others wait for a verdict
-                deferring = True
+                deferring = True  # wait for an enquire_link's verdict
                 self._blamed_at = sent
+        answered_at = self._answered_at
         for seq in expired:
-            cid, _deadline, context = self._pending.pop(seq)
-            out.append(ev.RequestTimedOut(seq, cid, context))
+            cid, deadline, context = self._pending.pop(seq)
+            out.append(ev.RequestTimedOut(seq, cid, context,
+                                          answered_at > deadline - timeout))
         if fatal:
             self._close(out, fatal)
             return out

@@ -112,7 +112,7 @@ class NodeSmsc(Proc):
 
     def __init__(self, records: Path, *, port: int = 0, dlr: bool = True,
                  password: str = "secret", dlr_first: bool = False,
-                 resp_delay_ms: int = 0) -> None:
+                 resp_delay_ms: int = 0, max_binds: int = 0, ignore_over: int = 0) -> None:
         argv = ["node", str(PEERS / "smsc.js"), "--port", str(port), "--records", str(records),
                 "--system-id", "upstream", "--password", password]
         if dlr:
@@ -121,6 +121,10 @@ class NodeSmsc(Proc):
             argv.append("--dlr-first")
         if resp_delay_ms:
             argv += ["--resp-delay", str(resp_delay_ms)]
+        if max_binds:
+            argv += ["--max-binds", str(max_binds)]
+        if ignore_over:
+            argv += ["--ignore-over", str(ignore_over)]
         self.records = records
         super().__init__(argv, "LISTENING", cwd=PEERS, stdin=True)
         self.port = int(self.ready_line.split()[1])
@@ -131,7 +135,7 @@ class NodeSmsc(Proc):
         return [json.loads(line) for line in self.records.read_text().splitlines() if line]
 
     def printed(self, prefix: str) -> list[str]:
-        """Lines it printed that start with ``prefix`` (RECEIPT_ACKED, WEDGED)."""
+        """Lines it printed that start with ``prefix`` (RECEIPT_ACKED, WEDGED, IGNORED)."""
         return [line.strip() for line in list(self.lines) if line.startswith(prefix)]
 
 
@@ -430,6 +434,115 @@ class Esme:
         try:
             self.client.unbind()
             self.client.read_once()
+        except Exception:
+            pass
+        self.client.disconnect()
+
+
+class Carrier:
+    """An smpplib transceiver driven at PDU level: up to ``window`` submit_sm outstanding,
+    sent at a steady rate, receipts answered, enquire_link timed.
+
+    ``run`` sends a list of submit_sm (built with :meth:`pdu`) and reads until each one is
+    answered; results are kept by index: ``ids`` (message ids answered ESME_ROK),
+    ``statuses`` (every answer), ``sent_at`` (time.time() of the first send). ``receipts`` maps a message id to the
+    deliver_sm receipt for it. ``enquire_every`` sends an enquire_link that often and
+    records how long each took to be answered in ``enquire_delays``.
+    """
+
+    def __init__(self, port: int, *, window: int = 50, system_id: str = "carrier1",
+                 password: str = "pw1") -> None:
+        self.client = smpplib.client.Client("127.0.0.1", port, timeout=10,
+                                            allow_unknown_opt_params=True)
+        self.client.connect()
+        self.client.bind_transceiver(system_id=system_id, password=password)
+        self.window = window
+        self.ids: dict[int, bytes] = {}
+        self.statuses: dict[int, list[int]] = {}
+        self.sent_at: dict[int, float] = {}
+        self.receipts: dict[bytes, Any] = {}
+        self.enquire_delays: list[float] = []
+        self._inflight: dict[int, int] = {}  # sequence -> index
+        self._enquiries: dict[int, float] = {}  # sequence -> sent at
+        self._refused: list[int] = []
+
+    def pdu(self, src: str, dst: str, short_message: bytes = b"", **fields: Any) -> Any:
+        fields.setdefault("registered_delivery", 1)
+        return smpplib.smpp.make_pdu(
+            "submit_sm", client=self.client, source_addr_ton=1, source_addr_npi=1,
+            source_addr=digits(src), dest_addr_ton=1, dest_addr_npi=1,
+            destination_addr=digits(dst), short_message=short_message, **fields)
+
+    def _answer(self, pdu: Any, command: str) -> None:
+        answer = smpplib.smpp.make_pdu(command, client=self.client)
+        answer.sequence = pdu.sequence  # make_pdu does not take it from kwargs
+        self.client.send_pdu(answer)
+
+    def _read(self, timeout: float) -> None:
+        import select
+
+        sock = self.client._socket
+        readable, _w, _x = select.select([sock], [], [], max(0.0, timeout))
+        if not readable:
+            return
+        pdu = self.client.read_pdu()
+        now = time.monotonic()
+        if pdu.command in ("submit_sm_resp", "generic_nack") and pdu.sequence in self._inflight:
+            index = self._inflight.pop(pdu.sequence)
+            self.statuses.setdefault(index, []).append(pdu.status)
+            if pdu.status == 0:
+                self.ids[index] = bytes(pdu.message_id)
+            else:
+                self._refused.append(index)
+        elif pdu.command == "deliver_sm":
+            if pdu.receipted_message_id:
+                self.receipts[bytes(pdu.receipted_message_id)] = pdu
+            resp = smpplib.smpp.make_pdu("deliver_sm_resp", client=self.client)
+            resp.sequence = pdu.sequence
+            self.client.send_pdu(resp)
+        elif pdu.command == "enquire_link_resp" and pdu.sequence in self._enquiries:
+            self.enquire_delays.append(now - self._enquiries.pop(pdu.sequence))
+        elif pdu.command in ("enquire_link", "unbind"):
+            self._answer(pdu, pdu.command + "_resp")
+
+    def run(self, pdus: list[Any], *, rate: float, timeout: float = 60.0,
+            enquire_every: float = 0.0, resend_throttled: bool = False,
+            until: Any = None) -> None:
+        """Send ``pdus`` at ``rate`` per second within the window; read until all are
+        answered ESME_ROK (or answered at all, without ``resend_throttled``) and
+        ``until()`` holds."""
+        todo = list(range(len(pdus) - 1, -1, -1))  # popped from the end: 0 first
+        start = time.monotonic()
+        deadline = start + timeout
+        sent = 0
+        next_enquire = start + enquire_every if enquire_every else float("inf")
+        while todo or self._inflight or (until is not None and not until()):
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"{len(todo)} unsent, {len(self._inflight)} unanswered")
+            while todo and len(self._inflight) < self.window and start + sent / rate <= now:
+                index = todo.pop()
+                pdu = pdus[index]
+                pdu.sequence = self.client.next_sequence()
+                self._inflight[pdu.sequence] = index
+                self.sent_at.setdefault(index, time.time())  # wall clock, as peers log
+                self.client.send_pdu(pdu)
+                sent += 1
+            if now >= next_enquire:
+                probe = smpplib.smpp.make_pdu("enquire_link", client=self.client)
+                self._enquiries[probe.sequence] = now
+                self.client.send_pdu(probe)
+                next_enquire = now + enquire_every
+            wake = min(next_enquire, start + sent / rate if todo else now + 0.05, now + 0.05)
+            self._read(wake - now)
+            if self._refused:
+                if resend_throttled:
+                    todo.extend(reversed(self._refused))
+                self._refused.clear()
+
+    def close(self) -> None:
+        try:
+            self.client.unbind()
         except Exception:
             pass
         self.client.disconnect()

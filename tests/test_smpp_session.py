@@ -96,10 +96,15 @@ def test_enquire_link_sent_when_idle_and_dead_link_closes() -> None:
 
 
 def test_response_timeout_returns_context() -> None:
-    _smsc, esme = bound_pair()
+    smsc, esme = bound_pair()
     esme.response_timeout = 3
-    esme.send_body(Cmd.SUBMIT_SM, b"", 1.0, context="m1")
+    body = encode_short_message_body(ShortMessage(Cmd.SUBMIT_SM, short_message=b"x"))
+    esme.send_body(Cmd.SUBMIT_SM, body, 1.0, context="m1")
+    smsc.receive_data(esme.data_to_send(), 1.0)  # read, never answered
     assert esme.handle_timer(2.0) == []
+    assert esme.handle_timer(4.0) == []  # an enquire_link first: is the peer there?
+    smsc.receive_data(esme.data_to_send(), 4.0)
+    esme.receive_data(smsc.data_to_send(), 4.0)
     events = esme.handle_timer(4.0)
     assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == ["m1"]
 
@@ -179,7 +184,7 @@ def _submit_all(esme: Session, n: int, now: float) -> list[int]:
     return [esme.send_body(Cmd.SUBMIT_SM, body, now, context=i) for i in range(n)]
 
 
-def test_peer_that_stops_answering_blames_only_the_oldest_request() -> None:
+def test_peer_that_stops_answering_hands_everything_back_unanswered() -> None:
     smsc, esme = bound_pair()
     esme.response_timeout = 2
     _submit_all(esme, 5, 1.0)
@@ -190,32 +195,37 @@ def test_peer_that_stops_answering_blames_only_the_oldest_request() -> None:
         smsc.respond(event.pdu, 0, "ok")
     esme.receive_data(smsc.data_to_send(), 1.1)
     assert esme.get_timer() == 3.0
-    events = esme.handle_timer(3.0)
-    assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == [2]
+    assert esme.handle_timer(3.0) == []  # not reported yet: an enquire_link decides
     (probe,) = frames(esme.data_to_send())
     assert probe.command_id == Cmd.ENQUIRE_LINK
-    # the other two wait for the verdict: the timer is the probe's deadline, not theirs
+    # the timeouts wait for the verdict: the timer is the probe's deadline, not theirs
     assert esme.get_timer() == 5.0
     assert esme.handle_timer(4.0) == []
     events = esme.handle_timer(5.0)
     assert esme.state is State.CLOSED
     assert isinstance(events[-1], ev.Closed) and events[-1].reason == "enquire_link not answered"
-    assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == [3, 4]
+    # handed back oldest first: the one the peer stopped on, then those behind it
+    assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == [2, 3, 4]
 
 
-def test_peer_that_ignores_requests_but_answers_enquire_link_times_them_out() -> None:
+def test_peer_alive_reports_timeouts_and_which_ones_it_passed_over() -> None:
     smsc, esme = bound_pair()
     esme.response_timeout = 2
-    _submit_all(esme, 3, 1.0)
-    smsc.receive_data(esme.data_to_send(), 1.0)  # read, never answered
-    events = esme.handle_timer(3.0)
-    assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == [0]
+    body = encode_short_message_body(ShortMessage(Cmd.SUBMIT_SM, short_message=b"x"))
+    for i, at in enumerate((1.0, 1.1, 1.2)):
+        esme.send_body(Cmd.SUBMIT_SM, body, at, context=i)
+    reqs = smsc.receive_data(esme.data_to_send(), 1.2)
+    assert isinstance(reqs[1], ev.RequestReceived)
+    smsc.respond(reqs[1].pdu, 0, "ok")  # answers the second only
+    esme.receive_data(smsc.data_to_send(), 1.5)
+    assert esme.handle_timer(3.0) == []
     assert smsc.receive_data(esme.data_to_send(), 3.0) == []  # the session answers it
     esme.receive_data(smsc.data_to_send(), 3.01)
-    # alive: the two deferred ones are timed out at once, and the link stays up
+    # alive: the timeouts are reported at once, and the link stays up
     assert esme.get_timer() == 3.0
-    events = esme.handle_timer(3.01)
-    assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == [1, 2]
+    events = esme.handle_timer(3.2)
+    timed_out = [e for e in events if isinstance(e, ev.RequestTimedOut)]
+    assert [(e.context, e.ignored) for e in timed_out] == [(0, True), (2, False)]
     assert esme.state is State.BOUND_TRX and esme.outstanding == 0
     assert frames(esme.data_to_send()) == []
 

@@ -1,11 +1,11 @@
 // Upstream SMSC for ansim's tests: a node-smpp server on loopback.
 //
 //   node smsc.js --port 0 --records FILE [--system-id upstream --password secret] [--dlr]
-//                [--dlr-first] [--resp-delay MS]
+//                [--dlr-first] [--resp-delay MS] [--max-binds N] [--ignore-over OCTETS]
 //
 // Prints "LISTENING <port>" once it listens. Every submit_sm is appended to FILE as one
 // JSON line before it is answered, so the file is what this SMSC accepted even if it is
-// killed. An SMSC that honours ansim's idempotency key (TLV 0x1401) answers a repeated
+// killed ("at": when, in ms since the epoch). An SMSC that honours ansim's idempotency key (TLV 0x1401) answers a repeated
 // key with the message id it gave the first time and marks the line "dup": true. With
 // --dlr it sends a delivery receipt for each new message that asked for one; with
 // --dlr-first it sends that receipt before the submit_sm_resp (SMPP allows either order).
@@ -13,7 +13,10 @@
 // answered at once). It prints "RECEIPT_ACKED <upstream id> <status>" for each
 // deliver_sm_resp, and "WEDGED <reason>" if node-smpp stops reading a session (as it
 // does on a PDU over its 16384-octet limit). A line "mo SRC DST TEXT" on stdin sends a
-// mobile-originated deliver_sm to every bound session.
+// mobile-originated deliver_sm to every bound session. With --max-binds N, a bind past N
+// sessions bound at once is refused with ESME_RBINDFAIL, as some SMSCs limit an account.
+// With --ignore-over N, a submit_sm longer than N octets is read and never answered
+// ("IGNORED <length>" is printed), while the session goes on with the others.
 'use strict';
 const fs = require('fs');
 const readline = require('readline');
@@ -28,7 +31,7 @@ defs.tlvs.message_payload.filter = null;
 smpp.addTLV('ansim_message_id', { id: 0x1401, type: defs.types.tlv.cstring });
 
 const args = { port: 0, records: null, 'system-id': 'upstream', password: 'secret', dlr: false,
-  'dlr-first': false, 'resp-delay': 0 };
+  'dlr-first': false, 'resp-delay': 0, 'max-binds': 0, 'ignore-over': 0 };
 for (let i = 2; i < process.argv.length; i++) {
   const key = process.argv[i].replace(/^--/, '');
   if (key === 'dlr' || key === 'dlr-first') args[key] = true;
@@ -52,7 +55,8 @@ const sessions = new Set();
 
 function bindHandler(session) {
   return (pdu) => {
-    if (pdu.system_id !== args['system-id'] || pdu.password !== args.password) {
+    const full = Number(args['max-binds']) > 0 && sessions.size >= Number(args['max-binds']);
+    if (pdu.system_id !== args['system-id'] || pdu.password !== args.password || full) {
       session.send(pdu.response({ command_status: smpp.ESME_RBINDFAIL }));
       session.close();
       return;
@@ -85,6 +89,10 @@ const server = smpp.createServer((session) => {
     process.stdout.write(`RECEIPT_ACKED ${id} ${pdu.command_status}\n`);
   });
   session.on('submit_sm', (pdu) => {
+    if (Number(args['ignore-over']) > 0 && pdu.command_length > Number(args['ignore-over'])) {
+      process.stdout.write(`IGNORED ${pdu.command_length}\n`);
+      return;
+    }
     const aid = pdu.ansim_message_id || null;
     let upstreamId;
     let dup = false;
@@ -96,7 +104,7 @@ const server = smpp.createServer((session) => {
       if (aid !== null) seen.set(aid, upstreamId);
     }
     const rec = {
-      ansim_id: aid, upstream_id: upstreamId, dup,
+      ansim_id: aid, upstream_id: upstreamId, dup, at: Date.now(),
       source_addr: pdu.source_addr, source_addr_ton: pdu.source_addr_ton,
       destination_addr: pdu.destination_addr, dest_addr_ton: pdu.dest_addr_ton,
       esm_class: pdu.esm_class, data_coding: pdu.data_coding,
