@@ -62,6 +62,10 @@ class UpstreamLink(Link):
         self.probe = probe  # a probe bind: one suspect, not a traffic link
         self.settled = loop.create_future()  # a probe's suspect was answered or timed out
         self.window = config.window
+        #: the largest submit_sm body (without ansim's id TLV) this upstream takes
+        self.max_body = (None if config.max_pdu_size is None
+                         else config.max_pdu_size - 16 - (
+                             0 if config.message_id_tlv is None else 4 + 17))
         self.bound = loop.create_future()
         self._up = False
         self._id_tag = config.message_id_tlv

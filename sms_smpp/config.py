@@ -84,6 +84,10 @@ class Upstream(_Strict):
     reconnect_max: float = Field(default=10.0, gt=0)
     #: vendor TLV carrying ansim's message id on each submit_sm (idempotency key), or null
     message_id_tlv: int | None = Field(default=0x1401, ge=0x1400, le=0x3FFF)
+    #: largest submit_sm (octets, header included) this upstream takes, or null for no
+    #: limit: a longer message_payload is split into concatenated parts at submit time,
+    #: and a message that cannot be split is refused with ESME_RINVMSGLEN
+    max_pdu_size: int | None = Field(default=None, ge=512, le=70_000)
 
 
 class QueueConfig(_Strict):

@@ -33,6 +33,8 @@ RELAY_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
 
+SPLIT = Counter("ansim_smpp_split_total",
+                "messages split into concatenated parts for an upstream's max_pdu_size")
 SUBMIT_ACCEPTED = SUBMITS.labels("accepted")
 SUBMIT_REFUSED = SUBMITS.labels("refused")
 SUBMIT_THROTTLED = SUBMITS.labels("throttled")

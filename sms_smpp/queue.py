@@ -82,11 +82,13 @@ class MessageQueue:
         self._age_db = self.env.open_db(b"dlr_age")
         self._meta_db = self.env.open_db(b"meta")
         self._hold_db = self.env.open_db(b"dlr_hold")
+        self._split_db = self.env.open_db(b"split")
         self._puts: dict[bytes, bytes] = {}
         self._deletes: set[bytes] = set()
         self._dlr_puts: dict[bytes, bytes] = {}
         self._hold_puts: dict[bytes, bytes] = {}
         self._hold_deletes: set[bytes] = set()
+        self._split_puts: dict[bytes, bytes | None] = {}  # None: delete
         with self.env.begin(db=self._meta_db) as txn:
             last = txn.get(b"last_id")
         # Ids are a counter seeded from the clock in microseconds, never below the last
@@ -107,7 +109,7 @@ class MessageQueue:
     @property
     def dirty(self) -> bool:
         return bool(self._puts or self._deletes or self._dlr_puts or self._hold_puts
-                    or self._hold_deletes)
+                    or self._hold_deletes or self._split_puts)
 
     def stage_put(self, message: Message) -> None:
         self._puts[message.id.encode()] = message.pack()
@@ -132,6 +134,22 @@ class MessageQueue:
         if self._hold_puts.pop(key, None) is None:
             self._hold_deletes.add(key)
 
+    def stage_split(self, parent_id: str, value: tuple[Any, ...] | None) -> None:
+        """The receipt state of a message sent as parts (None: forget it)."""
+        self._split_puts[parent_id.encode()] = (
+            None if value is None else msgpack.packb(value, use_bin_type=True))
+
+    def split_state(self, parent_id: str) -> tuple[Any, ...] | None:
+        key = parent_id.encode()
+        if key in self._split_puts:
+            raw = self._split_puts[key]
+        else:
+            with self.env.begin(db=self._split_db) as txn:
+                found = txn.get(key)
+            raw = None if found is None else bytes(found)
+        return None if raw is None else tuple(msgpack.unpackb(raw, raw=False,
+                                                              strict_map_key=False))
+
     def commit(self) -> None:
         """Apply everything staged in one transaction."""
         if not self.dirty:
@@ -140,7 +158,13 @@ class MessageQueue:
         self._puts, self._deletes, self._dlr_puts = {}, set(), {}
         hold_puts, hold_deletes = self._hold_puts, self._hold_deletes
         self._hold_puts, self._hold_deletes = {}, set()
+        splits, self._split_puts = self._split_puts, {}
         with self.env.begin(write=True) as txn:
+            for key, raw in splits.items():
+                if raw is None:
+                    txn.delete(key, db=self._split_db)
+                else:
+                    txn.put(key, raw, db=self._split_db)
             if hold_puts:
                 txn.cursor(db=self._hold_db).putmulti(hold_puts.items())
             for key in hold_deletes:
@@ -190,10 +214,16 @@ class MessageQueue:
         return tuple(msgpack.unpackb(raw, raw=False))
 
     def expire_receipt_maps(self, older_than: float, limit: int = 10_000) -> int:
-        """Drop receipt-id maps recorded before ``older_than`` (epoch seconds)."""
+        """Drop receipt-id maps (and part receipt states) recorded before ``older_than``."""
         cutoff = _AGE_KEY.pack(int(older_than))
         removed = 0
         with self.env.begin(write=True) as txn:
+            stale = []
+            for key, raw in txn.cursor(db=self._split_db):
+                if msgpack.unpackb(bytes(raw), raw=False, strict_map_key=False)[0] < older_than:
+                    stale.append(bytes(key))
+            for key in stale[:limit]:
+                txn.delete(key, db=self._split_db)
             cursor = txn.cursor(db=self._age_db)
             if not cursor.first():
                 return 0

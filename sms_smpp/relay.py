@@ -29,6 +29,14 @@ drained main link in a lull (at most ``queue.retry_max`` past its retry time). A
 ``queue.max_unanswered`` counted sends a message is set aside: dropped from the queue,
 recorded ``rejected``, and its sender gets a REJECTD receipt.
 
+Upstreams may set ``max_pdu_size``. A submit_sm that would be larger than the smallest
+of them is split at submit time when its text is in message_payload (see
+:func:`sms_smpp.concat.split_payload`): the sender gets one message id, each part is a
+queue entry of its own, and the sender gets one receipt for the whole, written by
+ansim once every part has a final receipt (DELIVRD if all were delivered) or as soon as
+one part fails (with that part's state). A message that cannot be split is refused
+with ESME_RINVMSGLEN.
+
 Disk writes are grouped: everything staged during one event-loop turn is committed in
 one LMDB transaction by :meth:`Relay._commit`, and the answers that depend on it are
 sent right after.
@@ -47,7 +55,7 @@ from translate.bindings import Refusal, Route
 from translate.numbers import NumberError, NumberPlan
 
 from . import metrics as m
-from .concat import concat_info, rewrite_ref
+from .concat import concat_info, derived_ref, rewrite_ref, split_payload
 from .config import SmppConfig
 from .dlr import is_receipt, make_receipt_text, receipt_ids, receipt_state, rewrite_receipt
 from .pdu import (
@@ -86,6 +94,12 @@ if TYPE_CHECKING:
     from .server import EsmeLink
 
 log = logging.getLogger(__name__)
+
+#: octets a submit_sm grows by on its way upstream (the message id TLV)
+_SEND_OVERHEAD = 4 + 17
+_FINAL_STATES = frozenset({MessageState.DELIVERED, MessageState.EXPIRED,
+                           MessageState.DELETED, MessageState.UNDELIVERABLE,
+                           MessageState.REJECTED})
 
 _FINAL_STATUS = {
     MessageState.DELIVERED: "delivered",
@@ -137,6 +151,9 @@ class Relay:
         self._retry_min = qc.retry_min
         self._retry_max = qc.retry_max
         self._max_unanswered = qc.max_unanswered
+        limits = [u.max_pdu_size for u in config.upstreams if u.max_pdu_size is not None]
+        #: the largest submit_sm body every upstream takes, or None
+        self._max_body = min(limits) - 16 - _SEND_OVERHEAD if limits else None
         self._ready: deque[Message] = deque()
         # messages blamed for an unanswered send, past their retry delay: (due at, message)
         self._suspects: deque[tuple[float, Message]] = deque()
@@ -291,10 +308,20 @@ class Relay:
             rewrite_ref(sm, caller)
         registered = sm.registered_delivery & 0x03
         body = encode_short_message_body(sm)
-        msg = Message(msg_id, TO_UPSTREAM, "", Cmd.SUBMIT_SM, body, now, expires,
-                      {"s": link.system_id, "c": caller, "x": virtual, "r": registered})
-        self.queue.stage_put(msg)
-        self._enqueue(msg)
+        details = {"s": link.system_id, "c": caller, "x": virtual, "r": registered}
+        if self._max_body is not None and len(body) > self._max_body:
+            if not self._stage_parts(sm, msg_id, now, expires, details):
+                m.SUBMIT_INVALID.inc()
+                session.respond_to(cid, seq, Status.RINVMSGLEN)
+                self.records.accepted((msg_id, "mt", link.system_id, caller, virtual,
+                                       route.callee, route.present, route.binding_id,
+                                       sm.data_coding, user_data_length(sm), part, now,
+                                       "refused", Status.RINVMSGLEN))
+                return
+        else:
+            msg = Message(msg_id, TO_UPSTREAM, "", Cmd.SUBMIT_SM, body, now, expires, details)
+            self.queue.stage_put(msg)
+            self._enqueue(msg)
         m.SUBMIT_ACCEPTED.inc()
         self.records.accepted((msg_id, "mt", link.system_id, caller, virtual, route.callee,
                                route.present, route.binding_id, sm.data_coding,
@@ -302,6 +329,26 @@ class Relay:
         self._answer_after_commit(link, cid, seq, 0, msg_id)
         if len(self._ready) > self._backlog_high and self._upstreams:
             self._pause_carriers()
+
+    def _stage_parts(self, sm: ShortMessage, parent: str, now: float, expires: float,
+                     info: dict[str, Any]) -> bool:
+        """Queue ``sm`` as concatenated parts under the sender's id ``parent``."""
+        max_body = self._max_body
+        assert max_body is not None
+        parts = split_payload(sm, derived_ref(info["c"], int(parent, 16), 8))
+        if parts is None:
+            return False
+        bodies = [encode_short_message_body(p) for p in parts]
+        if max(len(b) for b in bodies) > max_body:
+            return False
+        total = len(bodies)
+        for k, body in enumerate(bodies, 1):
+            msg = Message(self.queue.new_id(), TO_UPSTREAM, "", Cmd.SUBMIT_SM, body, now,
+                          expires, {**info, "p": parent, "k": k, "n": total})
+            self.queue.stage_put(msg)
+            self._enqueue(msg)
+        m.SPLIT.inc()
+        return True
 
     def _pause_carriers(self) -> None:
         if not self._reading_paused:
@@ -353,10 +400,13 @@ class Relay:
             self.depth -= 1
             self.queue.stage_delete(msg.id)
             info = msg.info
+            parent = info.get("p")
             if info["r"] and pdu.message_id:
-                self.queue.stage_receipt_map(link.name, pdu.message_id,
-                                             (msg.id, info["s"], info["c"], info["x"]), now)
-            self.records.submitted(msg.id, link.name, pdu.message_id, now)
+                value: tuple[Any, ...] = (parent or msg.id, info["s"], info["c"], info["x"])
+                if parent is not None:
+                    value += (info["k"], info["n"], msg.created)
+                self.queue.stage_receipt_map(link.name, pdu.message_id, value, now)
+            self.records.submitted(parent or msg.id, link.name, pdu.message_id, now)
             if self._held_by_id and pdu.message_id in self._held_by_id:
                 self._release(pdu.message_id, link.name)
             self._schedule_commit()
@@ -415,11 +465,19 @@ class Relay:
         """A message that will not be delivered: drop it, record why, tell its sender."""
         self.depth -= 1
         self.queue.stage_delete(msg.id)
-        self.records.finished(msg.id, status, error, now)
         info = msg.info
-        if msg.kind == TO_UPSTREAM and info.get("r"):
-            self._queue_receipt(msg.id, info["s"], info["x"], info["c"], state, msg.created,
-                                now, None)
+        parent = info.get("p")
+        if parent is not None:
+            # one part failed: so did the message, for the sender
+            self.records.finished(parent, status, error, now)
+            if info.get("r"):
+                self._part_receipt(parent, info["k"], info["n"], state, info["s"],
+                                   info["c"], info["x"], msg.created, now)
+        else:
+            self.records.finished(msg.id, status, error, now)
+            if msg.kind == TO_UPSTREAM and info.get("r"):
+                self._queue_receipt(msg.id, info["s"], info["x"], info["c"], state,
+                                    msg.created, now, None)
         self._schedule_commit()
 
     def _retry(self, msg: Message) -> None:
@@ -475,6 +533,11 @@ class Relay:
                 if msg.expires <= now:
                     m.UP_EXPIRED.inc()
                     self._finish(msg, "expired", None, MessageState.EXPIRED, now)
+                    continue
+                if link.max_body is not None and len(msg.body) > link.max_body:
+                    # stored before this upstream's max_pdu_size was set
+                    m.UP_FAILED.inc()
+                    self._finish(msg, "failed", Status.RINVMSGLEN, MessageState.REJECTED, now)
                     continue
                 link.submit(msg, loop_now)
                 if not link.has_window():
@@ -574,6 +637,11 @@ class Relay:
         _at, _upstream, our_id, system_id, caller, virtual = found[:6]
         state = receipt_state(sm)
         m.RECEIPT_MAPPED.inc()
+        if len(found) > 6:  # a part of a message ansim split: one receipt for the whole
+            k, total, created = found[6:9]
+            self._part_receipt(our_id, k, total, state, system_id, caller, virtual, created,
+                               now)
+            return
         self.records.receipt(our_id, _FINAL_STATUS.get(state, "submitted"), state, now)
         rewrite_receipt(sm, our_id)
         sm.tlvs = filter_tlvs(sm.tlvs, RECEIPT_TLVS)
@@ -639,6 +707,28 @@ class Relay:
         if dropped:
             m.RECEIPTS_HELD.set(len(self._held))
         return dropped
+
+    def _part_receipt(self, parent: str, k: int, total: int, state: int, system_id: str,
+                      caller: str, virtual: str, created: float, now: float) -> None:
+        """A part's final state: write the sender's receipt once the whole is decided."""
+        if state not in _FINAL_STATES:
+            return  # an intermediate notice of one part says nothing of the whole
+        found = self.queue.split_state(parent)
+        at, states, done = found if found is not None else (now, {}, False)
+        states[k] = state
+        if done:
+            pass  # the sender was told already (a part failed)
+        elif state != MessageState.DELIVERED or (
+                len(states) == total
+                and all(v == MessageState.DELIVERED for v in states.values())):
+            done = True
+            self.records.receipt(parent, _FINAL_STATUS.get(state, "submitted"), state, now)
+            self._queue_receipt(parent, system_id, virtual, caller, state, created, now, None)
+        if len(states) == total:
+            self.queue.stage_split(parent, None)  # every part heard from: forget it
+        else:
+            self.queue.stage_split(parent, (at, states, done))
+        self._schedule_commit()
 
     def _queue_receipt(self, our_id: str, system_id: str, virtual: str, caller: str,
                        state: int, submitted: float, now: float, err: int | None) -> None:
