@@ -52,6 +52,11 @@ class ServerConfig(_Strict):
     bind_rate: float = Field(default=1.0, gt=0)
     #: where mobile-originated SMS arriving from upstream go (an account's system_id)
     mo_system_id: str | None = None
+    #: while carriers are paced (see queue.forward_backlog), a submit_sm waits unanswered
+    #: at most this long for room, then is answered ESME_RTHROTTLED (and not stored)
+    pace_hold: float = Field(default=2.0, gt=0)
+    #: at most this many submit_sm wait per bind; more are answered ESME_RTHROTTLED at once
+    pace_queue: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _unique_accounts(self) -> ServerConfig:
@@ -98,7 +103,7 @@ class QueueConfig(_Strict):
     #: fsync each commit (an accepted message survives power loss, not only a crash)
     fsync: bool = True
     max_pending: int = Field(default=200_000, ge=1)
-    #: with an upstream bound, carriers' reading pauses past this many waiting messages
+    #: with an upstream bound, carriers are paced past this many messages waiting for it
     forward_backlog: int = Field(default=1000, ge=1)
     default_validity: float = Field(default=48 * 3600.0, gt=0)
     max_validity: float = Field(default=7 * 24 * 3600.0, gt=0)

@@ -26,6 +26,8 @@ BIND_ATTEMPTS = Counter("ansim_smpp_bind_attempts_total", "bind attempts", ["res
 LOG_SUPPRESSED = Counter(
     "ansim_smpp_log_lines_suppressed_total",
     "log lines held back by a rate limit (a flood of one kind of event)", ["kind"])
+SUBMITS_WAITING = Gauge(
+    "ansim_smpp_submits_waiting", "carriers' submit_sm waiting unanswered while paced")
 QUEUE_DEPTH = Gauge("ansim_smpp_queue_depth", "messages stored and not yet delivered")
 RELAY_LATENCY = Histogram(
     "ansim_smpp_relay_seconds",

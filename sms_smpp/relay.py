@@ -37,6 +37,14 @@ ansim once every part has a final receipt (DELIVRD if all were delivered) or as 
 one part fails (with that part's state). A message that cannot be split is refused
 with ESME_RINVMSGLEN.
 
+Carriers are paced, while an upstream is bound, once more than ``queue.forward_backlog``
+messages wait for it: their sockets are still read, so enquire_link, unbind and
+generic_nack are answered at once, but each submit_sm waits unanswered (and unstored)
+until the backlog is down to half, which holds the carrier's window shut; one that
+waits longer than ``server.pace_hold``, or past ``server.pace_queue`` waiting on its
+bind, is answered ESME_RTHROTTLED. Nothing is acknowledged that is not stored, so a
+carrier that resends what was throttled sends no duplicate.
+
 Disk writes are grouped: everything staged during one event-loop turn is committed in
 one LMDB transaction by :meth:`Relay._commit`, and the answers that depend on it are
 sent right after.
@@ -77,6 +85,7 @@ from .pdu import (
 from .queue import TO_ESME, TO_UPSTREAM, Message, MessageQueue
 from .ratelog import RateLimitedLog
 from .records import SmsRecords
+from .session import State
 from .translation import (
     MESSAGE_TLVS,
     RECEIPT_TLVS,
@@ -168,13 +177,16 @@ class Relay:
         self.depth = 0
         self.accepting = True
         self.sending = True
-        # While an upstream is bound, carriers are read only as fast as the upstream takes
-        # messages: past this many waiting, reading pauses (TCP pushes back on the
-        # carrier) instead of letting a standing queue add latency. With no upstream
+        # While an upstream is bound, carriers' submits are taken only as fast as the
+        # upstream takes messages: past this many waiting, they are paced (module
+        # docstring) instead of letting a standing queue add latency. With no upstream
         # bound, messages are stored up to queue.max_pending.
         self._backlog_high = qc.forward_backlog
-        self._carriers: set[EsmeLink] = set()
-        self._reading_paused = False
+        self._pacing = False
+        self._pace_hold = config.server.pace_hold
+        self._pace_queue = config.server.pace_queue
+        self._waiting: dict[EsmeLink, deque[tuple[float, Pdu]]] = {}  # paced submits
+        self._pace_timer: asyncio.TimerHandle | None = None
         self._hold_time = qc.receipt_hold
         self._hold_max = qc.receipt_hold_max
         self._held: dict[str, HeldReceipt] = {}  # by hold id, oldest first
@@ -255,6 +267,9 @@ class Relay:
 
     def on_submit(self, link: EsmeLink, pdu: Pdu) -> None:
         """A carrier's submit_sm or data_sm."""
+        if self._pacing:
+            self._wait(link, pdu)
+            return
         cid, seq = pdu.command_id, pdu.sequence
         session = link.session
         if not self.accepting or self.depth >= self._max_pending:
@@ -328,7 +343,7 @@ class Relay:
                                user_data_length(sm), part, now, "queued", None))
         self._answer_after_commit(link, cid, seq, 0, msg_id)
         if len(self._ready) > self._backlog_high and self._upstreams:
-            self._pause_carriers()
+            self._pacing = True
 
     def _stage_parts(self, sm: ShortMessage, parent: str, now: float, expires: float,
                      info: dict[str, Any]) -> bool:
@@ -350,21 +365,60 @@ class Relay:
         m.SPLIT.inc()
         return True
 
-    def _pause_carriers(self) -> None:
-        if not self._reading_paused:
-            self._reading_paused = True
-            for link in self._carriers:
-                if link.transport is not None:
-                    link.transport.pause_reading()
+    def _wait(self, link: EsmeLink, pdu: Pdu) -> None:
+        """Pacing: the submit waits, unanswered and unstored, for room (or its deadline)."""
+        waiting = self._waiting.get(link)
+        if waiting is None:
+            waiting = self._waiting[link] = deque()
+        if len(waiting) >= self._pace_queue:
+            m.SUBMIT_THROTTLED.inc()
+            link.session.respond_to(pdu.command_id, pdu.sequence, Status.RTHROTTLED)
+            link.flush()
+            return
+        waiting.append((self.loop.time() + self._pace_hold, pdu))
+        m.SUBMITS_WAITING.inc()
+        if self._pace_timer is None:
+            self._pace_timer = self.loop.call_later(min(0.1, self._pace_hold), self._pace_tick)
 
-    def _resume_carriers(self) -> None:
-        if self._reading_paused:
-            self._reading_paused = False
-            if not self.accepting:
-                return
-            for link in self._carriers:
-                if link.transport is not None:
-                    link.transport.resume_reading()
+    def _pace_tick(self) -> None:
+        """Answer ESME_RTHROTTLED to the submits that waited past server.pace_hold."""
+        self._pace_timer = None
+        now = self.loop.time()
+        for link, waiting in list(self._waiting.items()):
+            throttled = 0
+            while waiting and waiting[0][0] <= now:
+                _deadline, pdu = waiting.popleft()
+                link.session.respond_to(pdu.command_id, pdu.sequence, Status.RTHROTTLED)
+                throttled += 1
+            if throttled:
+                m.SUBMIT_THROTTLED.inc(throttled)
+                m.SUBMITS_WAITING.dec(throttled)
+                link.flush()
+            if not waiting:
+                del self._waiting[link]
+        if self._waiting:
+            self._pace_timer = self.loop.call_later(min(0.1, self._pace_hold), self._pace_tick)
+
+    def _stop_pacing(self) -> None:
+        """Room again: take the waiting submits in arrival order per bind, bind by bind in
+        turn, until the backlog is full again."""
+        self._pacing = False
+        waiting = self._waiting
+        touched = set()
+        while waiting and not self._pacing:
+            for link in list(waiting):
+                queue = waiting[link]
+                _deadline, pdu = queue.popleft()
+                m.SUBMITS_WAITING.dec()
+                if not queue:
+                    del waiting[link]
+                if link.session.state is not State.CLOSED:
+                    self.on_submit(link, pdu)
+                    touched.add(link)
+                if self._pacing:
+                    break
+        for link in touched:
+            link.flush()  # refusals answered at once (the others after their commit)
 
     # -- upstream side ------------------------------------------------------------------
 
@@ -387,8 +441,8 @@ class Relay:
             unanswered = unanswered[1:]
         for msg in reversed(unanswered):
             self._ready.appendleft(msg)
-        if not self._upstreams:
-            self._resume_carriers()  # store and forward until one is back
+        if not self._upstreams and self._pacing:
+            self._stop_pacing()  # store and forward until one is back
         self._pump()
 
     def on_upstream_response(self, link: UpstreamLink, pdu: Pdu, msg: Message) -> None:
@@ -546,8 +600,8 @@ class Relay:
             self._pump_suspect(best, now, loop_now)
         for link in self._upstreams:
             link.flush()
-        if self._reading_paused and len(ready) <= self._backlog_high // 2:
-            self._resume_carriers()
+        if self._pacing and len(ready) <= self._backlog_high // 2:
+            self._stop_pacing()
 
     def _pump_suspect(self, best: int, now: float, loop_now: float) -> None:
         """Send the next suspect alone: on a probe bind, or on a drained link."""
@@ -785,15 +839,14 @@ class Relay:
     # -- carrier side: deliveries to receivers ------------------------------------------
 
     def esme_up(self, link: EsmeLink) -> None:
-        self._carriers.add(link)
-        if self._reading_paused and link.transport is not None:
-            link.transport.pause_reading()
         if link.receives:
             self._esme_links.setdefault(link.system_id, []).append(link)
             self._schedule_pump()
 
     def esme_down(self, link: EsmeLink, unanswered: list[Message]) -> None:
-        self._carriers.discard(link)
+        waiting = self._waiting.pop(link, None)
+        if waiting:
+            m.SUBMITS_WAITING.dec(len(waiting))  # never answered: the carrier sends again
         links = self._esme_links.get(link.system_id)
         if links and link in links:
             links.remove(link)
@@ -890,8 +943,12 @@ class Relay:
     # -- stopping ---------------------------------------------------------------------------
 
     def stop_accepting(self) -> None:
+        """Refuse new submits (ESME_RTHROTTLED), those waiting for room too."""
         self.accepting = False
-        self._reading_paused = False
+        if self._pace_timer is not None:
+            self._pace_timer.cancel()
+            self._pace_timer = None
+        self._stop_pacing()
 
     def stop_sending(self) -> None:
         self.sending = False

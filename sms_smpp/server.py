@@ -153,13 +153,11 @@ class SmppServer:
         return port
 
     def stop_accepting(self) -> None:
-        """Stop accepting connections and reading new requests from bound carriers."""
+        """Stop accepting connections and binds. Bound carriers are still read: their
+        submits are answered ESME_RTHROTTLED by the relay, enquire_link at once."""
         self.accepting = False
         if self._server is not None:
             self._server.close()
-        for link in self.links:
-            if link.transport is not None:
-                link.transport.pause_reading()
 
     async def close(self, timeout: float) -> None:
         """Unbind every carrier and wait (at most ``timeout``) for them to go.
@@ -171,8 +169,6 @@ class SmppServer:
         for link in list(self.links):
             link.session.unbind(now)
             link.flush()
-            if link.transport is not None:
-                link.transport.resume_reading()  # to read the unbind_resp
         waiting = [link.closed for link in self.links]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout * 0.8)

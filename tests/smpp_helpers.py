@@ -507,10 +507,10 @@ class Carrier:
 
     def run(self, pdus: list[Any], *, rate: float, timeout: float = 60.0,
             enquire_every: float = 0.0, resend_throttled: bool = False,
-            until: Any = None) -> None:
+            until: Any = None, duration: float | None = None) -> None:
         """Send ``pdus`` at ``rate`` per second within the window; read until all are
         answered ESME_ROK (or answered at all, without ``resend_throttled``) and
-        ``until()`` holds."""
+        ``until()`` holds; or for ``duration`` seconds, whatever is left then."""
         todo = list(range(len(pdus) - 1, -1, -1))  # popped from the end: 0 first
         start = time.monotonic()
         deadline = start + timeout
@@ -518,6 +518,8 @@ class Carrier:
         next_enquire = start + enquire_every if enquire_every else float("inf")
         while todo or self._inflight or (until is not None and not until()):
             now = time.monotonic()
+            if duration is not None and now > start + duration:
+                return
             if now > deadline:
                 raise TimeoutError(f"{len(todo)} unsent, {len(self._inflight)} unanswered")
             while todo and len(self._inflight) < self.window and start + sent / rate <= now:
