@@ -299,7 +299,11 @@ class Engine:
 
         assert self.store is not None
         service = SmppService(self.smpp_config, self.store)
-        await service.start()
+        try:
+            await service.start()
+        except OSError as exc:  # ListenError: the port is taken or not permitted
+            log.error("SMPP relay: %s", exc)
+            return False
         self.smpp = service
         log.info("SMPP relay started", extra={"port": service.port})
         return True

@@ -113,17 +113,20 @@ def _run(args: argparse.Namespace, resolve: Resolve) -> int:
     try:
         import uvloop
 
-        uvloop.run(_serve(config, store))
+        return uvloop.run(_serve(config, store))
     finally:
         store.close()
-    return 0
 
 
-async def _serve(config: Any, store: Any) -> None:
-    from .service import SmppService
+async def _serve(config: Any, store: Any) -> int:
+    from .service import ListenError, SmppService
 
     service = SmppService(config, store)
-    await service.start()
+    try:
+        await service.start()
+    except ListenError as exc:
+        print(f"ansim smpp: {exc.strerror}", file=sys.stderr)
+        return 1
     print(f"ansim smpp: listening on {config.server.host}:{service.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -132,6 +135,7 @@ async def _serve(config: Any, store: Any) -> None:
     await stop.wait()
     await service.stop()
     print("ansim smpp: stopped", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

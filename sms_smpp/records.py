@@ -3,7 +3,8 @@
 The relay calls the small methods below from the loop; they only put a tuple on a
 queue. A writer thread applies the queue in batches inside one transaction each, with
 the database in WAL mode so that readers (statistics, the API) never block it.
-Records hold real numbers: operators need them to trace abuse; logs never do.
+Records hold real numbers: operators need them to trace abuse; logs never do. The
+database is created readable by the engine's user only (see :mod:`sms_smpp.files`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sqlite3
 import threading
 import time
 from typing import Any
+
+from .files import private_file
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,8 @@ CREATE TABLE IF NOT EXISTS sms (
     length INTEGER,               -- octets of user data
     part TEXT,                    -- 'seq/total' for a part of a long message
     received_at REAL NOT NULL,
-    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed, refused
+    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed,
+                                  -- refused, rejected (set aside: never answered upstream)
     error INTEGER,                -- SMPP status of a refusal or failure
     upstream TEXT,
     upstream_id TEXT,
@@ -60,8 +64,11 @@ class SmsRecords:
     """Asynchronous writer of the ``sms`` table (see module docstring)."""
 
     def __init__(self, path: str, batch: int = 50_000, linger: float = 0.2) -> None:
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+        # SQLite gives its -wal and -shm files the mode of the database file.
+        private_file(path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                private_file(path + suffix)
         self.path = path
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._batch = batch
