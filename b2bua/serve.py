@@ -302,7 +302,7 @@ class Engine:
         try:
             await service.start()
         except OSError as exc:  # ListenError: the port is taken or not permitted
-            log.error("SMPP relay: %s", exc)
+            log.error("SMPP relay: %s", exc.strerror or exc)
             return False
         self.smpp = service
         log.info("SMPP relay started", extra={"port": service.port})

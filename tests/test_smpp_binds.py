@@ -132,8 +132,9 @@ def test_port_in_use_is_a_one_line_error_and_an_exit_status(tmp_path: Path) -> N
     port = holder.getsockname()[1]
     try:
         cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=None, port=port)
-        done = subprocess.run([sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config",
-                               str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        done = subprocess.run([sys.executable, "-m", "b2bua.cli", "smpp", "run", "--config",
+                               str(cfg.parent)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=30)
     finally:
         holder.close()
     assert done.returncode == 1
@@ -142,6 +143,34 @@ def test_port_in_use_is_a_one_line_error_and_an_exit_status(tmp_path: Path) -> N
         f"ansim smpp: cannot listen on 127.0.0.1:{port}: Address already in use")
     assert [line for line in done.stderr.splitlines() if "ansim smpp:" in line] == [
         done.stderr.strip().splitlines()[-1]]
+
+
+def test_serve_with_the_smpp_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        sip_port = probe.getsockname()[1]
+    config = tmp_path / "config"
+    (config / "numbers").mkdir(parents=True)
+    write_config(config / "smpp.yaml", tmp_path, upstream_port=None, port=port)
+    (config / "ansim.yaml").write_text(
+        f"sip: {{listen: ['udp:127.0.0.1:{sip_port}']}}\nmetrics: {{listen: null}}\n"
+        f"numbers: {{store: {tmp_path / 'numbers.lmdb'}}}\ncdr: {tmp_path / 'calls.sqlite'}\n"
+    )
+    (config / "trunks.yaml").write_text("trunks: []\nroutes: []\n")
+    try:
+        done = subprocess.run([sys.executable, "-m", "b2bua.cli", "serve", "--config",
+                               str(config)], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=30)
+    finally:
+        holder.close()
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out
+    assert "Traceback" not in out
+    assert f"SMPP relay: cannot listen on 127.0.0.1:{port}: Address already in use" in out
 
 
 def test_queue_and_records_are_readable_by_the_engine_user_only(tmp_path: Path) -> None:
