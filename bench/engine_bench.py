@@ -181,7 +181,7 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
         def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
             sent.append((data, ("udp", addr[0], addr[1])))
 
-    ep.transports.attach_udp(Wire())  # type: ignore[arg-type]
+    ep.transports.attach_udp(Wire())
     trunks = TrunkTable(
         TrunkConfig.model_validate(
             {
