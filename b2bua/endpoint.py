@@ -43,6 +43,9 @@ from .transport import TlsProvider, Transports
 
 log = logging.getLogger(__name__)
 
+REFUSED_MAX = 500_000  # INVITEs remembered as refused per period
+REFUSED_PERIOD = 32.0  # seconds (64*T1)
+
 
 class SipStats:
     """Counters of the endpoint, read by the metrics collector at scrape time (plain ints
@@ -104,6 +107,10 @@ class SipEndpoint:
         self.overload = overload
         self._retry_after = [(b"retry-after", b"%d" % retry_after)] if retry_after else []
         self._oc = rfc7339 and overload is not None
+        # Server-transaction keys of INVITEs refused with 503 in this period and the last.
+        self._refused: set[tuple] = set()
+        self._refused_before: set[tuple] = set()
+        self._refused_until = 0.0
         self._epoch = time.time() - time.monotonic()
         if connection_limits is not None and flood is not None:
             connection_limits.is_trusted = flood.is_trusted
@@ -250,19 +257,8 @@ class SipEndpoint:
         if isinstance(msg, Request):
             self.stats.requests += 1
             method = msg.method
-            if method == b"INVITE":
-                ov = self.overload
-                if (
-                    ov is not None
-                    and ov.shedding
-                    and msg.to_tag is None
-                    and not self._closing
-                    and not self.layer.has_server(msg)
-                    and not ov.admit()
-                ):
-                    self.stats.overload_rejected += 1
-                    self._reject(msg, peer, 503, b"Service Unavailable", self._retry_after)
-                    self._flush()
+            if method == b"INVITE" and self.overload is not None and msg.to_tag is None:
+                if self._shed(msg, peer, now):
                     return
             elif method == b"ACK":
                 tag = msg.to_tag
@@ -312,6 +308,38 @@ class SipEndpoint:
             for ev in events:
                 user.handle_event(ev, now)
         self._flush()
+
+    def _shed(self, req: Request, peer: Peer, now: float) -> bool:
+        """Refuse the new INVITE ``req`` with a stateless 503 when the overload detector
+        says so (True), keeping no call state. A retransmission of an INVITE refused
+        before is refused again, whatever the detector says now (its client has its
+        503 already, or will), and one of an admitted INVITE goes to its transaction.
+        Refused INVITEs are remembered for two periods of 32 s (64*T1, as long as a
+        client retransmits one)."""
+        ov = self.overload
+        assert ov is not None
+        if now >= self._refused_until:
+            self._refused_before = self._refused
+            self._refused = set()
+            self._refused_until = now + REFUSED_PERIOD
+        refused = self._refused
+        before = self._refused_before
+        if not ov.shedding and not refused and not before:
+            return False
+        try:
+            key = self.layer.server_key(req)
+        except SipParseError:
+            return False
+        if key in refused or key in before:
+            pass
+        elif not ov.shedding or self._closing or key in self.layer.server or ov.admit():
+            return False
+        elif len(refused) < REFUSED_MAX:
+            refused.add(key)
+        self.stats.overload_rejected += 1
+        self._reject(req, peer, 503, b"Service Unavailable", self._retry_after)
+        self._flush()
+        return True
 
     def _stamp_oc(self, req: Request, now: float) -> None:
         """RFC 7339: the client put ``oc`` in its Via, so every response to it (built from

@@ -264,7 +264,7 @@ class Engine:
             from .metrics import serve_metrics
 
             try:
-                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen)
+                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen, self.tls)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.config.metrics.listen, exc)
         if not await self._start_smpp():

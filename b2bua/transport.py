@@ -544,7 +544,7 @@ class Transports:
                 conn.close()
 
     def connection_count(self, kind: str) -> int:
-        return sum(1 for peer in self.connections if peer[0] == kind)
+        return sum(1 for peer in list(self.connections) if peer[0] == kind)
 
     async def close(self) -> None:
         if self._sweeper is not None:

@@ -451,6 +451,11 @@ class TransactionLayer:
         """Whether ``req`` matches a live server transaction (a retransmission)."""
         return _server_key(req) in self.server
 
+    @staticmethod
+    def server_key(req: Request) -> tuple:
+        """The key that matches ``req`` to its server transaction (§17.2.3)."""
+        return _server_key(req)
+
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2)."""
         key = _server_key(cancel)
