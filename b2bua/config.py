@@ -194,7 +194,7 @@ class OverloadSettings(_Strict):
 
     enabled: bool = True
     max_delay: float = Field(
-        0.05,
+        0.1,
         gt=0,
         le=5,
         description="seconds datagrams may wait in the receive queue before new calls are cut",

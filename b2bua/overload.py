@@ -30,7 +30,7 @@ from dataclasses import dataclass
 class OverloadLimits:
     """How the detector reacts."""
 
-    max_delay: float = 0.05  # seconds of standing queue above which new calls are cut
+    max_delay: float = 0.1  # seconds of standing queue above which new calls are cut
     interval: float = 0.1  # seconds between decisions
     decrease: float = 0.8  # admitted share multiplied by this per interval over max_delay
     increase: float = 0.02  # admitted share raised by this per interval under max_delay / 2

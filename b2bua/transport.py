@@ -21,7 +21,9 @@ banned source, and closed when a message that has begun is not complete within
 come within that time, or when a TLS handshake does not end within its timeout. TLS
 contexts come from ``b2bua.tls`` (a server context chosen per source, so that mutual
 TLS can be required of one trunk and not of others, and replaced when the certificate
-is renewed: new handshakes use the new one, established connections keep theirs).
+is renewed: new handshakes use the new one, established connections keep theirs). An
+inbound connection's TLS runs on memory BIOs in ``_Stream`` so that the source is
+known, and checked, before the handshake costs anything.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import struct
 import time
 from collections import deque
@@ -183,7 +186,12 @@ class _AttachedUdp:
 
 
 class _Stream(asyncio.Protocol):
-    """One TCP or TLS connection, inbound or outbound."""
+    """One TCP or TLS connection, inbound or outbound.
+
+    An inbound TLS connection runs its TLS layer here, on memory BIOs (``ssl.SSLObject``):
+    the context is chosen by the source address before the handshake, which has a
+    deadline of its own. Outbound TLS connections are made with the loop's TLS
+    (``create_connection(ssl=...)``) and arrive here handshaken."""
 
     def __init__(self, owner: Transports, kind: str, peer: Peer | None = None) -> None:
         self.owner = owner
@@ -192,8 +200,12 @@ class _Stream(asyncio.Protocol):
         self.inbound = peer is None
         self.counted = False  # counted in the connection limits
         self.parser = StreamParser(owner.max_message)
-        self.transport: asyncio.BaseTransport | None = None  # None until usable (TLS: handshaken)
+        self.transport: asyncio.Transport | None = None  # None until usable (TLS: handshaken)
         self.raw: asyncio.Transport | None = None
+        self.tls: ssl.SSLObject | None = None  # an inbound TLS connection's TLS layer
+        self._in: ssl.MemoryBIO | None = None
+        self._out: ssl.MemoryBIO | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         now = time.monotonic()
         self.opened = now
         self.last = now
@@ -203,9 +215,9 @@ class _Stream(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.raw = cast(asyncio.Transport, transport)
+        raw = self.raw = cast(asyncio.Transport, transport)
         if not self.inbound:  # outbound (TLS: handshaken already)
-            self._ready(transport)
+            self._ready()
             return
         owner = self.owner
         addr = transport.get_extra_info("peername")
@@ -215,67 +227,100 @@ class _Stream(asyncio.Protocol):
         if refusal is not None:
             owner.refused[refusal] = owner.refused.get(refusal, 0) + 1
             self.closed = True
-            self.raw.abort()
+            raw.abort()
             return
         self.counted = True
         owner.connections[self.peer] = self
         if self.kind == "tls":
-            # Nothing is read until the TLS layer takes the connection over.
-            self.raw.pause_reading()
-            owner.loop().create_task(self._handshake(host))
+            tls = owner.tls
+            assert tls is not None
+            self._in = ssl.MemoryBIO()
+            self._out = ssl.MemoryBIO()
+            self.tls = tls.server_context(host).wrap_bio(self._in, self._out, server_side=True)
+            self._deadline = owner.loop().call_later(tls.handshake_timeout, self._too_slow)
             return
-        self._ready(transport)
+        self._ready()
 
-    async def _handshake(self, host: str) -> None:
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is None and not self.closed:
+            self._tls_failed("handshake_timeout")
+
+    def _tls_failed(self, why: str) -> None:
         owner = self.owner
-        tls = owner.tls
-        raw = self.raw
-        assert tls is not None and raw is not None
-        try:
-            transport = await owner.loop().start_tls(
-                raw,
-                self,
-                tls.server_context(host),
-                server_side=True,
-                ssl_handshake_timeout=tls.handshake_timeout,
-            )
-        except (OSError, TimeoutError, ValueError) as exc:
-            owner.tls_failures += 1
-            owner.handshake_errors[type(exc).__name__] = (
-                owner.handshake_errors.get(type(exc).__name__, 0) + 1
-            )
-            raw.abort()
-            self._forget()
-            return
-        if transport is None or self.closed:
-            raw.abort()
-            self._forget()
-            return
-        if not tls.accepted(host, transport.get_extra_info("peercert")):
-            owner.tls_failures += 1
-            owner.handshake_errors["peer_name"] = owner.handshake_errors.get("peer_name", 0) + 1
-            transport.abort()
-            self._forget()
-            return
-        owner.tls_handshakes += 1
-        self._ready(transport)
+        owner.tls_failures += 1
+        owner.handshake_errors[why] = owner.handshake_errors.get(why, 0) + 1
+        self.close()
 
-    def _ready(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+    def _ready(self) -> None:
+        self.transport = self.raw
         assert self.peer is not None
         if not self.inbound:
             self.owner.connections[self.peer] = self
-        if self.pending:
-            write = cast(asyncio.WriteTransport, transport).write
-            for data in self.pending:
-                write(data)
-            self.pending.clear()
+        pending = self.pending
+        if pending:
+            self.pending = []
+            for data in pending:
+                self.write(data)
+
+    def _flush_tls(self) -> None:
+        out = self._out
+        if out is not None and out.pending and self.raw is not None:
+            self.raw.write(out.read())
+
+    def _tls_received(self, data: bytes) -> bytes | None:
+        """Decrypted bytes of ``data`` (b"" when none yet); None when the connection is
+        done with (closed, or the handshake failed)."""
+        tls = self.tls
+        assert tls is not None and self._in is not None
+        self._in.write(data)
+        if self.transport is None:
+            try:
+                tls.do_handshake()
+            except ssl.SSLWantReadError:
+                self._flush_tls()
+                return b""
+            except (ssl.SSLError, ValueError) as exc:
+                self._flush_tls()  # the alert, if any
+                self._tls_failed(getattr(exc, "reason", None) or type(exc).__name__)
+                return None
+            self._flush_tls()
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+            owner = self.owner
+            assert owner.tls is not None and self.peer is not None
+            if not owner.tls.accepted(self.peer[1], tls.getpeercert()):
+                self._tls_failed("peer_name")
+                return None
+            owner.tls_handshakes += 1
+            self._ready()
+        chunks = []
+        while True:
+            try:
+                chunk = tls.read(65536)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLError):
+                self._flush_tls()
+                self.close()
+                return None
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self._flush_tls()
+        return b"".join(chunks)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         now = time.monotonic()
         self.last = now
+        if self.tls is not None:
+            plain = self._tls_received(data)
+            if not plain:
+                return
+            data = plain
         assert self.peer is not None
         try:
             items = self.parser.feed(data)
@@ -312,6 +357,9 @@ class _Stream(asyncio.Protocol):
         self._forget()
 
     def _forget(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         owner = self.owner
         peer = self.peer
         if peer is not None and owner.connections.get(peer) is self:
@@ -326,15 +374,23 @@ class _Stream(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             self.pending.append(data)
-        else:
-            cast(asyncio.WriteTransport, transport).write(data)
+            return
+        tls = self.tls
+        if tls is None:
+            transport.write(data)
+            return
+        try:
+            tls.write(data)
+        except ssl.SSLError:
+            self.close()
+            return
+        self._flush_tls()
 
     def close(self) -> None:
         """Close at once (nothing more is read or sent)."""
         self.closed = True
-        for transport in (self.transport, self.raw):
-            if transport is not None:
-                cast(asyncio.WriteTransport, transport).abort()
+        if self.raw is not None:
+            self.raw.abort()
         self._forget()
 
 
