@@ -268,3 +268,38 @@ def test_a_renewed_certificate_is_used_for_new_handshakes_after_reload(
             c.sock.close()
     assert metrics["ansim_tls_reloads_total"] >= 2
     assert metrics["ansim_tls_reload_failures_total"] >= 1
+
+
+def test_a_sips_request_uri_is_routed(tmp_path: Path, pki: Authority) -> None:
+    """An INVITE to ``sips:X@...`` over TLS: X is read from the sips: URI, looked up and
+    the call placed toward the callee's trunk; answers come back on the connection."""
+    from call_env import CALLER, VIRTUAL_AX, UdpSink, user_part
+
+    server = pki.issue("ansim", "ansim.test")
+    engine = tls_engine(tmp_path, pki, server)
+    callee_port = free_port()
+    engine.trunks[1] = trunk("callee", callee_port)
+    with engine, UdpSink(callee_port) as callee:
+        client = Client(connect(engine, client_context(pki)))
+        assert engine.tls_port is not None
+        x = user_part(VIRTUAL_AX)
+        invite = (
+            f"INVITE sips:{x}@127.0.0.1:{engine.tls_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS 127.0.0.1:{client.port};branch=z9hG4bK{uuid.uuid4().hex[:10]}\r\n"
+            f"From: <sips:{CALLER.e164}@127.0.0.1>;tag=s1\r\nTo: <sips:{x}@127.0.0.1>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+            f"Contact: <sips:c@127.0.0.1:{client.port}>\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        client.sock.sendall(invite)
+        assert client.response().status == 100
+        deadline = time.monotonic() + 5
+        while not callee.datagrams():
+            assert time.monotonic() < deadline, engine.log_text()
+            time.sleep(0.05)
+        b_invite = callee.datagrams()[0]
+        assert b_invite.startswith(b"INVITE sip:+821058293714@127.0.0.1:")
+        # nobody answers on the callee's trunk: 503 once its invite_timeout has passed
+        assert client.response().status == 503
+        client.sock.close()
+        row = engine.cdr()
+    assert (row["src_transport"], row["reason"]) == ("tls", "trunks_failed")
