@@ -437,6 +437,7 @@ class Transports:
         self.tls_client_handshakes = 0
         self.tls_failures = 0
         self.handshake_errors: dict[str, int] = {}
+        self._failure_logged: dict[Peer, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bound: list[Peer] = []
@@ -564,13 +565,16 @@ class Transports:
         except (TimeoutError, OSError, ValueError) as exc:
             if peer[0] == "tls":
                 self.tls_failures += 1
-                name = type(exc).__name__
+                name = getattr(exc, "reason", None) or type(exc).__name__
                 self.handshake_errors[name] = self.handshake_errors.get(name, 0) + 1
-                log.warning(
-                    "TLS connection failed: %s",
-                    exc,
-                    extra={"peer": f"{peer[1]}:{peer[2]}"},
-                )
+                now = time.monotonic()
+                if now - self._failure_logged.get(peer, -60.0) >= 60.0:  # a line a minute
+                    self._failure_logged[peer] = now
+                    log.warning(
+                        "TLS connection failed: %s",
+                        exc,
+                        extra={"peer": f"{peer[1]}:{peer[2]}"},
+                    )
             if self.connections.get(peer) is conn:
                 del self.connections[peer]
             self.on_send_error(peer)

@@ -66,12 +66,16 @@ def test_a_flood_is_banned_and_legitimate_calls_go_on(tmp_path: Path) -> None:
         metrics = engine.metrics()
         log = engine.log_text()
     flood, sweep = outcomes
-    print(
+    print(  # the figures the issue asks for, shown with -s
         f"\nflood from 127.0.0.5: {flood['sent']} datagrams in {flood['seconds']:.1f} s "
         f"({flood['rate']:.0f}/s); sweep from 127.0.0.6: {sweep['sent']}; engine CPU {cpu:.2f} core"
     )
     assert codes == (0, 0), f"legitimate calls failed: {codes}\n{uac.report()}\n{log}"
-    assert flood["received"] == 0 and sweep["received"] == 0
+    # The sweep got nothing. The flood got only the answers to what it sent before its
+    # ban: the 403s of its first INVITEs (unknown_source: reject) and their
+    # retransmissions (timer G, as it never ACKs), nothing after.
+    assert sweep["received"] == 0
+    assert flood["received"] <= 4 * 11, flood
     assert flood["sent"] >= 100_000, flood  # whatever the machine allows, a real flood
     assert cpu < 1.0, cpu
     # both banned, each in one log line, within 2 s of the start (the log is written once
