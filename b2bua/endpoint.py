@@ -257,12 +257,15 @@ class SipEndpoint:
         if isinstance(msg, Request):
             self.stats.requests += 1
             method = msg.method
-            if method == b"INVITE" and self.overload is not None and msg.to_tag is None:
-                if self._shed(msg, peer, now):
-                    return
-            elif method == b"ACK":
-                tag = msg.to_tag
-                if tag is not None and len(tag) == 10 and tag.startswith(b"sl"):
+            if method == b"INVITE" or method == b"ACK":
+                try:
+                    tag = msg.to_tag
+                except SipParseError:  # a malformed To: check_request answers it
+                    tag = b""
+                if method == b"INVITE":
+                    if tag is None and self.overload is not None and self._shed(msg, peer, now):
+                        return
+                elif tag is not None and len(tag) == 10 and tag.startswith(b"sl"):
                     # the ACK of a stateless final response: nothing to match it to
                     self.stats.stateless_acks += 1
                     return

@@ -113,7 +113,10 @@ class _UdpSocket:
         if turn is not None:
             turn(delay)
         handler = owner.on_datagram
-        handler(data, ("udp", addr[0], addr[1]))
+        try:
+            handler(data, ("udp", addr[0], addr[1]))
+        except Exception:  # a bug must not cost the rest of the turn
+            owner.handler_failed()
         recvfrom = sock.recvfrom
         bufsize = self.bufsize
         n = 1
@@ -126,7 +129,10 @@ class _UdpSocket:
                 owner.udp_errors += 1
                 break
             n += 1
-            handler(data, ("udp", addr[0], addr[1]))
+            try:
+                handler(data, ("udp", addr[0], addr[1]))
+            except Exception:
+                owner.handler_failed()
         owner.datagrams += n - 1
         if n == READ_BATCH:
             owner.full_turns += 1
@@ -427,6 +433,7 @@ class Transports:
         self.holds: dict[Peer, int] = {}
         self.udp_errors = 0
         self.udp_send_dropped = 0
+        self.handler_errors = 0
         self.stream_errors = 0
         self.datagrams = 0
         self.turns = 0
@@ -446,6 +453,11 @@ class Transports:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
+
+    def handler_failed(self) -> None:
+        """A datagram's handling raised: logged (with the traceback) and counted."""
+        self.handler_errors += 1
+        log.exception("error handling a datagram")
 
     def admit(self, host: str) -> str | None:
         """None when an inbound connection from ``host`` may open, else why not."""

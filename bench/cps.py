@@ -465,9 +465,9 @@ def run_overload_step(
                 except ValueError:
                     continue
                 (refuse if parts[2].strip() == "2" else setup).append(value)
-    completed = stat_int(counts, "10_200_Recv")
-    admitted = stat_int(counts, "2_100_Recv")
-    refused = stat_int(counts, "3_503_Recv")
+    completed = stat_int(counts, "11_200_Recv")
+    admitted = stat_int(counts, "2_100_Recv") + stat_int(counts, "3_180_Recv")
+    refused = stat_int(counts, "4_503_Recv")
     uac_ok = stat_int(uac_row, "SuccessfulCall(C)")
     uas_ok = stat_int(uas_row, "SuccessfulCall(C)")
     uas_failed = stat_int(uas_row, "FailedCall(C)") + max(0, admitted - uas_ok)

@@ -85,6 +85,7 @@ def test_new_calls_get_a_stateless_503_while_the_engine_is_behind(tmp_path: Path
                 rate=RATE,
                 limit=CALLS,
                 timeout=60,
+                extra=["-buff_size", "4194304"],
             )
             time.sleep(1.4)
             raw.sendto(oc_invite(engine.port, raw.getsockname()[1], "oc-1"), engine.udp)
@@ -110,7 +111,7 @@ def test_new_calls_get_a_stateless_503_while_the_engine_is_behind(tmp_path: Path
             assert set(statuses) == {503}, f"{call_id}: a 503 after other answers: {statuses}"
             refused.append(msgs[0])
         else:
-            assert statuses[-1] == 200 and 100 in statuses, f"{call_id}: {statuses}"
+            assert statuses[-1] == 200 and {100, 180} & set(statuses), f"{call_id}: {statuses}"
             assert any(m.cseq_method == "BYE" and m.status == 200 for m in msgs)
             completed.append(call_id)
     assert len(refused) + len(completed) == CALLS
