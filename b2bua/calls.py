@@ -380,8 +380,8 @@ class CallEngine:
         if not _is_ip(host):
             return fallback
         transport = (uri.params.get(b"transport") or fallback[0].encode()).decode().lower()
-        if transport not in ("udp", "tcp"):
-            transport = fallback[0]
+        if uri.scheme == b"sips" or transport not in ("udp", "tcp", "tls"):
+            transport = "tls" if uri.scheme == b"sips" else fallback[0]
         return (transport, host, uri.port or 5060)
 
     def _count(self, outcome: str) -> None:

@@ -18,10 +18,12 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .calls import SETUP_BUCKETS
+from .flood import BANNED, PROBE, REASONS
 
 if TYPE_CHECKING:
     from .calls import CallEngine
     from .endpoint import SipEndpoint
+    from .tls import TlsContexts
 
 _BUCKET_NAMES = [floatToGoString(b) for b in SETUP_BUCKETS] + ["+Inf"]
 
@@ -29,9 +31,12 @@ _BUCKET_NAMES = [floatToGoString(b) for b in SETUP_BUCKETS] + ["+Inf"]
 class SipCollector(Collector):
     """Reads the endpoint and call engine counters."""
 
-    def __init__(self, endpoint: SipEndpoint, calls: CallEngine) -> None:
+    def __init__(
+        self, endpoint: SipEndpoint, calls: CallEngine, tls: TlsContexts | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.calls = calls
+        self.tls = tls
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         ep = self.endpoint.stats
@@ -95,10 +100,130 @@ class SipCollector(Collector):
             "Out-of-dialog OPTIONS answered",
             value=ep.options_answered,
         )
+        yield from self._edge()
+
+    def _edge(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Flood protection, overload control, connections and TLS."""
+        ep = self.endpoint
+        tr = ep.transports
+        flood = ep.flood
+        if flood is not None:
+            dropped = CounterMetricFamily(
+                "ansim_flood_dropped",
+                "Datagrams and stream messages dropped by flood protection, by reason",
+                labels=["reason"],
+            )
+            for code, name in sorted(REASONS.items()):
+                dropped.add_metric([name], flood.dropped.get(code, 0))
+            yield dropped
+            bans = CounterMetricFamily(
+                "ansim_flood_bans", "Sources banned, by reason", labels=["reason"]
+            )
+            for code, name in sorted(REASONS.items()):
+                if code != BANNED and code != PROBE:
+                    bans.add_metric([name], flood.bans.get(code, 0))
+            yield bans
+            banned = GaugeMetricFamily("ansim_flood_banned_sources", "Sources banned now")
+            banned.add_metric([], len(flood.banned))
+            yield banned
+        ov = ep.overload
+        if ov is not None:
+            yield CounterMetricFamily(
+                "ansim_overload_rejected",
+                "New INVITEs refused with 503 while shedding load",
+                value=ep.stats.overload_rejected,
+            )
+            share = GaugeMetricFamily(
+                "ansim_overload_admit_share", "Share of new INVITEs admitted now (1: all)"
+            )
+            share.add_metric([], ov.admit_share)
+            yield share
+            delay = GaugeMetricFamily(
+                "ansim_overload_queue_delay_seconds",
+                "Smallest wait of a datagram in the receive queue over the last interval",
+            )
+            delay.add_metric([], ov.delay)
+            yield delay
+        yield CounterMetricFamily(
+            "ansim_sip_stateless_acks",
+            "ACKs of stateless final responses, dropped",
+            value=ep.stats.stateless_acks,
+        )
+        yield CounterMetricFamily(
+            "ansim_udp_datagrams", "UDP datagrams read", value=tr.datagrams
+        )
+        yield CounterMetricFamily(
+            "ansim_udp_read_turns",
+            "Turns of reading a UDP socket (up to 64 datagrams each)",
+            value=tr.turns,
+        )
+        yield CounterMetricFamily(
+            "ansim_udp_full_read_turns",
+            "Turns that read 64 datagrams (more were waiting)",
+            value=tr.full_turns,
+        )
+        drops = CounterMetricFamily(
+            "ansim_udp_kernel_drops",
+            "Datagrams the kernel dropped on a full receive queue (SO_RXQ_OVFL)",
+        )
+        drops.add_metric([], sum(getattr(u, "kernel_drops", 0) for u in tr.udp))
+        yield drops
+        yield CounterMetricFamily(
+            "ansim_udp_errors", "UDP socket errors", value=tr.udp_errors + tr.udp_send_dropped
+        )
+        conns = GaugeMetricFamily(
+            "ansim_sip_connections", "Open stream connections", labels=["transport"]
+        )
+        for kind in ("tcp", "tls"):
+            conns.add_metric([kind], tr.connection_count(kind))
+        yield conns
+        refused = CounterMetricFamily(
+            "ansim_sip_connections_refused",
+            "Inbound connections refused, by reason",
+            labels=["reason"],
+        )
+        for reason in ("banned", "total", "per_source"):
+            refused.add_metric([reason], tr.refused.get(reason, 0))
+        yield refused
+        closed = CounterMetricFamily(
+            "ansim_sip_connections_timed_out",
+            "Connections closed by a timeout: idle, slow (a message not complete in time), "
+            "silent (no first message in time)",
+            labels=["reason"],
+        )
+        for reason in ("idle", "slow", "silent"):
+            closed.add_metric([reason], tr.closed_by_timeout.get(reason, 0))
+        yield closed
+        handshakes = CounterMetricFamily(
+            "ansim_tls_handshakes", "TLS handshakes completed", labels=["side"]
+        )
+        handshakes.add_metric(["server"], tr.tls_handshakes)
+        handshakes.add_metric(["client"], tr.tls_client_handshakes)
+        yield handshakes
+        failures = CounterMetricFamily(
+            "ansim_tls_handshake_failures",
+            "TLS handshakes that failed or timed out, and client certificates refused",
+            labels=["error"],
+        )
+        for error, n in sorted(tr.handshake_errors.items()):
+            failures.add_metric([error], n)
+        yield failures
+        tls = self.tls
+        if tls is not None:
+            yield CounterMetricFamily(
+                "ansim_tls_reloads", "TLS certificate reloads", value=tls.reloads
+            )
+            yield CounterMetricFamily(
+                "ansim_tls_reload_failures",
+                "TLS certificate reloads refused (the running one stays)",
+                value=tls.reload_failures,
+            )
 
 
-def serve_metrics(endpoint: SipEndpoint, calls: CallEngine, listen: str) -> None:
+def serve_metrics(
+    endpoint: SipEndpoint, calls: CallEngine, listen: str, tls: TlsContexts | None = None
+) -> None:
     """Register the collector and serve /metrics on ``host:port`` from a thread."""
-    REGISTRY.register(SipCollector(endpoint, calls))
+    REGISTRY.register(SipCollector(endpoint, calls, tls))
     host, _, port = listen.rpartition(":")
     start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1")

@@ -54,6 +54,9 @@ MODULES: Final = (
     "b2bua.endpoint",
     "b2bua.calls",
     "b2bua.transport",
+    "b2bua.flood",
+    "b2bua.overload",
+    "b2bua.conn_limits",
 )
 #: The shared library holding the compiled code of all of MODULES.
 GROUP: Final = "b2bua._native"

@@ -23,10 +23,15 @@ from . import native
 from .calls import CallEngine
 from .cdr import CdrSchemaError, CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
+from .conn_limits import ConnectionLimits
+from .edge_log import EdgeLog
 from .endpoint import SipEndpoint
+from .flood import FloodGuard
 from .logs import setup_logging
+from .overload import OverloadDetector
 from .sip.transaction import TimerConfig
 from .store_jobs import StoreJobs
+from .tls import TlsConfigError, TlsContexts
 from .trunks import TrunkTable, load_trunks
 
 if TYPE_CHECKING:
@@ -63,6 +68,7 @@ def serve_command(args: argparse.Namespace) -> int:
         listeners = [Listen.parse(s) for s in args.sip] if args.sip else config.sip.listeners()
         trunks = load_trunks(config.trunks)
         smpp = load_smpp(config)
+        tls = load_tls(config, trunks, listeners, os.path.abspath(args.config))
     except ConfigError as exc:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return 2
@@ -76,7 +82,28 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvloop
 
     folder = Path(os.path.abspath(args.config))
-    return uvloop.run(Engine(config, folder, listeners, trunks, smpp).run())
+    return uvloop.run(Engine(config, folder, listeners, trunks, smpp, tls).run())
+
+
+def load_tls(
+    config: EngineConfig, trunks: TrunkTable, listeners: list[Listen], folder: str
+) -> TlsContexts | None:
+    """The TLS contexts when anything speaks TLS (a tls: listener or a TLS trunk), read
+    before the engine starts so that a bad certificate is refused like a bad file."""
+    wanted = any(item.transport == "tls" for item in listeners) or any(
+        t.transport == "tls" for t in trunks.config.trunks
+    )
+    if not wanted:
+        return None
+    settings = config.sip.tls
+    if any(item.transport == "tls" for item in listeners) and not (
+        settings.certificate and settings.key
+    ):
+        raise ValueError("a tls: listen address needs sip.tls.certificate and sip.tls.key")
+    try:
+        return TlsContexts(settings, trunks, folder)
+    except TlsConfigError as exc:
+        raise ValueError(f"TLS: {exc}") from exc
 
 
 def load_smpp(config: EngineConfig) -> SmppConfig | None:
@@ -130,6 +157,7 @@ class Engine:
         listeners: list[Listen],
         trunks: TrunkTable,
         smpp: SmppConfig | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.config = config
         self.smpp_config = smpp
@@ -143,13 +171,33 @@ class Engine:
         self.calls: CallEngine | None = None
         self.smpp: SmppService | None = None
         sip = config.sip
+        flood = config.flood
+        self.flood = (
+            FloodGuard(flood.limits(), [*flood.allow, *trunks.trusted_networks()])
+            if flood.enabled
+            else None
+        )
+        overload = config.overload
+        self.overload = OverloadDetector(overload.limits()) if overload.enabled else None
+        self.tls = tls
+        conns = sip.connections
         self.endpoint = SipEndpoint(
             timers=TimerConfig(sip.timers.t1, sip.timers.t2, sip.timers.t4),
             symmetric_response=sip.symmetric_response,
             user_agent=sip.user_agent.encode(),
             max_message=sip.max_message,
             tcp_idle_timeout=sip.tcp_idle_timeout,
+            message_timeout=conns.message_timeout,
+            flood=self.flood,
+            overload=self.overload,
+            retry_after=overload.retry_after,
+            rfc7339=overload.rfc7339,
+            connection_limits=ConnectionLimits(
+                conns.max_total, conns.max_per_source, conns.max_per_trusted_source
+            ),
+            tls=tls,
         )
+        self.edge_log = EdgeLog(self.flood, self.overload, self.endpoint)
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
@@ -167,7 +215,7 @@ class Engine:
         if not self._first_load(jobs, maps):
             self.store.close()
             return 2
-        loop.add_signal_handler(signal.SIGHUP, jobs.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         loop.add_signal_handler(signal.SIGUSR1, jobs.force_reload)
         watcher = (
             MapWatcher(maps, settle=n.settle, writer_wait=n.writer_wait, now=loop.time())
@@ -192,6 +240,8 @@ class Engine:
             log.error("cannot listen: %s", exc)
             await self._close()
             return 1
+        if self.tls is not None:
+            self.tls.log_certificate("TLS certificate loaded")
         if self.config.sip.advertise:
             host, _, port = self.config.sip.advertise.rpartition(":")
             if port.isdigit():
@@ -214,7 +264,7 @@ class Engine:
             from .metrics import serve_metrics
 
             try:
-                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen)
+                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen, self.tls)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.config.metrics.listen, exc)
         if not await self._start_smpp():
@@ -241,6 +291,9 @@ class Engine:
                 self.store.release()  # an idle engine holds no old read snapshot
                 self.cdr.flush()  # the last records of a burst reach the disk within a second
                 self.calls.release_ended(self.endpoint.now())
+                self.edge_log.tick(self.endpoint.now())
+                if self.tls is not None and self.config.sip.tls.watch:
+                    self.tls.poll(loop.time())
                 age_out_gc()
                 if watcher is not None and watcher.poll(loop.time()):
                     jobs.reload()
@@ -253,6 +306,13 @@ class Engine:
         await self._close()
         log.info("engine stopped")
         return 0
+
+    def _on_hup(self) -> None:
+        """SIGHUP: reload the number maps, and the TLS certificate if there is one."""
+        assert self.jobs is not None
+        self.jobs.reload()
+        if self.tls is not None:
+            self.tls.reload()
 
     def _first_load(self, jobs: StoreJobs, maps: Path) -> bool:
         """Load the maps before taking calls. A refused map leaves the store's last good

@@ -44,6 +44,35 @@ class PlanSettings(_Strict):
     international_prefix: str = Field("00", pattern=r"^[0-9]{1,4}$")
 
 
+class TrunkTls(_Strict):
+    """TLS toward and from one trunk (with ``transport: tls``, or for its inbound
+    connections)."""
+
+    verify_client: bool = Field(
+        False,
+        description="connections from this trunk's networks must present a certificate "
+        "issued by `ca` (mutual TLS)",
+    )
+    ca: str | None = Field(
+        None,
+        description="PEM file of the CAs this trunk's certificates come from (relative to the "
+        "configuration folder); null: sip.tls.ca, else the system's CAs",
+    )
+    peer_names: list[str] = Field(
+        default_factory=list,
+        description="names (DNS subjectAltName or CN) one of which the trunk's client "
+        "certificate must carry; empty: any certificate from `ca`",
+    )
+    server_name: str | None = Field(
+        None,
+        description="name the trunk's server certificate must carry (and SNI); null: the "
+        "certificate chain is verified, not its name",
+    )
+    verify_server: bool = Field(
+        True, description="verify the trunk's server certificate (false only for tests)"
+    )
+
+
 class Trunk(_Strict):
     """One carrier trunk."""
 
@@ -52,7 +81,8 @@ class Trunk(_Strict):
     address: str | None = Field(
         None, description="host:port calls to this trunk are sent to (IP literal)"
     )
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    tls: TrunkTls | None = None
     plan: PlanSettings = PlanSettings()
     number_format: Literal["e164", "national"] = Field(
         "e164", description="how callee and presented numbers are written toward this trunk"
@@ -176,6 +206,22 @@ class TrunkTable:
         self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
         self.pass_headers = tuple(h.strip().lower().encode() for h in config.pass_headers)
         self.body_policy = BodyPolicy(tuple(m.strip().lower().encode() for m in config.pass_bodies))
+
+    def trusted_networks(self) -> list[str]:
+        """Every trunk's accept_from networks and the host of its address: the sources
+        flood protection never limits."""
+        nets = [net for t in self.config.trunks for net in t.accept_from]
+        for t in self.config.trunks:
+            if t.address is not None:
+                nets.append(t.address.rpartition(":")[0].strip("[]"))
+        return nets
+
+    def trunk_for_address(self, peer: Peer) -> Trunk | None:
+        """The trunk whose address is ``peer`` (transport, host, port), if any."""
+        for t in self.config.trunks:
+            if t.address is not None and t.peer() == peer:
+                return t
+        return None
 
     def trunk_for_source(self, host: str) -> Trunk | None:
         try:

@@ -191,8 +191,12 @@ class Ansim(EngineProcess):
         timers: dict[str, float] | None = None,
         tcp: bool = False,
         tcp_idle_timeout: float | None = None,
+        tls_port: int | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(workdir, listen_flags=False, log_name="ansim.log")
+        self.tls_port = tls_port
+        self.more_config = config or {}
         self.tcp_listen = tcp
         self.tcp_idle_timeout = tcp_idle_timeout
         self.metrics_port = free_port(socket.SOCK_STREAM) if metrics else None
@@ -214,6 +218,8 @@ class Ansim(EngineProcess):
         sip: dict[str, Any] = {"listen": [f"udp:127.0.0.1:{self.port}"]}
         if self.tcp_listen:
             sip["listen"].append(f"tcp:127.0.0.1:{self.port}")
+        if self.tls_port is not None:
+            sip["listen"].append(f"tls:127.0.0.1:{self.tls_port}")
         if self.tcp_idle_timeout is not None:
             sip["tcp_idle_timeout"] = self.tcp_idle_timeout
         if self.timers:
@@ -224,6 +230,12 @@ class Ansim(EngineProcess):
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}" if self.metrics_port else None},
             "trunks": "trunks.yaml",
         }
+        for key, value in self.more_config.items():
+            section = self.extra_config.get(key)
+            if isinstance(value, dict) and isinstance(section, dict):
+                self.extra_config[key] = {**section, **value}
+            else:
+                self.extra_config[key] = value
         trunks = {
             "trunks": self.trunks,
             "routes": self.routes,

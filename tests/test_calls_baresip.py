@@ -129,7 +129,7 @@ class Baresip:
         data = self.log.read_bytes() if self.log.exists() else b""
         out = []
         for m in re.finditer(
-            rb"\x1b\[36;1m#\n(?:UDP|TCP) (\S+) -> (\S+)\n(.*?)\x1b\[;m\n", data, re.S
+            rb"\x1b\[36;1m#\n(?:UDP|TCP|TLS) (\S+) -> (\S+)\n(.*?)\x1b\[;m\n", data, re.S
         ):
             out.append((m.group(1).decode(), m.group(2).decode(), SipMsg("trace", m.group(3))))
         return out
