@@ -52,6 +52,11 @@ MODULES: Final = (
     "b2bua.sip.bodies",
     "b2bua.sip.extensions",
     "b2bua.endpoint",
+    "b2bua.outgoing",
+    "b2bua.call",
+    "b2bua.controller",
+    "b2bua.indialog",
+    "b2bua.bridge",
     "b2bua.calls",
     "b2bua.transport",
 )
