@@ -15,6 +15,7 @@ before the UAC leg's INVITE goes out (``b2bua.anchor``).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from translate.bindings import Refusal
@@ -24,7 +25,7 @@ from .call import Call, CallState, Leg, Pending
 from .controller import Controller
 from .indialog import relay_failure, relay_request, relay_response
 from .outgoing import add_body_headers, copy_headers, reason
-from .sip.bodies import ANSWER, EARLY, OFFER, Numbers, outgoing_body
+from .sip.bodies import ANSWER, DTMF_RELAY, EARLY, OFFER, Numbers, outgoing_body
 from .sip.dialog import Dialog
 from .sip.errors import SipParseError
 from .sip.extensions import min_se, required, rseq, unsupported
@@ -38,6 +39,8 @@ from .trunks import Trunk
 
 if TYPE_CHECKING:
     from .calls import CallEngine
+
+log = logging.getLogger("b2bua.calls")
 
 # Refusal reason -> (status, phrase), as translate.refusals decides for every side.
 REFUSALS: dict[str, tuple[int, bytes]] = {
@@ -319,7 +322,14 @@ class Bridge(Controller):
             if final:
                 engine.answer(call, out, now, send=False)
             engine.media.update(
-                call, leg, resp, now, lambda t: self._send_to_caller(call, out, final, t)
+                call,
+                leg,
+                resp,
+                now,
+                lambda t: self._send_to_caller(call, out, final, t),
+                out,
+                call.a,
+                ANSWER if final else EARLY,
             )
         elif final:
             engine.answer(call, out, now)
@@ -388,8 +398,19 @@ class Bridge(Controller):
     # -- ACK, CANCEL, BYE ------------------------------------------------------------------
     def on_ack(self, call: Call, leg: Leg, ack: Request, now: float) -> None:
         other = call.other(leg)
-        if other is not None and other.ack_cseq is not None:
-            self.engine.send_ack(other, ack, now)
+        if other is None or other.ack_cseq is None:
+            return
+        engine = self.engine
+        if call.media is not None and ack.body:  # the answer to an offer sent in a 2xx
+
+            def send(t: float) -> None:
+                if other.ack_cseq is not None:
+                    engine.media.prepare_builder(call, other.name, other.sdp)
+                    engine.send_ack(other, ack, t)
+
+            engine.media.update(call, leg, ack, now, send)
+            return
+        engine.send_ack(other, ack, now)
 
     def on_cancel(self, call: Call, cancel: Request, now: float) -> None:
         self._caller_gave_up(call, cancel, now)
@@ -428,6 +449,43 @@ class Bridge(Controller):
             engine.send_bye(other, now)
         call.status = call.status or 200
         engine.finish(call, now, "completed")
+
+    # -- digits ------------------------------------------------------------------------------
+    def on_dtmf(
+        self, call: Call, leg: Leg, digit: bytes, duration_ms: int, via: str, now: float
+    ) -> bool:
+        """A digit keyed on ``leg`` goes to the other leg in the form that leg's party
+        negotiated: RFC 4733 events when it offered or accepted telephone-event and the
+        media is anchored by ansim's relay, a SIP INFO (``application/dtmf-relay``)
+        otherwise."""
+        engine = self.engine
+        dtmf = engine.stats.dtmf
+        dtmf[via] = dtmf.get(via, 0) + 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "dtmf",
+                extra={
+                    "call_id": call.a_invite.call_id.decode(errors="replace"),
+                    "leg": leg.name,
+                    "via": via,
+                    "duration_ms": duration_ms,
+                },
+            )
+        other = call.other(leg)
+        if other is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
+            return False
+        if via == "rtp":
+            if other.events_pt is None:  # the relay did not forward it: an INFO
+                body = b"Signal=%s\r\nDuration=%d\r\n" % (digit, duration_ms)
+                txn = engine.send_in_dialog(other, b"INFO", body, DTMF_RELAY, now)
+                txn.user = Pending(call, leg, other, None)
+            return True
+        media = engine.media
+        return (
+            call.media is not None
+            and other.events_pt is not None
+            and media.send_dtmf(call, other, digit.decode(), duration_ms)
+        )
 
     # -- in-dialog requests ------------------------------------------------------------------
     def on_request(

@@ -207,11 +207,12 @@ class CallStats:
     """Counters read by the metrics collector at scrape time (plain numbers, so that
     counting costs the hot path nothing and nothing grows when no one scrapes)."""
 
-    __slots__ = ("calls", "lookups", "setup_buckets", "setup_sum")
+    __slots__ = ("calls", "dtmf", "lookups", "setup_buckets", "setup_sum")
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}  # outcome -> count
         self.lookups: dict[str, int] = {}  # route / refusal reason -> count
+        self.dtmf: dict[str, int] = {}  # digits a controller was handed, by how ("rtp", "info")
         # Setup times per bucket of SETUP_BUCKETS (not cumulative), the last one above them all.
         self.setup_buckets = [0] * (len(SETUP_BUCKETS) + 1)
         self.setup_sum = 0.0

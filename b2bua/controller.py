@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .call import Call, Leg, Pending
+from .call import Call, CallState, Leg, Pending
 from .sip.message import Request, Response
 from .sip.transaction import ClientTransaction, ServerTransaction
 
@@ -82,9 +82,11 @@ class Controller:
 
     def on_dtmf(
         self, call: Call, leg: Leg, digit: bytes, duration_ms: int, via: str, now: float
-    ) -> None:
-        """A digit keyed by ``leg``'s party: ``via`` "rtp" (RFC 4733, seen by the media
-        relay) or "info" (a SIP INFO, answered already)."""
+    ) -> bool:
+        """A digit keyed by ``leg``'s party: ``via`` "rtp" (RFC 4733 events the media
+        relay saw) or "info" (a SIP INFO). True when the controller has dealt with it
+        (an INFO is then answered 200 and not relayed)."""
+        return False
 
     def on_media_timeout(self, call: Call, now: float) -> None:
         """No RTP either way for the media timeout: the call is ended on every leg."""
@@ -93,7 +95,14 @@ class Controller:
         self.engine.hangup(call, now)
 
     def on_media_lost(self, call: Call, now: float) -> None:
-        """The process that anchored the call's media is gone: the call is ended cleanly."""
+        """The process that anchored the call's media is gone: the call is ended cleanly
+        (BYE on both legs once answered; before that 503 to the caller, the callee
+        cancelled)."""
         call.ended_by = "engine"
-        call.reason = "media_failure"
-        self.engine.hangup(call, now)
+        engine = self.engine
+        if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            call.reason = "media_failure"
+            engine.hangup(call, now)
+        else:
+            engine.cancel_uac(call, now)
+            engine.reject(call, 503, b"Service Unavailable", "media_failure", now)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .call import Leg, Pending
 from .outgoing import add_body_headers, copy_headers, reason
-from .sip.bodies import ANSWER, EARLY, INFO, OFFER, OTHER, outgoing_body
+from .sip.bodies import ANSWER, DTMF, DTMF_RELAY, EARLY, INFO, OFFER, OTHER, outgoing_body
 from .sip.extensions import IN_DIALOG_OPTIONS, required
 from .sip.message import Request, Response
 from .sip.responses import make_response
@@ -57,13 +57,13 @@ def relay_request(
         headers = [(b"accept", policy.accept_info)] if body.status == 415 else None
         engine.layer.reply(txn, body.status, now, headers=headers)
         return
-    if (
-        kind == INFO
-        and body.body
-        and engine.media is not None
-        and engine.media.info_digit(call, leg, req, body, txn, now)
-    ):
-        return  # the digit went on as RFC 4733 toward the other leg
+    if kind == INFO and body.body:
+        digit = info_digit(body.content_type, body.body)
+        if digit is not None and call.controller.on_dtmf(
+            call, leg, digit[0], digit[1], "info", now
+        ):
+            engine.layer.reply(txn, 200, now)  # the digit went on in another form
+            return
     if target_refresh:
         other.out_pending = True
         if method == b"INVITE":
@@ -102,9 +102,28 @@ def relay_request(
     txn.user = call
     pending = Pending(call, leg, other, txn)
     if media is not None and kind == OFFER and req.body:
-        engine.media.update(call, leg, req, now, lambda t: _send(engine, other, out, pending, t))
+        engine.media.update(
+            call, leg, req, now, lambda t: _send(engine, other, out, pending, t), out, other, OFFER
+        )
         return
     _send(engine, other, out, pending, now)
+
+
+def info_digit(content_type: bytes | None, body: bytes) -> tuple[bytes, int] | None:
+    """(digit, duration in ms) of an INFO body as ``sip.bodies`` rebuilt it, or None."""
+    if content_type == DTMF:
+        return (body.strip(), 100) if body.strip() else None
+    if content_type != DTMF_RELAY:
+        return None
+    signal = b""
+    duration = 100
+    for line in body.split(b"\r\n"):
+        key, _, value = line.partition(b"=")
+        if key == b"Signal":
+            signal = value
+        elif key == b"Duration" and value.isdigit():
+            duration = int(value)
+    return (signal, duration) if signal else None
 
 
 def _send(engine: CallEngine, leg: Leg, out: Request, pending: Pending, now: float) -> None:
@@ -170,7 +189,14 @@ def relay_response(
     add_body_headers(out, body.content_type, body.disposition)
     if media is not None and kind != OTHER and resp.body:
         engine.media.update(
-            call, relay.to_leg, resp, now, lambda t: engine.layer.respond(server, out, t)
+            call,
+            relay.to_leg,
+            resp,
+            now,
+            lambda t: engine.layer.respond(server, out, t),
+            out,
+            from_leg,
+            kind,
         )
         return
     engine.layer.respond(server, out, now)

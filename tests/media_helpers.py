@@ -219,6 +219,7 @@ class RtpengineProcess:
 
     def __init__(self, folder: Path, ng_port: int, port_min: int, port_max: int) -> None:
         self.ng_port = ng_port
+        self.ports = range(port_min, port_max + 1)
         self.log = folder / "rtpengine.log"
         self.folder = folder
         self.proc = subprocess.Popen(
@@ -269,11 +270,12 @@ class RtpengineProcess:
 
 
 @contextmanager
-def rtpengine_process(folder: Path) -> Iterator[RtpengineProcess]:
+def rtpengine_process(folder: Path, low: int | None = None) -> Iterator[RtpengineProcess]:
     from tests.conftest import free_port
 
     ng = free_port()
-    low = 10000 + (ng % 90) * 100
+    if low is None:
+        low = 10000 + (ng % 90) * 100
     daemon = RtpengineProcess(folder, ng, low, low + 99)
     try:
         yield daemon
