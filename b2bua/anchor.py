@@ -188,6 +188,7 @@ class CallMedia:
         "ended",
         "id",
         "mode",
+        "mux",
         "offerer",
         "record",
         "recording",
@@ -204,6 +205,8 @@ class CallMedia:
         self.relay: RelayClient | None = None
         self.relay_index = -1
         self.targets: dict[str, tuple[MediaTarget, bytes | None]] = {}
+        # Whether each party's last SDP had rtcp-mux: a leg muxes only when both did.
+        self.mux: dict[str, bool] = {"a": False, "b": False}
         self.offerer = "a"  # whose offer rtpengine holds (the from-tag of its answer)
         self.recording: str | None = None
         self.tap: RecordingTap | None = None
@@ -411,7 +414,13 @@ class MediaAnchor:
                 )
                 engine.ep.flush()
             return
-        if media.ended or call.cancelled or call.state == CallState.ENDED:
+        if media.ended:
+            # The call ended while its media was being set up: the delete sent then may
+            # have reached the media engine before the legs did.
+            media.closed = False
+            await self._delete(media)
+            return
+        if call.cancelled or call.state == CallState.ENDED:
             return
         engine = self.engine
         assert engine is not None
@@ -425,6 +434,7 @@ class MediaAnchor:
         fields: dict[str, Any] = {}
         if desc is not None:
             fields, a.events_pt = leg_fields(desc)
+            media.mux["a"] = fields.pop("mux", False)
         info_a = await relay.leg(
             media.id,
             "a",
@@ -440,20 +450,20 @@ class MediaAnchor:
         info_b = await relay.leg(
             media.id, "b", peer="a", channel=1, source_ip=source, latch=self.settings.latch
         )
-        media.targets["a"] = self._target(info_a, fields.get("mux", False))
-        media.targets["b"] = self._target(info_b, False)
+        media.targets["a"] = self._target(info_a)
+        media.targets["b"] = self._target(info_b)
         if media.record:
             result = await relay.record(media.id, meta=self._meta(call))
             media.recording = str(result.get("recording"))
 
-    def _target(self, info: LegInfo, mux: bool) -> tuple[MediaTarget, bytes | None]:
+    def _target(self, info: LegInfo) -> tuple[MediaTarget, bytes | None]:
         relays = self.relays
         address = info.address
         if relays is not None:
             address = relays.advertised(address)
         raw = address.encode()
         return (
-            MediaTarget((address_type(raw), raw), info.port, None if mux else info.rtcp_port),
+            MediaTarget((address_type(raw), raw), info.port, info.rtcp_port),
             info.cname.encode(),
         )
 
@@ -487,7 +497,12 @@ class MediaAnchor:
         try:
             if media.mode == "relay":
                 relay = self._relay_for(media)
-                await relay.leg(media.id, leg.name, **fields)
+                other = "b" if leg.name == "a" else "a"
+                media.mux[leg.name] = fields.pop("mux", False)
+                both = media.mux["a"] and media.mux["b"]
+                await relay.leg(media.id, leg.name, mux=both, **fields)
+                if not offer:  # the answer settles rtcp-mux for the offerer's leg too
+                    await relay.leg(media.id, other, mux=both)
             else:
                 await self._update_rtpengine(call, media, leg, desc, offer)
         except Exception as exc:
