@@ -498,10 +498,11 @@ class MediaAnchor:
             if media.mode == "relay":
                 relay = self._relay_for(media)
                 other = "b" if leg.name == "a" else "a"
+                was = media.mux["a"] and media.mux["b"]
                 media.mux[leg.name] = fields.pop("mux", False)
                 both = media.mux["a"] and media.mux["b"]
                 await relay.leg(media.id, leg.name, mux=both, **fields)
-                if not offer:  # the answer settles rtcp-mux for the offerer's leg too
+                if both != was:  # rtcp-mux is settled for the other party's leg too
                     await relay.leg(media.id, other, mux=both)
             else:
                 await self._update_rtpengine(call, media, leg, desc, offer)
