@@ -331,6 +331,12 @@ class MediaAnchor:
             return
         media.ended = True
         self.calls.pop(media.id, None)
+        ng = self.rtpengine
+        if media.mode == "rtpengine" and ng is not None and not media.closed:
+            # Sent before the messages that end the call: a party told of the end sends
+            # its RTCP BYE (with its SDES) at once, and rtpengine forwards a BYE compound
+            # even when it generates RTCP itself, unless the call is gone by then.
+            self._watch(ng.send("delete", call_id=media.id))
         self._spawn(self._delete(media))
 
     # -- events from the relay -------------------------------------------------------------
@@ -375,6 +381,13 @@ class MediaAnchor:
         task = self.loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _watch(self, fut: asyncio.Future[Any]) -> None:
+        def done(f: asyncio.Future[Any]) -> None:
+            if not f.cancelled() and f.exception() is not None:
+                log.warning("media command failed: %s", f.exception())
+
+        fut.add_done_callback(done)
 
     async def _command(self, coro: Any) -> Any:
         try:
@@ -562,8 +575,6 @@ class MediaAnchor:
         if media.tap is not None and ng is not None and self.relays is not None:
             relay = self._relay_for(media)
             await self._command(stop_recording_tap(ng, relay, media.tap))
-        if ng is not None:
-            await self._command(ng.delete(media.id))
 
     async def drain(self, timeout: float) -> None:
         """Wait (bounded) for the commands under way, the deletes of ended calls included."""

@@ -31,6 +31,7 @@ class Baresip:
     home: Path
     proc: subprocess.Popen[bytes] | None = None
     address: str = ""
+    sip_port: int = 0
     ctrl_port: int | None = None
 
     @property
@@ -52,6 +53,7 @@ class Baresip:
         ctrl_port: int | None = None,
     ) -> None:
         self.address = address
+        self.sip_port = port
         self.ctrl_port = ctrl_port
         self.home.mkdir(parents=True)
         self.dumps.mkdir()

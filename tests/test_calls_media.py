@@ -33,6 +33,7 @@ from conftest import ROOT, free_port
 from media_helpers import make_keys, rtpengine_process
 
 from media.g711 import decode
+from media.rtcp import sdes_items
 
 pytestmark = [
     pytest.mark.skipif(
@@ -61,13 +62,34 @@ class CallResult:
     b_ports: range
     media_ports: range  # the relay's or rtpengine's
 
-    def to(self, ip: str, ports: range) -> list[Datagram]:
-        """What a party received: datagrams to its address, or to its media ports
-        (its RTP leaves from 127.0.0.1, so the relay latches and answers there)."""
-        return [p for p in self.packets if p.dst[0] == ip or p.dst[1] in ports]
+    def ports_of(self, party: Baresip) -> set[int]:
+        """The party's own ports: its SIP port, and the RTP and RTCP ports of every SDP
+        it sent (other tests on the machine may run baresip on the same addresses)."""
+        ports = {party.sip_port}
+        for m in party.sent(party.address):
+            for line in m.body.splitlines():
+                if line.startswith("m=audio "):
+                    rtp = int(line.split()[1])
+                    ports |= {rtp, rtp + 1}
+        return ports
 
-    def sent(self, ip: str, ports: range) -> list[Datagram]:
-        return [p for p in self.packets if p.src[0] == ip or p.src[1] in ports]
+    def to(self, party: Baresip) -> list[Datagram]:
+        """What a party received: datagrams to its ports at its address, or at 127.0.0.1
+        (its RTP leaves from 127.0.0.1, so the relay latches and answers there)."""
+        ports = self.ports_of(party)
+        return [
+            p
+            for p in self.packets
+            if p.dst[0] in (party.address, "127.0.0.1") and p.dst[1] in ports
+        ]
+
+    def sent(self, party: Baresip) -> list[Datagram]:
+        ports = self.ports_of(party)
+        return [
+            p
+            for p in self.packets
+            if p.src[0] in (party.address, "127.0.0.1") and p.src[1] in ports
+        ]
 
 
 def run_call(tmp_path: Path, mode: str) -> Iterator[CallResult]:
@@ -151,7 +173,7 @@ def run_call(tmp_path: Path, mode: str) -> Iterator[CallResult]:
             ]
             assert len(rtp_from_a) > 60, summary(capture.packets)
             hits = plaintext_on_disk([recordings, engine_tmp, engine.workdir], rtp_from_a)
-            time.sleep(2.5)
+            time.sleep(4.5)  # baresip sends RTCP every few seconds: let each send some
             caller.command("hangup")
             deadline = time.monotonic() + 5
             while not any(m.method == "BYE" for m in callee.received(B_IP)):
@@ -205,8 +227,8 @@ def plaintext_on_disk(folders: list[Path], payloads: list[bytes]) -> list[str]:
 
 def check_call(result: CallResult, tmp_path: Path, mode: str) -> None:
     caller, callee, engine = result.caller, result.callee, result.engine
-    to_a = result.to(A_IP, result.a_ports)
-    to_b = result.to(B_IP, result.b_ports)
+    to_a = result.to(caller)
+    to_b = result.to(callee)
 
     # Audio both ways, and still after each side held and resumed (the end of each dump).
     a_heard, b_heard = caller.recording(), callee.recording()
@@ -230,7 +252,7 @@ def check_call(result: CallResult, tmp_path: Path, mode: str) -> None:
         assert sources and all(
             ip == "127.0.0.1" and port in result.media_ports for ip, port in sources
         ), sources
-    assert any(p.is_rtcp for p in to_a) and any(p.is_rtcp for p in to_b)
+    assert any(p.is_rtcp for p in to_a) and any(p.is_rtcp for p in to_b), summary(result.packets)
     assert sum(p.is_rtp for p in to_a) > 200 and sum(p.is_rtp for p in to_b) > 200
     # Nothing either side received names the other: number in any form, or address.
     for packets, other, other_ip in ((to_a, B_UA, B_IP), (to_b, A_UA, A_IP)):
@@ -240,8 +262,25 @@ def check_call(result: CallResult, tmp_path: Path, mode: str) -> None:
             assert other_ip.encode() not in p.payload, p.payload[:400]
             hits = scan(p.payload, other)
             assert not hits, (hits, p.payload[:400])
+    if mode == "relay":
+        # The CNAME each party finds in RTCP SDES is the one its SDP's a=ssrc names.
+        for party, packets in ((caller, to_a), (callee, to_b)):
+            sdp_cnames = {
+                line.split("cname:", 1)[1].strip()
+                for m in party.received(A_IP if party is caller else B_IP)
+                for line in m.body.splitlines()
+                if line.startswith("a=ssrc:") and "cname:" in line
+            }
+            rtcp_cnames = {
+                text.decode()
+                for p in packets
+                if p.is_rtcp
+                for _, kind, text in sdes_items(p.payload)
+                if kind == 1
+            }
+            assert len(sdp_cnames) == 1 and rtcp_cnames == sdp_cnames, (sdp_cnames, rtcp_cnames)
     # Each side did send its own number and address in SDES (what the relay rewrites).
-    sent_rtcp = [p for p in result.sent(A_IP, result.a_ports) if p.is_rtcp]
+    sent_rtcp = [p for p in result.sent(caller) if p.is_rtcp]
     assert sent_rtcp and any(A_UA.e164.encode() in p.payload for p in sent_rtcp)
 
     # Signalling: the call was answered and ended on both legs; its record.
