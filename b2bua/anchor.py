@@ -448,20 +448,23 @@ class MediaAnchor:
         if desc is not None:
             fields, a.events_pt = leg_fields(desc)
             media.mux["a"] = fields.pop("mux", False)
-        info_a = await relay.leg(
-            media.id,
-            "a",
-            peer="b",
-            channel=0,
-            source_ip=a.peer[1],
-            latch=self.settings.latch,
-            media_timeout=self.settings.media_timeout,
-            **fields,
-        )
         trunk = call.trunks[0] if call.trunks else None
         source = trunk.peer()[1] if trunk is not None else None
-        info_b = await relay.leg(
-            media.id, "b", peer="a", channel=1, source_ip=source, latch=self.settings.latch
+        # Both legs at once: the relay takes the commands in the order they were sent.
+        info_a, info_b = await asyncio.gather(
+            relay.leg(
+                media.id,
+                "a",
+                peer="b",
+                channel=0,
+                source_ip=a.peer[1],
+                latch=self.settings.latch,
+                media_timeout=self.settings.media_timeout,
+                **fields,
+            ),
+            relay.leg(
+                media.id, "b", peer="a", channel=1, source_ip=source, latch=self.settings.latch
+            ),
         )
         media.targets["a"] = self._target(info_a)
         media.targets["b"] = self._target(info_b)
