@@ -40,6 +40,13 @@ def smpp_paths(folder: Path) -> SmppPaths:
     return SmppPaths(smpp, Path(config.numbers.store))
 
 
+def recording_paths(folder: Path) -> tuple[str, str]:
+    """The recordings folder and audit log of the folder's ``ansim.yaml`` (for
+    ``ansim recordings``)."""
+    rec = load_engine_config(folder).media.recording
+    return rec.directory, rec.audit_log
+
+
 def version() -> str:
     try:
         return metadata.version("ansim")
@@ -69,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         sms_smpp.cli.register(sub, smpp_paths)
     import media.cli
 
-    media.cli.register(sub)
+    media.cli.register(sub, recording_paths)
     import api.cli
 
     api.cli.register(sub)

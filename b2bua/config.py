@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.settings import ApiSettings
+from media.settings import MediaSettings
 from translate.settings import NumbersSettings, config_path
 from translate.yaml_source import load_model
 
@@ -244,6 +245,11 @@ class EngineConfig(_Strict):
         "end it are sent, so that records survive power loss and not only a crash of the engine",
     )
     smpp: str | None = Field("smpp.yaml", description="SMPP relay config, or null for none")
+    media: MediaSettings = Field(
+        MediaSettings(),
+        description="how calls' media is carried (passthrough, relay, rtpengine), the relay "
+        "processes, recordings",
+    )
 
     def resolved(self, folder: str | Path) -> EngineConfig:
         """A copy with every path absolute, relative ones taken from ``folder``."""
@@ -254,8 +260,25 @@ class EngineConfig(_Strict):
                 "trunks": config_path(folder, self.trunks),
                 "cdr": config_path(folder, self.cdr),
                 "smpp": None if self.smpp is None else config_path(folder, self.smpp),
+                "media": _media_resolved(self.media, folder),
             }
         )
+
+
+def _media_resolved(media: MediaSettings, folder: str | Path) -> MediaSettings:
+    """The media section with its paths (control sockets, recordings) made absolute."""
+    rec = media.recording
+    recording = rec.model_copy(
+        update={
+            "directory": config_path(folder, rec.directory),
+            "audit_log": config_path(folder, rec.audit_log),
+            "public_key": None if rec.public_key is None else config_path(folder, rec.public_key),
+        }
+    )
+    relays = [
+        r.model_copy(update={"control": config_path(folder, r.control)}) for r in media.relays
+    ]
+    return media.model_copy(update={"recording": recording, "relays": relays})
 
 
 class ConfigFolderError(ValueError):

@@ -62,6 +62,15 @@ class SipCollector(Collector):
         for result, n in sorted(c.lookups.items()):
             lookups.add_metric([result], n)
         yield lookups
+        dtmf = CounterMetricFamily(
+            "ansim_dtmf_digits",
+            "Digits keyed by a party and handed to the call's controller, by how they came "
+            "(rtp: RFC 4733 events seen by the media relay; info: SIP INFO)",
+            labels=["via"],
+        )
+        for via, n in sorted(c.dtmf.items()):
+            dtmf.add_metric([via], n)
+        yield dtmf
         active = GaugeMetricFamily("ansim_active_calls", "Calls in progress")
         active.add_metric([], len(self.calls.calls))
         yield active

@@ -20,6 +20,7 @@ from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
 from . import native
+from .anchor import MediaAnchor, RelayPool
 from .calls import CallEngine
 from .cdr import CdrSchemaError, CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
@@ -35,6 +36,7 @@ from .tls import TlsConfigError, TlsContexts
 from .trunks import TrunkTable, load_trunks
 
 if TYPE_CHECKING:
+    from media.rtpengine import RtpengineClient
     from sms_smpp.config import SmppConfig
     from sms_smpp.service import SmppService
 
@@ -42,6 +44,7 @@ log = logging.getLogger("ansim")
 
 DRAIN_SECONDS = 4.5
 PURGE_EVERY = 60  # seconds between purges of expired bindings
+RETENTION_EVERY = 3600  # seconds between runs of the recordings' retention
 STORE_JOB_GRACE = 1.0  # seconds a stopping engine waits for a reload or purge under way
 
 
@@ -170,6 +173,8 @@ class Engine:
         self.cdr: CdrWriter | None = None
         self.calls: CallEngine | None = None
         self.smpp: SmppService | None = None
+        self.relays: RelayPool | None = None
+        self.rtpengine: RtpengineClient | None = None
         sip = config.sip
         flood = config.flood
         self.flood = (
@@ -250,6 +255,13 @@ class Engine:
                 advertise = {k: (self.config.sip.advertise, v[1]) for k, v in advertise.items()}
             for host_port in advertise.values():
                 self.endpoint.add_sent_by(*host_port)
+        try:
+            anchor = await self._start_media(loop)
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot start the media relays or reach rtpengine: %s", exc)
+            await self._stop_media()
+            await self._close()
+            return 1
         self.calls = CallEngine(
             self.endpoint,
             self.store,
@@ -258,7 +270,9 @@ class Engine:
             advertise=advertise,
             cdr=self.cdr,
             call_later=loop.call_later,
+            media=anchor,
         )
+        anchor.bind(self.calls)
         self.endpoint.user = self.calls
         if self.config.metrics.listen:
             from .metrics import serve_metrics
@@ -299,10 +313,14 @@ class Engine:
                     jobs.reload()
                 if ticks % PURGE_EVERY == 0:
                     jobs.purge()
+                if ticks % RETENTION_EVERY == 1:
+                    self._retention(loop)
         log.info("stopping: finishing in-flight transactions")
         await self._stop_smpp()
         self.calls.shutdown(self.endpoint.now())
         await self.endpoint.drain(DRAIN_SECONDS)
+        await anchor.drain(2.0)
+        await self._stop_media()
         await self._close()
         log.info("engine stopped")
         return 0
@@ -351,6 +369,51 @@ class Engine:
             extra={"errors": len(result.errors)},
         )
         return True
+
+    async def _start_media(self, loop: asyncio.AbstractEventLoop) -> MediaAnchor:
+        """The relay processes of ``media.relays`` started, rtpengine's ng port opened
+        when ``media.rtpengine`` names one, and the engine's media side over them. With
+        neither, calls whose mode is not passthrough are answered 503."""
+        settings = self.config.media
+        if settings.relays:
+            self.relays = RelayPool(settings, loop)
+            await self.relays.start()
+        if settings.rtpengine is not None:
+            from media.rtpengine import RtpengineClient
+
+            host, port = settings.rtpengine.address()
+            rtpengine = RtpengineClient(
+                host, port, settings.rtpengine.retry_s, settings.rtpengine.attempts
+            )
+            self.rtpengine = await rtpengine.open()
+        return MediaAnchor(settings, self.relays, self.rtpengine, loop)
+
+    async def _stop_media(self) -> None:
+        if self.relays is not None:
+            await self.relays.stop()
+        if self.rtpengine is not None:
+            self.rtpengine.close()
+
+    def _retention(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Recordings older than ``media.recording.retention_days`` are deleted, off the loop."""
+        rec = self.config.media.recording
+        days = rec.retention_days
+        if days is None or not Path(rec.directory).is_dir():
+            return
+        from media.recordings import purge_recordings
+
+        def purge() -> None:
+            try:
+                removed = purge_recordings(
+                    Path(rec.directory), days * 86400.0, time.time()
+                )
+            except OSError as exc:
+                log.error("recordings retention failed: %s", exc)
+                return
+            if removed:
+                log.info("recordings past retention deleted", extra={"count": len(removed)})
+
+        loop.run_in_executor(None, purge)
 
     async def _start_smpp(self) -> bool:
         if self.smpp_config is None:

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from media.settings import MediaMode
 from translate.numbers import NumberPlan, is_e164, normalise
 from translate.yaml_source import load_model
 
@@ -93,6 +94,13 @@ class Trunk(_Strict):
     no_answer_timeout: float = Field(
         90.0, gt=0, le=600, description="seconds of ringing before giving up (480)"
     )
+    media: MediaMode | None = Field(
+        None,
+        description="how the media of calls from this trunk (or, for calls from a trunk "
+        "naming none, to it) is carried; null: the media section's mode; a binding's "
+        "media overrides it",
+    )
+    record: bool = Field(False, description="record every call from this trunk (encrypted)")
 
     @field_validator("accept_from")
     @classmethod

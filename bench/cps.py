@@ -15,6 +15,7 @@ highest clean rate. Every step is bounded in calls and time.
     .venv/bin/python bench/cps.py --peer sippy          # ansim, then sippy, same ramp, ratios
     .venv/bin/python bench/cps.py --concurrent 5000     # memory: RSS per 1,000 concurrent calls
     .venv/bin/python bench/cps.py --overload --clean-rate 2500 --baseline ../ansim-base
+    .venv/bin/python bench/cps.py --media relay         # media anchored by one relay process
 
 ``--overload`` offers twice ``--clean-rate`` (the highest clean rate of a ramp) for
 ``--seconds`` (60 by default in this mode) with a carrier scenario that accepts a 503
@@ -24,6 +25,11 @@ checkout (its sources and compiled build, run with this virtualenv's Python), so
 the two builds are compared in one run. For each step it reports goodput (calls
 completed end to end per second), the calls refused with 503 and how fast (INVITE->503),
 calls answered 100 Trying that failed, INVITE retransmissions and CPU per completed call.
+
+With ``--media relay`` every call's media is anchored by one relay process (started by
+``ansim serve`` on the engine's CPU): a port pair per leg, the SDP rewritten toward it,
+the relay told of each answer and deleted at the end; SIPp sends no RTP, so this is the
+signalling cost of anchoring. The relay's CPU is reported apart ("relay").
 
 sippy comes from the bench extra (`pip install -e '.[bench]'`); it is run as
 `b2bua -f -u -A 0 -s HOST:PORT` with SIPLOG_BEND=none.
@@ -81,6 +87,28 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid``, its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the media relays ``ansim serve`` starts)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def children_cpu(pid: int) -> float:
+    total = 0.0
+    for child in children(pid):
+        try:
+            user, system = cpu_seconds(child)
+        except OSError:
+            continue
+        total += user + system
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -141,6 +169,7 @@ class Step:
     p99_ms: float
     rcvbuf_errors: int
     ok: bool
+    media_ms_per_call: float = 0.0  # the engine's child processes (media relays)
 
 
 def last_stat_row(path: Path) -> dict[str, str]:
@@ -177,7 +206,9 @@ class B2bua:
         bindings: int,
         profile: str | None = None,
         tree: Path | None = None,
+        media: str | None = None,
     ) -> None:
+        self.media = media
         self.peer = peer
         self.tree = tree  # another checkout's sources to run instead of this one
         self.profile = profile
@@ -199,6 +230,12 @@ class B2bua:
                 f"metrics: {{listen: null}}\ncdr: '{self.work}/cdr.sqlite'\nsmpp: null\n"
                 "logging: {level: warning}\n"
             )
+            if self.media == "relay":
+                with (cfg / "ansim.yaml").open("a") as f:
+                    f.write(
+                        "media: {mode: relay, relays: [{control: "
+                        f"'{self.work}/relay.sock', address: 127.0.0.1, ports: 30000-39999}}]}}\n"
+                    )
             (cfg / "trunks.yaml").write_text(
                 "trunks:\n  - name: callee\n    accept_from: [127.0.0.0/8]\n"
                 f"    address: 127.0.0.1:{self.uas_port}\n    invite_timeout: 8\n"
@@ -311,6 +348,7 @@ def run_step(
     assert b2bua.proc is not None
     pid = b2bua.proc.pid
     cpu0 = cpu_seconds(pid)
+    media0 = children_cpu(pid)
     err0 = udp_errors()
     t0 = time.monotonic()
     uac = subprocess.Popen(
@@ -325,6 +363,7 @@ def run_step(
         while time.monotonic() - t0 < warmup and uac.poll() is None:
             time.sleep(0.05)
         cpu0 = cpu_seconds(pid)
+        media0 = children_cpu(pid)
         measured_calls = max(int(rate * seconds), 1)
     try:
         uac.wait(timeout=total * 4 + hold_ms / 1000 + 60)
@@ -333,6 +372,7 @@ def run_step(
         uac.wait()
     elapsed = time.monotonic() - t0
     cpu1 = cpu_seconds(pid)
+    media_cpu = children_cpu(pid) - media0
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     try:
@@ -382,6 +422,7 @@ def run_step(
         p99_ms=percentile(rtts, 0.99),
         rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
         ok=ok,
+        media_ms_per_call=media_cpu * 1000 / max(min(uac_ok, measured_calls), 1),
     )
 
 
@@ -538,7 +579,8 @@ def print_step(s: Step) -> None:
         f"{s.peer:6} offered {s.offered:7.0f}/s  achieved {s.achieved:7.1f}/s  calls {s.calls:6}  "
         f"failed uac {s.uac_failed} uas {s.uas_failed}  retrans {s.retrans:4}  "
         f"cpu {s.cpu_ms_per_call:6.3f} ms/call ({s.user_ms_per_call:.3f} user)  INVITE->200 p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:7.2f} ms  "
-        f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}",
+        f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}"
+        + (f"  relay {s.media_ms_per_call:.3f} ms/call" if s.media_ms_per_call else ""),
         flush=True,
     )
 
@@ -547,7 +589,14 @@ def ramp(
     peer: str, args: argparse.Namespace, work: Path, inj: Path, rates: list[float]
 ) -> list[Step]:
     uas_port = free_port()
-    b2bua = B2bua(peer, work, uas_port, args.bindings, args.profile if peer == "ansim" else None)
+    b2bua = B2bua(
+        peer,
+        work,
+        uas_port,
+        args.bindings,
+        args.profile if peer == "ansim" else None,
+        media=args.media if peer == "ansim" else None,
+    )
     b2bua.start()
     steps: list[Step] = []
     try:
@@ -651,6 +700,9 @@ def main() -> None:
     ap.add_argument("--clean-rate", type=float, default=2500.0, help="the highest clean rate")
     ap.add_argument(
         "--baseline", metavar="DIR", help="overload mode: also run the engine of this checkout"
+    )
+    ap.add_argument(
+        "--media", choices=("relay",), help="anchor every call's media with a relay process"
     )
     args = ap.parse_args()
     if args.pin:

@@ -193,10 +193,15 @@ class Ansim(EngineProcess):
         tcp_idle_timeout: float | None = None,
         tls_port: int | None = None,
         config: dict[str, Any] | None = None,
+        media: dict[str, Any] | None = None,
+        log_level: str = "warning",
+        env: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(workdir, listen_flags=False, log_name="ansim.log")
+        super().__init__(workdir, listen_flags=False, log_name="ansim.log", env=env)
         self.tls_port = tls_port
         self.more_config = config or {}
+        self.media = media
+        self.log_level = log_level
         self.tcp_listen = tcp
         self.tcp_idle_timeout = tcp_idle_timeout
         self.metrics_port = free_port(socket.SOCK_STREAM) if metrics else None
@@ -226,7 +231,7 @@ class Ansim(EngineProcess):
             sip["timers"] = self.timers
         self.extra_config = {
             "sip": sip,
-            "logging": {"level": "warning"},
+            "logging": {"level": self.log_level},
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}" if self.metrics_port else None},
             "trunks": "trunks.yaml",
         }
@@ -236,6 +241,8 @@ class Ansim(EngineProcess):
                 self.extra_config[key] = {**section, **value}
             else:
                 self.extra_config[key] = value
+        if self.media is not None:
+            self.extra_config["media"] = self.media
         trunks = {
             "trunks": self.trunks,
             "routes": self.routes,

@@ -22,19 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from baresip_helpers import BARESIP, MODULES, Baresip, peak_hz
 from call_env import VIRTUAL_AX, Ansim, SipMsg, user_part
 from conftest import free_port
 from cryptography import x509
-from test_calls_baresip import (
-    BARESIP,
-    CALLEE_TONE,
-    CALLEE_UA,
-    CALLER_TONE,
-    CALLER_UA,
-    MODULES,
-    Baresip,
-    peak_hz,
-)
+from test_calls_baresip import CALLEE_TONE, CALLEE_UA, CALLER_TONE, CALLER_UA
 from tls_certs import Authority, Pem
 
 pytestmark = pytest.mark.skipif(

@@ -46,20 +46,30 @@ def test_ax_any_caller_reaches_a_and_sees_x(store: Store) -> None:
         assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", False, 600, "N->A")
 
 
-def test_record_true_is_refused_through_the_api(store: Store) -> None:
+def test_record_and_media_reach_the_route_through_the_api(store: Store) -> None:
+    store.put(ax(record=True, media="rtpengine"), now=NOW)
+    assert store.lookup(X1, C, NOW) == Route(A, X1, "ax-1", "ax", True, None, "N->A", "rtpengine")
+
+
+def test_record_with_passthrough_is_refused(store: Store) -> None:
     with pytest.raises(ConflictError) as info:
-        store.put(ax(record=True), now=NOW)
-    assert [c.rule for c in info.value.conflicts] == ["recording-unsupported"]
-    assert "calls cannot be recorded yet" in str(info.value)
+        store.put(ax(record=True, media="passthrough"), now=NOW)
+    assert [c.rule for c in info.value.conflicts] == ["record-passthrough"]
     assert store.lookup(X1, C, NOW) == Refusal("unknown", None)
 
 
-def test_the_layout_keeps_the_record_flag() -> None:
-    # Kept for when recording exists: the stored form round-trips it already.
-    binding = ax(record=True, present="caller")
-    assert decode_binding(binding.id, encode_binding(binding, "api")) == (binding, "api")
-    flags = msgpack.unpackb(route_value(binding, A))[0]
-    assert flags & FLAG_RECORD and flags & FLAG_PRESENT_CALLER
+def test_the_layout_keeps_the_record_flag_and_media() -> None:
+    for media in (None, "passthrough", "relay", "rtpengine"):
+        binding = ax(record=media != "passthrough", present="caller", media=media)
+        assert decode_binding(binding.id, encode_binding(binding, "api")) == (binding, "api")
+        flags = msgpack.unpackb(route_value(binding, A))[0]
+        assert bool(flags & FLAG_RECORD) == binding.record and flags & FLAG_PRESENT_CALLER
+
+
+def test_a_binding_stored_before_media_modes_decodes() -> None:
+    old = msgpack.packb(["ax", X1, A, None, False, True, None, None, None, None, "yaml"])
+    binding, source = decode_binding("ax-1", old)
+    assert (binding.record, binding.media, source) == (True, None, "yaml")
 
 
 def test_ax_present_caller(store: Store) -> None:

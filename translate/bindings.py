@@ -15,10 +15,12 @@ Three kinds of binding, for a virtual number X and a calling party C (all E.164)
     default B (``b``), and B sees X.
 
 Each binding has an operator- or API-chosen ``id``, an optional expiry (epoch seconds),
-a ``record`` flag and optional limits: maximum call length, calls per hour, allowed hours.
-Bindings made through the API also carry their owner: the ``tenant`` (the platform that
-made it, which alone may see or change it) and an ``out_id``, free text the platform
-uses for its own reference (an order id). Neither takes part in a lookup.
+a ``record`` flag, an optional media mode (``passthrough``, ``relay``, ``rtpengine``:
+how the engine carries the call's media, overriding the trunk's) and optional limits:
+maximum call length, calls per hour, allowed hours. Bindings made through the API also
+carry their owner: the ``tenant`` (the platform that made it, which alone may see or
+change it) and an ``out_id``, free text the platform uses for its own reference (an order
+id). Neither takes part in a lookup.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from translate.numbers import is_e164, mask
 
 __all__ = [
     "KINDS",
+    "MEDIA_MODES",
     "NAME_PATTERN",
-    "RECORDING_UNSUPPORTED",
+    "RECORD_PASSTHROUGH",
     "Binding",
     "Hours",
     "Kind",
@@ -46,10 +49,11 @@ __all__ = [
 
 Kind = Literal["ax", "axb", "axn"]
 KINDS: Final[tuple[Kind, ...]] = ("ax", "axb", "axn")
-#: Why ``record=True`` is refused (rule ``recording-unsupported``) until media exists.
-RECORDING_UNSUPPORTED: Final = (
-    "record: true is refused: calls cannot be recorded yet; remove it or write record: false"
-)
+#: How a binding may ask the engine to carry its calls' media (None: the trunk decides).
+MediaMode = Literal["passthrough", "relay", "rtpengine"]
+MEDIA_MODES: Final[tuple[MediaMode, ...]] = ("passthrough", "relay", "rtpengine")
+#: Why ``record=True`` with ``media: passthrough`` is refused (rule ``record-passthrough``).
+RECORD_PASSTHROUGH: Final = "a recorded call cannot be passthrough: its media must reach ansim"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,7 @@ class Binding:
     hours: Hours | None = None
     tenant: str | None = None
     out_id: str | None = None
+    media: MediaMode | None = None
 
     def parties(self) -> tuple[str, ...]:
         """Real numbers that have a caller-specific route on X: both of an axb, A of an axn."""
@@ -144,6 +149,8 @@ class Binding:
             parts.append("present=caller")
         if self.record:
             parts.append("record")
+        if self.media is not None:
+            parts.append(f"media={self.media}")
         if self.expires is not None:
             when = dt.datetime.fromtimestamp(self.expires, dt.UTC)
             parts.append(f"expires={when.isoformat(timespec='seconds')}")
@@ -179,8 +186,10 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
         out.append(("present-ax-only", "present", "present: caller is only for ax"))
     if binding.b is not None and binding.a == binding.b:
         out.append(("same-party", "b", "a and b are the same number"))
-    if binding.record:
-        out.append(("recording-unsupported", "record", RECORDING_UNSUPPORTED))
+    if binding.media is not None and binding.media not in MEDIA_MODES:
+        out.append(("bad-media", "media", f"media must be one of {', '.join(MEDIA_MODES)}"))
+    if binding.record and binding.media == "passthrough":
+        out.append(("record-passthrough", "media", RECORD_PASSTHROUGH))
     if binding.virtual in (binding.a, binding.b):
         out.append(("virtual-is-party", "virtual", "the virtual number is also a real party"))
     for field in ("max_seconds", "calls_per_hour"):
@@ -214,8 +223,9 @@ class Route(NamedTuple):
     longest the call may last (None: no limit), ``direction`` who calls whom in the
     binding's terms: "N->A" (anyone to A of an ax or axn), "A->B" (A to B of an axb, A to
     the default B of an axn), "B->A" (B to A of an axb), or "" for an axb or axn entry
-    written before directions were recorded. A named tuple: the store builds one per
-    lookup, and a tuple is the cheapest object to build.
+    written before directions were recorded; ``media`` the binding's media mode ("" when
+    it names none: the trunk's applies). A named tuple: the store builds one per lookup,
+    and a tuple is the cheapest object to build.
     """
 
     callee: str
@@ -225,6 +235,7 @@ class Route(NamedTuple):
     record: bool
     max_seconds: int | None
     direction: str = ""
+    media: str = ""
 
 
 @dataclass(frozen=True, slots=True)

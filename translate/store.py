@@ -79,6 +79,8 @@ from translate.layout import (
     FORMAT,
     HEAD_MARK,
     KIND_MASK,
+    MEDIA_CODES,
+    MEDIA_SHIFT,
     SEP,
     decode_binding,
     encode_binding,
@@ -130,16 +132,17 @@ _NOT_PARTY: Final = Refusal("not_party", None)
 _unpackb = msgpack.unpackb
 _new_route = tuple.__new__  # Route's fields in order, without its Python-level __new__
 _monotonic = time.monotonic
-#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction).
-#: An ax entry written before directions were recorded can only be "N->A".
+#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction,
+#: media mode). An ax entry written before directions were recorded can only be "N->A".
 _FLAGS: Final = tuple(
     (
         KINDS[f & KIND_MASK] if f & KIND_MASK < len(KINDS) else "",
         bool(f & FLAG_RECORD),
         bool(f & FLAG_PRESENT_CALLER),
-        DIRECTIONS[f >> DIRECTION_SHIFT] or ("N->A" if f & KIND_MASK == 0 else ""),
+        DIRECTIONS[(f >> DIRECTION_SHIFT) & 3] or ("N->A" if f & KIND_MASK == 0 else ""),
+        MEDIA_CODES[f >> MEDIA_SHIFT],
     )
-    for f in range(64)
+    for f in range(256)
 )
 
 Progress = Callable[[int], None]
@@ -390,9 +393,11 @@ class Store:
                 if refusal is not None:
                     return refusal
                 max_seconds = rec[4]
-        kind, record, to_caller, direction = _FLAGS[rec[0]]
+        kind, record, to_caller, direction, media = _FLAGS[rec[0]]
         present = caller if to_caller else virtual
-        return _new_route(Route, (rec[1], present, rec[2], kind, record, max_seconds, direction))
+        return _new_route(
+            Route, (rec[1], present, rec[2], kind, record, max_seconds, direction, media)
+        )
 
     def _new_snapshot(self) -> lmdb.Cursor:
         self.release()
