@@ -1,15 +1,20 @@
-"""The media timeout, with SIPp on both sides playing RTP (``play_pcap_audio``): a call
+"""The media timeout and the relay's supervision, with SIPp on both sides playing RTP (``play_pcap_audio``): a call
 anchored by ansim's relay whose media stops in both directions is ended by the engine
 (BYE on both legs, CDR reason ``media_timeout``) once ``media.media_timeout`` seconds
 have passed without a packet, and not before.
 
 The RTP each SIPp received from the relay and the BYE it got are captured on ``lo``
 (raw socket, as root) to show that media flowed, then stopped, and when the BYE came.
+A relay process killed during a call is started again by ``ansim serve``; the call it
+carried is ended on both legs (CDR reason ``media_failure``) and the next call is
+anchored by the new process.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +94,80 @@ def test_a_call_whose_media_stops_is_ended_by_the_media_timeout(tmp_path: Path) 
         assert byes, f"no BYE to {sip_port}"
         silence = byes[0].at - rtp[-1].at
         assert MEDIA_TIMEOUT - 0.1 <= silence <= MEDIA_TIMEOUT + 2.5, silence
+
+
+def _relay_pid(engine_pid: int) -> int | None:
+    for task in Path(f"/proc/{engine_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"media.relay" in cmdline:
+                return int(child)
+    return None
+
+
+def test_a_relay_that_dies_is_restarted_and_its_calls_are_ended(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    base = 61000 + (free_port() % 20) * 200
+    uas_port = free_port()
+    media = {
+        "mode": "relay",
+        "relays": [
+            {
+                "control": str(tmp_path / "relay.sock"),
+                "address": "127.0.0.1",
+                "ports": f"{base}-{base + 99}",
+            }
+        ],
+    }
+    with (
+        Ansim(
+            tmp_path / "ansim",
+            trunks=[trunk("callee", uas_port)],
+            routes=[{"prefix": "+82", "trunks": ["callee"]}],
+            numbers=number_map(),
+            media=media,
+        ) as engine,
+        Sipp(tmp_path) as sipp,
+    ):
+        first = _relay_pid(engine.pid)
+        assert first is not None, engine.log_text()
+        # Both ends wait for a BYE: only the engine can end this call.
+        uas = sipp.start("call_uas_answer", port=uas_port, keys=CALLEE.sipp_keys("callee"))
+        uac = sipp.start(
+            "call_uac_callee_bye",
+            port=free_port(),
+            remote=engine.addr,
+            service=user_part(VIRTUAL_AX),
+            keys=CALLER.sipp_keys("caller"),
+        )
+        deadline = time.monotonic() + 10
+        while not any(m.status == 200 for m in uac.received()):
+            uac._messages = None
+            assert time.monotonic() < deadline, uac.report()
+            time.sleep(0.1)
+        os.kill(first, signal.SIGKILL)
+        assert (uac.wait(20), uas.wait(20)) == (0, 0), uac.report() + uas.report()
+        row = engine.cdr()
+        assert (row["status"], row["ended_by"], row["reason"]) == (200, "engine", "media_failure")
+        # A new relay is started, and the next call is anchored by it.
+        deadline = time.monotonic() + 10
+        while _relay_pid(engine.pid) in (None, first):
+            assert time.monotonic() < deadline, engine.log_text()
+            time.sleep(0.1)
+        time.sleep(0.5)
+        uas = sipp.start("call_uas_answer", port=uas_port, keys=CALLEE.sipp_keys("callee"))
+        uac = sipp.start(
+            "call_uac_basic",
+            port=free_port(),
+            remote=engine.addr,
+            service=user_part(VIRTUAL_AX),
+            keys=CALLER.sipp_keys("caller"),
+        )
+        assert (uac.wait(20), uas.wait(20)) == (0, 0), uac.report() + uas.report()
+        answer = next(m for m in uac.received() if m.status == 200 and m.cseq_method == "INVITE")
+        port = int(answer.body.split("m=audio ", 1)[1].split()[0])
+        assert port in range(base, base + 100), answer.body
+        rows = engine.cdr_rows(2)
+        assert (rows[-1]["status"], rows[-1]["ended_by"]) == (200, "caller")
