@@ -106,9 +106,6 @@ def _relay_pid(engine_pid: int) -> int | None:
 
 
 def test_a_relay_that_dies_is_restarted_and_its_calls_are_ended(tmp_path: Path) -> None:
-    import signal
-    import time
-
     base = 61000 + (free_port() % 20) * 200
     uas_port = free_port()
     media = {
