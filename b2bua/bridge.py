@@ -54,8 +54,6 @@ MAPPED_STATUS: dict[int, int] = {
     484: 480,
     485: 480,
     604: 480,
-    401: 503,
-    407: 503,
 }
 
 
@@ -294,9 +292,16 @@ class Bridge(Controller):
         engine.clear_timer(call)
         if call.cancelled:
             return
+        if (status == 401 or status == 407) and self._authorize(call, leg, resp, txn, now):
+            return
         call.cause = q850_cause(resp.get_all(b"reason"))  # RFC 6432
         call.cause_status = status
-        if status == 408 or (status >= 500 and status != 600 and status != 603):
+        if (
+            status == 408
+            or (status >= 500 and status != 600 and status != 603)
+            or status == 401
+            or status == 407  # a challenge ansim cannot (or can no longer) answer
+        ):
             self._try_next_trunk(call, now)
             return
         mapped = MAPPED_STATUS.get(status, status)
@@ -310,6 +315,30 @@ class Bridge(Controller):
             value = unsupported(resp)
             headers = [(b"unsupported", value)] if value is not None else None
         engine.reject(call, mapped, reason(mapped), f"b_{status}", now, headers)
+
+    def _authorize(
+        self, call: Call, leg: Leg, resp: Response, txn: ClientTransaction, now: float
+    ) -> bool:
+        """The trunk challenged the UAC leg's INVITE: the INVITE again with the trunk's
+        credentials (same Call-ID and From tag, the next CSeq), True; False when the trunk
+        has none or they were refused (the next trunk is tried)."""
+        trunk = call.trunk
+        creds = trunk.credentials if trunk is not None else None
+        if trunk is None or creds is None:
+            return False
+        engine = self.engine
+        out = engine.authorized(leg, txn.request, resp, creds)
+        if out is None:
+            return False
+        d = leg.dialog  # an 18x before the challenge may have named a remote tag and target
+        d.remote_tag = None
+        d.remote_target = out.uri
+        d.route_set = []
+        leg.hop = None
+        engine.place(call, leg, out, txn.dest)
+        call.state = CallState.ROUTING
+        engine.set_timer(call, trunk.invite_timeout, self._on_invite_timeout)
+        return True
 
     def _to_caller(
         self, call: Call, leg: Leg, resp: Response, out: Response, now: float, final: bool

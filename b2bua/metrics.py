@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .calls import SETUP_BUCKETS
+from .registration import RegState
 
 if TYPE_CHECKING:
     from .calls import CallEngine
@@ -104,6 +105,58 @@ class SipCollector(Collector):
             "Out-of-dialog OPTIONS answered",
             value=ep.options_answered,
         )
+        yield from self._auth()
+
+    def _auth(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Digest challenges ansim made and answered, and its registrations."""
+        engine = self.calls
+        inbound = CounterMetricFamily(
+            "ansim_auth_inbound",
+            "New INVITEs of trunks with auth, by result (challenged: a challenge was sent; "
+            "ok; stale, unknown_nonce: challenged again; auth_failed, auth_replay, "
+            "auth_malformed: refused with 403)",
+            labels=["result"],
+        )
+        if engine.auth is not None:
+            for result, n in sorted(engine.auth.stats.items()):
+                inbound.add_metric([result], n)
+        yield inbound
+        outbound = CounterMetricFamily(
+            "ansim_auth_outbound",
+            "Challenges of ansim's requests by a trunk, by method and result (answered; "
+            "failed: no credentials, none usable, or refused)",
+            labels=["method", "result"],
+        )
+        for (method, result), n in sorted(engine.stats.challenges.items()):
+            outbound.add_metric([method, result], n)
+        yield outbound
+        if engine.registrations is None:
+            return
+        state = GaugeMetricFamily(
+            "ansim_registration_state",
+            "State of ansim's registration at a trunk's registrar (1 for the current state)",
+            labels=["trunk", "state"],
+        )
+        left = GaugeMetricFamily(
+            "ansim_registration_expires_seconds",
+            "Seconds until the registrar's binding of ansim expires (0: none in force)",
+            labels=["trunk"],
+        )
+        failures = GaugeMetricFamily(
+            "ansim_registration_failures",
+            "Consecutive failed registration attempts",
+            labels=["trunk"],
+        )
+        for trunk, current, seconds, failed in engine.registrations.snapshot(
+            self.endpoint.now()
+        ):
+            for each in RegState:
+                state.add_metric([trunk, each.value], 1.0 if each is current else 0.0)
+            left.add_metric([trunk], seconds or 0.0)
+            failures.add_metric([trunk], failed)
+        yield state
+        yield left
+        yield failures
 
 
 def serve_metrics(endpoint: SipEndpoint, calls: CallEngine, listen: str) -> None:

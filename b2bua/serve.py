@@ -224,6 +224,8 @@ class Engine:
         )
         anchor.bind(self.calls)
         self.endpoint.user = self.calls
+        if self.calls.registrations is not None:
+            self.calls.registrations.start(self.endpoint.now())
         if self.config.metrics.listen:
             from .metrics import serve_metrics
 
@@ -260,6 +262,8 @@ class Engine:
                     jobs.reload()
                 if ticks % PURGE_EVERY == 0:
                     jobs.purge()
+                    if self.calls.auth is not None:
+                        self.calls.auth.housekeeping(self.endpoint.now())
                 if ticks % RETENTION_EVERY == 1:
                     self._retention(loop)
         log.info("stopping: finishing in-flight transactions")

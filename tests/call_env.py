@@ -194,8 +194,12 @@ class Ansim(EngineProcess):
         media: dict[str, Any] | None = None,
         log_level: str = "warning",
         env: dict[str, str] | None = None,
+        trunk_settings: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(workdir, listen_flags=False, log_name="ansim.log", env=env)
+        self.trunk_settings = trunk_settings or {}  # more top-level keys of trunks.yaml
+        self.more_config = config or {}  # more sections of ansim.yaml
         self.media = media
         self.log_level = log_level
         self.tcp_listen = tcp
@@ -231,12 +235,14 @@ class Ansim(EngineProcess):
         }
         if self.media is not None:
             self.extra_config["media"] = self.media
+        self.extra_config.update(self.more_config)
         trunks = {
             "trunks": self.trunks,
             "routes": self.routes,
             "unknown_source": "reject",
             "pass_headers": self.pass_headers,
             "pass_bodies": self.pass_bodies,
+            **self.trunk_settings,
         }
         self.files = {
             "trunks.yaml": yaml.safe_dump(trunks, sort_keys=False),
@@ -531,6 +537,7 @@ class Sipp:
         call_id: str | None = None,
         extra: Sequence[str] = (),
         transport: str = "udp",
+        ip: str = "127.0.0.1",
     ) -> SippRun:
         """Start ``tests/sipp/<scenario>.xml`` on 127.0.0.1:``port`` (uas when ``remote`` is None).
 
@@ -544,7 +551,7 @@ class Sipp:
             "-sf",
             str(SIPP_DIR / f"{scenario}.xml"),
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             str(port),
             "-m",
