@@ -1,9 +1,10 @@
 """The bridge controller: a call to a virtual number, through the translation table, to
 the real party (sans-IO).
 
-The caller's INVITE for virtual number X (the UAS leg) is looked up in the translation
-store with the caller's number; a refusal is answered at once (one table,
-``translate.refusals``). A route places a UAC leg to the real callee over the route's
+The caller's INVITE for virtual number X (the UAS leg) is decided by
+``translate.limits`` with the caller's number (the translation store's lookup, then the
+blocklists, the marketing rule and the caps); a refusal is answered at once (one
+table, ``translate.refusals``). A route places a UAC leg to the real callee over the route's
 trunks in turn (408, 5xx or no answer within the trunk's ``invite_timeout``: the next
 one), presenting the number the binding says; its responses are rebuilt for the caller
 (``a_response``), statuses that would reveal something of the callee folded into 480
@@ -18,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from translate.bindings import Refusal
+from translate.bindings import Refusal, Route
+from translate.limits import CALL
 from translate.refusals import REFUSALS as REFUSAL_ANSWERS
 
 from .call import Call, CallState, Leg, Pending
@@ -94,7 +96,12 @@ class Bridge(Controller):
             engine.refuse(call, status, phrase, "bad_number", now)
             return
         store = engine.store
-        result = store.lookup(virtual, caller, engine.wall(now)) if store is not None else None
+        limits = engine.limits
+        result: Route | Refusal | None
+        if limits is not None:
+            result = limits.decide(virtual, caller, engine.wall(now), CALL)
+        else:
+            result = store.lookup(virtual, caller, engine.wall(now)) if store is not None else None
         lookups = engine.stats.lookups
         if result is None or isinstance(result, Refusal):
             why = "unknown" if result is None else result.reason

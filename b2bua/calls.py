@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from translate.bindings import Route
+from translate.limits import Limits
 from translate.numbers import NumberPlan, mask
 from translate.store import Store
 
@@ -83,10 +84,14 @@ class CallEngine:
         call_later: Callable[..., Any],
         max_call_seconds: int | None = None,
         media: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.ep = endpoint
         self.layer = endpoint.layer
         self.store = store
+        # Caps, blocklists and the marketing rule around the store's lookup (None: the
+        # lookup alone decides).
+        self.limits = limits
         self.trunks = trunks
         self.plan = plan
         self.advertise = {k: (h.encode(), p) for k, (h, p) in advertise.items()}

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from media.settings import MediaSettings
+from translate.limits import LimitSettings
 from translate.settings import NumbersSettings, config_path
 from translate.yaml_source import load_model
 
@@ -115,6 +116,11 @@ class EngineConfig(_Strict):
         description="how calls' media is carried (passthrough, relay, rtpengine), the relay "
         "processes, recordings",
     )
+    limits: LimitSettings = Field(
+        LimitSettings(),
+        description="caps on calls and SMS per binding, virtual number and tenant, the "
+        "marketing-pattern rule, and where their shared counters and blocklists live",
+    )
 
     def resolved(self, folder: str | Path) -> EngineConfig:
         """A copy with every path absolute, relative ones taken from ``folder``."""
@@ -125,6 +131,7 @@ class EngineConfig(_Strict):
                 "cdr": config_path(folder, self.cdr),
                 "smpp": None if self.smpp is None else config_path(folder, self.smpp),
                 "media": _media_resolved(self.media, folder),
+                "limits": self.limits.resolved(folder),
             }
         )
 

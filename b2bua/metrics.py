@@ -106,6 +106,34 @@ class SipCollector(Collector):
             value=ep.options_answered,
         )
         yield from self._auth()
+        yield from self._limits()
+
+    def _limits(self) -> Iterator[CounterMetricFamily]:
+        """Refusals of translate.limits (calls and, through the SMS relay in this
+        process, SMS), the marketing rule's alerts, and failures of its store."""
+        limits = self.calls.limits
+        refused = CounterMetricFamily(
+            "ansim_limits_refused",
+            "Calls and SMS refused by caps, blocklists or the marketing rule, by reason",
+            labels=["reason", "medium"],
+        )
+        alerts = CounterMetricFamily(
+            "ansim_abuse_alerts",
+            "Alerts raised: parties blocked by the marketing-pattern rule",
+            labels=["rule"],
+        )
+        errors = CounterMetricFamily(
+            "ansim_limits_store_errors",
+            "Attempts admitted uncounted because the limits store failed",
+        )
+        if limits is not None:
+            for (reason, medium), n in sorted(limits.refused.items()):
+                refused.add_metric([reason, medium], n)
+            alerts.add_metric(["marketing"], limits.alerts)
+            errors.add_metric([], limits.errors)
+        yield refused
+        yield alerts
+        yield errors
 
     def _auth(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Digest challenges ansim made and answered, and its registrations."""

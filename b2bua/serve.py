@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translate.abuse_store import AbuseStore, AbuseStoreError
+from translate.limits import Limits
 from translate.reload import MapWatcher
 from translate.settings import DEFAULT_CONFIG_DIR
 from translate.store import Store, StoreError
@@ -141,6 +143,8 @@ class Engine:
         self.trunks = trunks
         self.plan = config.numbers.plan()
         self.store: Store | None = None
+        self.abuse: AbuseStore | None = None
+        self.limits: Limits | None = None
         self.jobs: StoreJobs | None = None
         self.cdr: CdrWriter | None = None
         self.calls: CallEngine | None = None
@@ -167,10 +171,18 @@ class Engine:
         except StoreError as exc:
             log.error("cannot open the number store: %s", exc)
             return 1
+        try:
+            self.abuse = AbuseStore(self.config.limits.store)
+        except AbuseStoreError as exc:
+            log.error("cannot open the limits store: %s", exc)
+            self.store.close()
+            return 1
+        self.limits = Limits(self.store, self.abuse, self.config.limits)
         maps = Path(n.maps)
         self.jobs = jobs = StoreJobs(self.store, maps, self.plan, loop, guard=n.guard())
         if not self._first_load(jobs, maps):
             self.store.close()
+            self.abuse.close()
             return 2
         loop.add_signal_handler(signal.SIGHUP, jobs.reload)
         loop.add_signal_handler(signal.SIGUSR1, jobs.force_reload)
@@ -221,6 +233,7 @@ class Engine:
             cdr=self.cdr,
             call_later=loop.call_later,
             media=anchor,
+            limits=self.limits,
         )
         anchor.bind(self.calls)
         self.endpoint.user = self.calls
@@ -257,6 +270,7 @@ class Engine:
                 self.store.release()  # an idle engine holds no old read snapshot
                 self.cdr.flush()  # the last records of a burst reach the disk within a second
                 self.calls.release_ended(self.endpoint.now())
+                self._prune_limits(loop)
                 age_out_gc()
                 if watcher is not None and watcher.poll(loop.time()):
                     jobs.reload()
@@ -275,6 +289,18 @@ class Engine:
         await self._close()
         log.info("engine stopped")
         return 0
+
+    def _prune_limits(self, loop: asyncio.AbstractEventLoop, batches: int = 20) -> None:
+        """Expired counters go, a small batch at a time between the loop's other work, so
+        that the limits store's write lock is never held for long."""
+        limits = self.limits
+        if limits is None:
+            return
+        try:
+            if limits.prune(time.time()) >= 1000 and batches > 1:
+                loop.call_soon(self._prune_limits, loop, batches - 1)
+        except AbuseStoreError as exc:
+            log.error("pruning the limits store failed: %s", exc)
 
     def _first_load(self, jobs: StoreJobs, maps: Path) -> bool:
         """Load the maps before taking calls. A refused map leaves the store's last good
@@ -364,8 +390,8 @@ class Engine:
             return True
         from sms_smpp.service import SmppService
 
-        assert self.store is not None
-        service = SmppService(self.smpp_config, self.store)
+        assert self.limits is not None
+        service = SmppService(self.smpp_config, self.limits)
         await service.start()
         self.smpp = service
         log.info("SMPP relay started", extra={"port": service.port})
@@ -385,3 +411,5 @@ class Engine:
         idle = self.jobs is None or await self.jobs.close(STORE_JOB_GRACE)
         if self.store is not None and idle:
             self.store.close()
+        if self.abuse is not None:
+            self.abuse.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from translate.limits import LimitSettings
 from translate.settings import DEFAULT_CONFIG_DIR
 from translate.yaml_source import ConfigError
 
@@ -35,6 +36,9 @@ class SmppPaths:
 
     config: Path | None
     store: Path | None
+    #: The engine's caps and blocklists (``limits`` of ansim.yaml); None: the defaults,
+    #: their store beside the configuration folder (``../var/limits.lmdb``).
+    limits: LimitSettings | None = None
 
 
 def standalone_paths(folder: Path) -> SmppPaths:
@@ -103,26 +107,36 @@ def _run(args: argparse.Namespace, resolve: Resolve) -> int:
         print("ansim smpp: no translation store: give --store or translate_store",
               file=sys.stderr)
         return 2
+    from translate.abuse_store import AbuseStore, AbuseStoreError
+    from translate.limits import Limits
     from translate.store import Store, StoreError
 
+    settings = paths.limits or LimitSettings().resolved(Path(args.config))
     try:
         store = Store(os.path.abspath(store_path), readonly=True)
     except StoreError as exc:
         print(f"ansim smpp: {exc}", file=sys.stderr)
         return 2
     try:
+        abuse = AbuseStore(settings.store)
+    except AbuseStoreError as exc:
+        store.close()
+        print(f"ansim smpp: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvloop
 
-        uvloop.run(_serve(config, store))
+        uvloop.run(_serve(config, Limits(store, abuse, settings)))
     finally:
+        abuse.close()
         store.close()
     return 0
 
 
-async def _serve(config: Any, store: Any) -> None:
+async def _serve(config: Any, limits: Any) -> None:
     from .service import SmppService
 
-    service = SmppService(config, store)
+    service = SmppService(config, limits)
     await service.start()
     print(f"ansim smpp: listening on {config.server.host}:{service.port}", flush=True)
     stop = asyncio.Event()

@@ -17,7 +17,9 @@ Three kinds of binding, for a virtual number X and a calling party C (all E.164)
 Each binding has an operator- or API-chosen ``id``, an optional expiry (epoch seconds),
 a ``record`` flag, an optional media mode (``passthrough``, ``relay``, ``rtpengine``:
 how the engine carries the call's media, overriding the trunk's) and optional limits:
-maximum call length, calls per hour, allowed hours.
+maximum call length, calls per hour, allowed hours. A binding made for a platform
+carries its ``tenant``, whose caps and blocklist apply to its calls and messages
+(``translate.limits``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "Refusal",
     "Route",
     "binding_problems",
+    "is_tenant",
     "time_zone",
 ]
 
@@ -110,6 +113,7 @@ class Binding:
     calls_per_hour: int | None = None
     hours: Hours | None = None
     media: MediaMode | None = None
+    tenant: str | None = None
 
     def parties(self) -> tuple[str, ...]:
         """Real numbers that have a caller-specific route on X: both of an axb, A of an axn."""
@@ -146,6 +150,8 @@ class Binding:
             parts.append(f"calls_per_hour={self.calls_per_hour}")
         if self.hours is not None:
             parts.append(f"hours={self.hours} {self.hours.timezone}")
+        if self.tenant is not None:
+            parts.append(f"tenant={self.tenant}")
         return " ".join(parts)
 
 
@@ -188,7 +194,20 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
         value = getattr(binding, field)
         if value is not None and value <= 0:
             out.append(("bad-limit", field, f"{field} must be positive"))
+    if binding.tenant is not None and not is_tenant(binding.tenant):
+        out.append(("bad-tenant", "tenant", f"tenant must match {TENANT_PATTERN}"))
     return out
+
+
+#: Tenant names: short, lower case, safe in store keys, URLs and metric labels.
+TENANT_PATTERN: Final = "^[a-z0-9][a-z0-9_-]{0,63}$"
+_FIRST: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_REST: Final = _FIRST | frozenset("_-")
+
+
+def is_tenant(text: str) -> bool:
+    """Whether ``text`` is a valid tenant name (see TENANT_PATTERN)."""
+    return 0 < len(text) <= 64 and text[0] in _FIRST and all(c in _REST for c in text[1:])
 
 
 class Route(NamedTuple):
@@ -200,8 +219,9 @@ class Route(NamedTuple):
     binding's terms: "N->A" (anyone to A of an ax or axn), "A->B" (A to B of an axb, A to
     the default B of an axn), "B->A" (B to A of an axb), or "" for an axb or axn entry
     written before directions were recorded; ``media`` the binding's media mode ("" when
-    it names none: the trunk's applies). A named tuple: the store builds one per lookup,
-    and a tuple is the cheapest object to build.
+    it names none: the trunk's applies); ``calls_per_hour`` the binding's own cap and
+    ``tenant`` its tenant ("" for none), for ``translate.limits``. A named tuple: the
+    store builds one per lookup, and a tuple is the cheapest object to build.
     """
 
     callee: str
@@ -212,13 +232,15 @@ class Route(NamedTuple):
     max_seconds: int | None
     direction: str = ""
     media: str = ""
+    calls_per_hour: int | None = None
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A lookup's answer when the call must not go ahead; ``reason`` is one of "unknown",
-    "expired", "not_party", "limit", "hours", each answered as ``translate.refusals``
-    says."""
+    """A lookup's (or ``translate.limits``') answer when the call or message must not go
+    ahead; ``reason`` is a key of ``translate.refusals.REFUSALS``, which says how each
+    is answered."""
 
     reason: str
     binding_id: str | None

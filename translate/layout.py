@@ -80,7 +80,7 @@ def expiry_key_parts(key: bytes | memoryview) -> tuple[float, str, str]:
 def route_value(binding: Binding, callee: str) -> bytes:
     """The routes value for one caller-specific or head entry of ``binding``.
 
-    ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours]`` where
+    ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours, tenant]`` where
     flags = kind code | record << 2 | present-caller << 3 | direction << 4 | media << 6 and hours =
     [start, end, tz]. The direction follows from whom the entry reaches: B is reached from
     A (axb, axn), A from B in an axb, and from anyone else in an ax or axn.
@@ -108,6 +108,7 @@ def route_value(binding: Binding, callee: str) -> bytes:
         binding.max_seconds,
         binding.calls_per_hour,
         None if hours is None else [hours.start, hours.end, hours.timezone],
+        binding.tenant,
     ]
     while fields[-1] is None:
         fields.pop()
@@ -132,6 +133,7 @@ def encode_binding(binding: Binding, source: str) -> bytes:
             None if hours is None else [hours.start, hours.end, hours.timezone],
             source,
             binding.media,
+            *(() if binding.tenant is None else (binding.tenant,)),
         ]
     )
     return packed
@@ -143,6 +145,7 @@ def decode_binding(binding_id: str, raw: bytes | memoryview) -> tuple[Binding, s
     # Values written before bindings named a media mode end at the source.
     kind, virtual, a, b, caller, record, expires, max_seconds, per_hour, hours, source = fields[:11]
     media = fields[11] if len(fields) > 11 else None
+    tenant = fields[12] if len(fields) > 12 else None
     binding = Binding(
         id=binding_id,
         kind=kind,
@@ -156,5 +159,6 @@ def decode_binding(binding_id: str, raw: bytes | memoryview) -> tuple[Binding, s
         calls_per_hour=per_hour,
         hours=None if hours is None else Hours(*hours),
         media=media,
+        tenant=tenant,
     )
     return binding, source
