@@ -330,11 +330,10 @@ class Bridge(Controller):
         credentials (same Call-ID and From tag, the next CSeq), True; False when the trunk
         has none or they were refused (the next trunk is tried)."""
         trunk = call.trunk
-        creds = trunk.credentials if trunk is not None else None
-        if trunk is None or creds is None:
+        if trunk is None:
             return False
         engine = self.engine
-        out = engine.authorized(leg, txn.request, resp, creds)
+        out = engine.authorized(leg, txn.request, resp, trunk.credentials)
         if out is None:
             return False
         d = leg.dialog  # an 18x before the challenge may have named a remote tag and target

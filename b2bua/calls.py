@@ -548,13 +548,13 @@ class CallEngine:
         return trunk.credentials if trunk is not None else None
 
     def authorized(
-        self, leg: Leg, req: Request, resp: Response, creds: OutboundCredentials
+        self, leg: Leg, req: Request, resp: Response, creds: OutboundCredentials | None
     ) -> Request | None:
         """``req`` (sent on ``leg``) again with the answer to ``resp``'s challenge and the
-        dialog's next CSeq, or None when it cannot or must not be answered again (the
-        credentials were refused; stale nonces answered ``MAX_STALE`` times already)."""
+        dialog's next CSeq, or None when it cannot or must not be answered (no
+        credentials; they were refused; stale nonces answered ``MAX_STALE`` times)."""
         stale = challenge_is_stale(resp)
-        if stale and leg.stale_answers >= MAX_STALE:
+        if creds is None or (stale and leg.stale_answers >= MAX_STALE):
             out = None
         else:
             out = authorize(req, resp, creds, self.via(leg.transport), leg.dialog.local_cseq + 1)
@@ -574,10 +574,7 @@ class CallEngine:
         """A request on a leg challenged by its trunk: sent again with credentials (True),
         or left to fail (False)."""
         leg = pending.to_leg
-        creds = self.credentials_of(leg)
-        if creds is None:
-            return False
-        out = self.authorized(leg, txn.request, resp, creds)
+        out = self.authorized(leg, txn.request, resp, self.credentials_of(leg))
         if out is None:
             return False
         again = self.layer.send_request(out, txn.dest, now)

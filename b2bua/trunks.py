@@ -9,6 +9,7 @@ transport error.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +22,8 @@ from translate.yaml_source import load_model
 from .sip.bodies import BodyPolicy, pass_body_problem
 from .sip.routing import Peer
 from .trunk_auth import InboundAuth, OutboundCredentials, RegisterSettings
+
+log = logging.getLogger(__name__)
 
 # Headers ansim writes itself on every leg: naming one in pass_headers would send the
 # other leg's value beside (or instead of) ansim's own.
@@ -270,4 +273,7 @@ def load_trunks(path: str | Path) -> TrunkTable:
     p = Path(path)
     if not p.exists():
         return TrunkTable(TrunkConfig())
-    return TrunkTable(load_model(p, TrunkConfig))
+    config = load_model(p, TrunkConfig)
+    if any(t.auth or t.credentials for t in config.trunks) and p.stat().st_mode & 0o077:
+        log.warning("%s holds trunk passwords and others may read it: chmod 600 it", p)
+    return TrunkTable(config)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,15 @@ async def _serve(config: Any, limits: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            # Expired counters of the limits store go (the engine does the same).
+            try:
+                limits.prune(time.time())
+            except Exception as exc:  # a failing store must not stop the relay
+                log.error("pruning the limits store failed: %s", exc)
     await service.stop()
     print("ansim smpp: stopped", flush=True)
 

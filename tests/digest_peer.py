@@ -269,6 +269,7 @@ class ChallengingCallee(RawPeer):
     algorithm: str = "SHA-256"
     status: int = 407
     refuse: bool = False
+    max_invites: int | None = None  # stop after this many INVITEs (no BYE expected)
     timeout: float = 20.0
     checked: list[Checked] = field(default_factory=list)
     error: BaseException | None = None
@@ -369,5 +370,6 @@ class ChallengingCallee(RawPeer):
             answered[key] = self.sent[-1] if len(self.sent) > before else b""
             if method == "BYE" and auth is not None and problem is None and not self.refuse:
                 return
-            if self.refuse and sum(c.method == "INVITE" for c in self.checked) >= 2:
-                return  # challenged twice: ansim gives up on this trunk
+            invites = sum(c.method == "INVITE" for c in self.checked)
+            if self.max_invites is not None and invites >= self.max_invites:
+                return

@@ -371,7 +371,7 @@ def test_sipp_callee_refuses_wrong_md5_credentials(tmp_path: Path, sipp: Sipp) -
 
 def test_refused_credentials_fail_over_to_the_next_trunk(tmp_path: Path, sipp: Sipp) -> None:
     uas_port = free_port()
-    with ChallengingCallee(status=401, refuse=True) as refusing:
+    with ChallengingCallee(status=401, refuse=True, max_invites=2) as refusing:
         creds = {"username": "ansim-sha", "password": "sha-secret"}
         first = {**trunk("strict", refusing.port), "accept_from": [], "credentials": creds}
         second = {**trunk("open", uas_port), "accept_from": []}
@@ -390,7 +390,7 @@ def test_refused_credentials_fail_over_to_the_next_trunk(tmp_path: Path, sipp: S
 def test_challenge_without_answer_ends_in_503(tmp_path: Path, sipp: Sipp) -> None:
     """One trunk that refuses ansim's credentials, and none after it: the caller gets 503;
     a trunk that challenges and has no credentials configured is the same."""
-    with ChallengingCallee(status=407, refuse=True) as refusing:
+    with ChallengingCallee(status=407, refuse=True, max_invites=2) as refusing:
         creds = {"username": "ansim-sha", "password": "sha-secret"}
         strict = {**trunk("strict", refusing.port), "accept_from": [], "credentials": creds}
         with outbound_engine(tmp_path, [strict], ["strict"]) as ansim:
@@ -398,8 +398,23 @@ def test_challenge_without_answer_ends_in_503(tmp_path: Path, sipp: Sipp) -> Non
             run = run_call(sipp, ansim, "call_uac_reject_503")
             refusing.join()
             row = ansim.cdr()
+            m = ansim.metrics()
         assert run.uac.received_statuses("INVITE")[-1] == 503
         assert (row["status"], row["reason"], row["trunk"]) == (503, "trunks_failed", "strict")
+        assert m['ansim_auth_outbound_total{method="INVITE",result="answered"}'] == 1
+        assert m['ansim_auth_outbound_total{method="INVITE",result="failed"}'] == 1
+    # no credentials for a trunk that challenges: nothing to answer with
+    with ChallengingCallee(status=407, max_invites=1) as challenging:
+        bare = {**trunk("bare", challenging.port), "accept_from": []}
+        with outbound_engine(tmp_path / "bare", [bare], ["bare"]) as ansim:
+            challenging.start()
+            run = run_call(sipp, ansim, "call_uac_reject_503")
+            challenging.join()
+            assert (
+                ansim.metrics()['ansim_auth_outbound_total{method="INVITE",result="failed"}'] == 1
+            )
+        assert [c.authorization for c in challenging.checked] == [None]
+        assert run.uac.received_statuses("INVITE")[-1] == 503
 
 
 def _loopback_ok() -> bool:

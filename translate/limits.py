@@ -204,6 +204,7 @@ class Limits:
         self._hour_end = b""
         self._day_end = b""
         self._error_logged = 0.0
+        self._blocks_pruned = 0.0
         # (reason, medium) -> refusals; alerts raised; store errors: read by metrics.
         self.refused: dict[tuple[str, str], int] = {}
         self.alerts = 0
@@ -482,5 +483,9 @@ class Limits:
 
     # -- housekeeping -------------------------------------------------------------------------
     def prune(self, now: float, limit: int = 1000) -> int:
-        """Delete up to ``limit`` expired counters (see AbuseStore.prune)."""
+        """Delete up to ``limit`` expired counters (see AbuseStore.prune), and once an
+        hour the marketing rule's ended blocks."""
+        if now - self._blocks_pruned >= 3600:
+            self._blocks_pruned = now
+            self.abuse.prune_blocks(now)
         return self.abuse.prune(now, limit)
