@@ -1,9 +1,10 @@
 """The bridge controller: a call to a virtual number, through the translation table, to
 the real party (sans-IO).
 
-The caller's INVITE for virtual number X (the UAS leg) is looked up in the translation
-store with the caller's number; a refusal is answered at once (one table,
-``translate.refusals``). A route places a UAC leg to the real callee over the route's
+The caller's INVITE for virtual number X (the UAS leg) is decided by
+``translate.limits`` with the caller's number (the translation store's lookup, then the
+blocklists, the marketing rule and the caps); a refusal is answered at once (one
+table, ``translate.refusals``). A route places a UAC leg to the real callee over the route's
 trunks in turn (408, 5xx or no answer within the trunk's ``invite_timeout``: the next
 one), presenting the number the binding says; its responses are rebuilt for the caller
 (``a_response``), statuses that would reveal something of the callee folded into 480
@@ -18,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from translate.bindings import Refusal
+from translate.bindings import Refusal, Route
+from translate.limits import CALL
 from translate.refusals import REFUSALS as REFUSAL_ANSWERS
 
 from .call import Call, CallState, Leg, Pending
@@ -54,8 +56,6 @@ MAPPED_STATUS: dict[int, int] = {
     484: 480,
     485: 480,
     604: 480,
-    401: 503,
-    407: 503,
 }
 
 
@@ -96,7 +96,12 @@ class Bridge(Controller):
             engine.refuse(call, status, phrase, "bad_number", now)
             return
         store = engine.store
-        result = store.lookup(virtual, caller, engine.wall(now)) if store is not None else None
+        limits = engine.limits
+        result: Route | Refusal | None
+        if limits is not None:
+            result = limits.decide(virtual, caller, engine.wall(now), CALL)
+        else:
+            result = store.lookup(virtual, caller, engine.wall(now)) if store is not None else None
         lookups = engine.stats.lookups
         if result is None or isinstance(result, Refusal):
             why = "unknown" if result is None else result.reason
@@ -294,9 +299,16 @@ class Bridge(Controller):
         engine.clear_timer(call)
         if call.cancelled:
             return
+        if (status == 401 or status == 407) and self._authorize(call, leg, resp, txn, now):
+            return
         call.cause = q850_cause(resp.get_all(b"reason"))  # RFC 6432
         call.cause_status = status
-        if status == 408 or (status >= 500 and status != 600 and status != 603):
+        if (
+            status == 408
+            or (status >= 500 and status != 600 and status != 603)
+            or status == 401
+            or status == 407  # a challenge ansim cannot (or can no longer) answer
+        ):
             self._try_next_trunk(call, now)
             return
         mapped = MAPPED_STATUS.get(status, status)
@@ -310,6 +322,29 @@ class Bridge(Controller):
             value = unsupported(resp)
             headers = [(b"unsupported", value)] if value is not None else None
         engine.reject(call, mapped, reason(mapped), f"b_{status}", now, headers)
+
+    def _authorize(
+        self, call: Call, leg: Leg, resp: Response, txn: ClientTransaction, now: float
+    ) -> bool:
+        """The trunk challenged the UAC leg's INVITE: the INVITE again with the trunk's
+        credentials (same Call-ID and From tag, the next CSeq), True; False when the trunk
+        has none or they were refused (the next trunk is tried)."""
+        trunk = call.trunk
+        if trunk is None:
+            return False
+        engine = self.engine
+        out = engine.authorized(leg, txn.request, resp, trunk.credentials)
+        if out is None:
+            return False
+        d = leg.dialog  # an 18x before the challenge may have named a remote tag and target
+        d.remote_tag = None
+        d.remote_target = out.uri
+        d.route_set = []
+        leg.hop = None
+        engine.place(call, leg, out, txn.dest)
+        call.state = CallState.ROUTING
+        engine.set_timer(call, trunk.invite_timeout, self._on_invite_timeout)
+        return True
 
     def _to_caller(
         self, call: Call, leg: Leg, resp: Response, out: Response, now: float, final: bool

@@ -69,6 +69,7 @@ class Leg:
         "out_pending",
         "peer",
         "sdp",
+        "stale_answers",
         "transport",
     )
 
@@ -101,6 +102,7 @@ class Leg:
         # seen), so digits can be sent toward it in the form it negotiated.
         self.events_pt: int | None = None
         self.media: Any = None  # the leg's anchored media (b2bua.anchor), None end to end
+        self.stale_answers = 0  # stale-nonce challenges answered on this leg (outbound_auth)
 
 
 class Call:
@@ -207,12 +209,15 @@ class CallStats:
     """Counters read by the metrics collector at scrape time (plain numbers, so that
     counting costs the hot path nothing and nothing grows when no one scrapes)."""
 
-    __slots__ = ("calls", "dtmf", "lookups", "setup_buckets", "setup_sum")
+    __slots__ = ("calls", "challenges", "dtmf", "lookups", "setup_buckets", "setup_sum")
 
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}  # outcome -> count
         self.lookups: dict[str, int] = {}  # route / refusal reason -> count
         self.dtmf: dict[str, int] = {}  # digits a controller was handed, by how ("rtp", "info")
+        # Challenges of ansim's requests by a trunk: "answered", or "failed" (no credentials,
+        # none usable, or the answer refused), by method.
+        self.challenges: dict[tuple[str, str], int] = {}
         # Setup times per bucket of SETUP_BUCKETS (not cumulative), the last one above them all.
         self.setup_buckets = [0] * (len(SETUP_BUCKETS) + 1)
         self.setup_sum = 0.0

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from translate.bindings import Route
+from translate.limits import Limits
 from translate.numbers import NumberPlan, mask
 from translate.store import Store
 
@@ -32,7 +33,10 @@ from .call import SETUP_BUCKETS, Call, CallState, CallStats, Ids, Leg, Pending
 from .cdr import CallRecord, CdrWriter
 from .controller import Controller
 from .endpoint import SipEndpoint
+from .inbound_auth import AuthVerdict, InboundAuth
+from .outbound_auth import MAX_STALE, authorize, challenge_is_stale, credentials_header
 from .outgoing import add_body_headers, dest, split
+from .registrar_client import RegistrarClient, TrunkRegistration
 from .sip.bodies import ACK, outgoing_body
 from .sip.dialog import Dialog, without_tag
 from .sip.errors import SipParseError
@@ -53,6 +57,7 @@ from .sip.transaction import (
 )
 from .sip.uri import parse_name_addr
 from .sip.validate import ALLOW_HEADER
+from .trunk_auth import OutboundCredentials
 from .trunks import TrunkTable
 
 log = logging.getLogger(__name__)
@@ -79,10 +84,14 @@ class CallEngine:
         call_later: Callable[..., Any],
         max_call_seconds: int | None = None,
         media: Any = None,
+        limits: Limits | None = None,
     ) -> None:
         self.ep = endpoint
         self.layer = endpoint.layer
         self.store = store
+        # Caps, blocklists and the marketing rule around the store's lookup (None: the
+        # lookup alone decides).
+        self.limits = limits
         self.trunks = trunks
         self.plan = plan
         self.advertise = {k: (h.encode(), p) for k, (h, p) in advertise.items()}
@@ -105,7 +114,20 @@ class CallEngine:
         self.linger = 64 * timers.t1 + timers.t4 + 2.0
         # Media anchoring (b2bua.anchor.MediaAnchor), None when every call is passthrough.
         self.media = media
+        # Digest challenges of trunks with `auth` (None when no trunk has any).
+        self.auth = (
+            InboundAuth(trunks, os.urandom(32), trunks.config.nonce_lifetime)
+            if trunks.by_credentials
+            else None
+        )
         self.bridge: Controller = Bridge(self)
+        # ansim's registrations at trunks' registrars (None when no trunk has any); the
+        # entry point starts them once the endpoint listens.
+        self.registrations = (
+            RegistrarClient(self, call_later)
+            if any(t.registration is not None for t in trunks.config.trunks)
+            else None
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     def wall(self, now: float) -> float:
@@ -233,6 +255,13 @@ class CallEngine:
 
     def _new_call(self, req: Request, txn: ServerTransaction, source: Peer, now: float) -> None:
         trunk_in = self.trunks.trunk_for_source(source[1])
+        auth = self.auth
+        if auth is not None and (trunk_in.auth is not None if trunk_in is not None else auth.open):
+            verdict = auth.check(req, trunk_in, now)
+            if verdict.status:
+                self._auth_answer(req, txn, source, verdict, now)
+                return
+            trunk_in = verdict.trunk
         if trunk_in is None:
             self.stats.count("rejected_source")
             if self.trunks.config.unknown_source == "reject":
@@ -244,6 +273,22 @@ class CallEngine:
         self.layer.reply(txn, 100, now)
         txn.to_tag = self.ids.next()
         call.controller.start(call, now)
+
+    def _auth_answer(
+        self, req: Request, txn: ServerTransaction, source: Peer, verdict: AuthVerdict, now: float
+    ) -> None:
+        """A challenge (no call is made of it), or a refusal with its record."""
+        if verdict.reason is None:
+            self.layer.reply(
+                txn, verdict.status, now, to_tag=self.ids.next(), headers=verdict.headers
+            )
+            return
+        call = Call(req, txn, source, now, self.bridge)
+        if verdict.trunk is not None:
+            call.in_trunk = verdict.trunk.name
+        txn.user = call
+        txn.to_tag = self.ids.next()
+        self.refuse(call, verdict.status, b"Forbidden", verdict.reason, now)
 
     def uas_leg(self, call: Call, numbers: Any) -> Leg:
         """The UAS leg of ``call``: the caller's early dialog, keyed by ansim's tag, in
@@ -489,8 +534,52 @@ class CallEngine:
     def send_bye(self, leg: Leg, now: float) -> None:
         d = leg.dialog
         bye = d.request(b"BYE", self.via(leg.transport))
-        self.layer.send_request(bye, self.hop(leg), now)
+        txn = self.layer.send_request(bye, self.hop(leg), now)
+        if self.credentials_of(leg) is not None:  # its challenge will be answered
+            txn.user = Pending(leg.call, leg, leg, None)
         self.unregister(leg)
+
+    # -- challenges of ansim's requests (b2bua.outbound_auth) ---------------------------------
+    def credentials_of(self, leg: Leg) -> OutboundCredentials | None:
+        """What ansim answers challenges of requests on ``leg`` with: the credentials of
+        the trunk the leg's party is reached through (the caller's trunk for the UAS leg)."""
+        call = leg.call
+        trunk = self.trunks.by_name.get(call.in_trunk or "") if leg.is_a else call.trunk
+        return trunk.credentials if trunk is not None else None
+
+    def authorized(
+        self, leg: Leg, req: Request, resp: Response, creds: OutboundCredentials | None
+    ) -> Request | None:
+        """``req`` (sent on ``leg``) again with the answer to ``resp``'s challenge and the
+        dialog's next CSeq, or None when it cannot or must not be answered (no
+        credentials; they were refused; stale nonces answered ``MAX_STALE`` times)."""
+        stale = challenge_is_stale(resp)
+        if creds is None or (stale and leg.stale_answers >= MAX_STALE):
+            out = None
+        else:
+            out = authorize(req, resp, creds, self.via(leg.transport), leg.dialog.local_cseq + 1)
+        key = (req.method.decode(errors="replace"), "answered" if out is not None else "failed")
+        challenges = self.stats.challenges
+        challenges[key] = challenges.get(key, 0) + 1
+        if out is None:
+            return None
+        if stale and credentials_header(resp.status) in req.names:
+            leg.stale_answers += 1
+        leg.dialog.local_cseq += 1
+        return out
+
+    def _reauthorize(
+        self, pending: Pending, resp: Response, txn: ClientTransaction, now: float
+    ) -> bool:
+        """A request on a leg challenged by its trunk: sent again with credentials (True),
+        or left to fail (False)."""
+        leg = pending.to_leg
+        out = self.authorized(leg, txn.request, resp, self.credentials_of(leg))
+        if out is None:
+            return False
+        again = self.layer.send_request(out, txn.dest, now)
+        again.user = pending
+        return True
 
     def send_in_dialog(
         self, leg: Leg, method: bytes, body: bytes, content_type: bytes, now: float
@@ -563,7 +652,12 @@ class CallEngine:
                 user.controller.on_invite_response(user, resp, txn, now)
             return
         if isinstance(user, Pending):
+            status = resp.status
+            if (status == 401 or status == 407) and self._reauthorize(user, resp, txn, now):
+                return
             user.call.controller.on_response(user, resp, txn, now)
+        elif isinstance(user, TrunkRegistration):
+            user.client.on_response(user, resp, now)
 
     def _on_failure(
         self, txn: ClientTransaction | ServerTransaction, now: float, status: int
@@ -577,6 +671,8 @@ class CallEngine:
                 user.controller.on_invite_failure(user, txn, status, now)
         elif isinstance(user, Pending):
             user.call.controller.on_request_failure(user, txn, status, now)
+        elif isinstance(user, TrunkRegistration):
+            user.client.on_failure(user, status, now)
 
     # -- timers ------------------------------------------------------------------------------
     def set_timer(self, call: Call, delay: float, fn: Callable[[Call], None]) -> None:
@@ -693,7 +789,9 @@ class CallEngine:
         return n
 
     def shutdown(self, now: float) -> None:
-        """Hang up every call (engine stopping)."""
+        """Hang up every call and remove ansim's registrations (engine stopping)."""
+        if self.registrations is not None:
+            self.registrations.stop(now)
         for call in list(self.calls):
             if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
                 call.ended_by = "engine"

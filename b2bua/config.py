@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from api.settings import ApiSettings
 from media.settings import MediaSettings
+from translate.limits import LimitSettings
 from translate.settings import NumbersSettings, config_path
 from translate.yaml_source import load_model
 
@@ -250,6 +251,11 @@ class EngineConfig(_Strict):
         description="how calls' media is carried (passthrough, relay, rtpengine), the relay "
         "processes, recordings",
     )
+    limits: LimitSettings = Field(
+        LimitSettings(),
+        description="caps on calls and SMS per binding, virtual number and tenant, the "
+        "marketing-pattern rule, and where their shared counters and blocklists live",
+    )
 
     def resolved(self, folder: str | Path) -> EngineConfig:
         """A copy with every path absolute, relative ones taken from ``folder``."""
@@ -261,6 +267,7 @@ class EngineConfig(_Strict):
                 "cdr": config_path(folder, self.cdr),
                 "smpp": None if self.smpp is None else config_path(folder, self.smpp),
                 "media": _media_resolved(self.media, folder),
+                "limits": self.limits.resolved(folder),
             }
         )
 

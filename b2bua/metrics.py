@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 
 from .calls import SETUP_BUCKETS
 from .flood import BANNED, PROBE, REASONS
+from .registration import RegState
 
 if TYPE_CHECKING:
     from .calls import CallEngine
@@ -110,6 +111,8 @@ class SipCollector(Collector):
             value=ep.options_answered,
         )
         yield from self._edge()
+        yield from self._auth()
+        yield from self._limits()
 
     def _edge(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """Flood protection, overload control, connections and TLS."""
@@ -227,6 +230,84 @@ class SipCollector(Collector):
                 "TLS certificate reloads refused (the running one stays)",
                 value=tls.reload_failures,
             )
+
+    def _limits(self) -> Iterator[CounterMetricFamily]:
+        """Refusals of translate.limits (calls and, through the SMS relay in this
+        process, SMS), the marketing rule's alerts, and failures of its store."""
+        limits = self.calls.limits
+        refused = CounterMetricFamily(
+            "ansim_limits_refused",
+            "Calls and SMS refused by caps, blocklists or the marketing rule, by reason",
+            labels=["reason", "medium"],
+        )
+        alerts = CounterMetricFamily(
+            "ansim_abuse_alerts",
+            "Alerts raised: parties blocked by the marketing-pattern rule",
+            labels=["rule"],
+        )
+        errors = CounterMetricFamily(
+            "ansim_limits_store_errors",
+            "Attempts admitted uncounted because the limits store failed",
+        )
+        if limits is not None:
+            for (reason, medium), n in sorted(limits.refused.items()):
+                refused.add_metric([reason, medium], n)
+            alerts.add_metric(["marketing"], limits.alerts)
+            errors.add_metric([], limits.errors)
+        yield refused
+        yield alerts
+        yield errors
+
+    def _auth(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        """Digest challenges ansim made and answered, and its registrations."""
+        engine = self.calls
+        inbound = CounterMetricFamily(
+            "ansim_auth_inbound",
+            "New INVITEs of trunks with auth, by result (challenged: a challenge was sent; "
+            "ok; stale, unknown_nonce: challenged again; auth_failed, auth_replay, "
+            "auth_malformed: refused with 403)",
+            labels=["result"],
+        )
+        if engine.auth is not None:
+            for result, n in sorted(engine.auth.stats.items()):
+                inbound.add_metric([result], n)
+        yield inbound
+        outbound = CounterMetricFamily(
+            "ansim_auth_outbound",
+            "Challenges of ansim's requests by a trunk, by method and result (answered; "
+            "failed: no credentials, none usable, or refused)",
+            labels=["method", "result"],
+        )
+        for (method, result), n in sorted(engine.stats.challenges.items()):
+            outbound.add_metric([method, result], n)
+        yield outbound
+        if engine.registrations is None:
+            return
+        state = GaugeMetricFamily(
+            "ansim_registration_state",
+            "State of ansim's registration at a trunk's registrar (1 for the current state)",
+            labels=["trunk", "state"],
+        )
+        left = GaugeMetricFamily(
+            "ansim_registration_expires_seconds",
+            "Seconds until the registrar's binding of ansim expires (0: none in force)",
+            labels=["trunk"],
+        )
+        failures = GaugeMetricFamily(
+            "ansim_registration_failures",
+            "Consecutive failed registration attempts",
+            labels=["trunk"],
+        )
+        for trunk, current, seconds, failed in engine.registrations.snapshot(
+            self.endpoint.now()
+        ):
+            for each in RegState:
+                state.add_metric([trunk, each.value], 1.0 if each is current else 0.0)
+            left.add_metric([trunk], seconds or 0.0)
+            failures.add_metric([trunk], failed)
+        yield state
+        yield left
+        yield failures
 
 
 def serve_metrics(

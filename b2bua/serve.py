@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translate.abuse_store import AbuseStore, AbuseStoreError
+from translate.limits import Limits
 from translate.reload import MapWatcher
 from translate.settings import DEFAULT_CONFIG_DIR
 from translate.store import Store, StoreError
@@ -169,6 +171,8 @@ class Engine:
         self.trunks = trunks
         self.plan = config.numbers.plan()
         self.store: Store | None = None
+        self.abuse: AbuseStore | None = None
+        self.limits: Limits | None = None
         self.jobs: StoreJobs | None = None
         self.cdr: CdrWriter | None = None
         self.calls: CallEngine | None = None
@@ -215,10 +219,18 @@ class Engine:
         except StoreError as exc:
             log.error("cannot open the number store: %s", exc)
             return 1
+        try:
+            self.abuse = AbuseStore(self.config.limits.store)
+        except AbuseStoreError as exc:
+            log.error("cannot open the limits store: %s", exc)
+            self.store.close()
+            return 1
+        self.limits = Limits(self.store, self.abuse, self.config.limits)
         maps = Path(n.maps)
         self.jobs = jobs = StoreJobs(self.store, maps, self.plan, loop, guard=n.guard())
         if not self._first_load(jobs, maps):
             self.store.close()
+            self.abuse.close()
             return 2
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         loop.add_signal_handler(signal.SIGUSR1, jobs.force_reload)
@@ -271,9 +283,12 @@ class Engine:
             cdr=self.cdr,
             call_later=loop.call_later,
             media=anchor,
+            limits=self.limits,
         )
         anchor.bind(self.calls)
         self.endpoint.user = self.calls
+        if self.calls.registrations is not None:
+            self.calls.registrations.start(self.endpoint.now())
         if self.config.metrics.listen:
             from .metrics import serve_metrics
 
@@ -308,11 +323,14 @@ class Engine:
                 self.edge_log.tick(self.endpoint.now())
                 if self.tls is not None and self.config.sip.tls.watch:
                     self.tls.poll(loop.time())
+                self._prune_limits(loop)
                 age_out_gc()
                 if watcher is not None and watcher.poll(loop.time()):
                     jobs.reload()
                 if ticks % PURGE_EVERY == 0:
                     jobs.purge()
+                    if self.calls.auth is not None:
+                        self.calls.auth.housekeeping(self.endpoint.now())
                 if ticks % RETENTION_EVERY == 1:
                     self._retention(loop)
         log.info("stopping: finishing in-flight transactions")
@@ -331,6 +349,18 @@ class Engine:
         self.jobs.reload()
         if self.tls is not None:
             self.tls.reload()
+
+    def _prune_limits(self, loop: asyncio.AbstractEventLoop, batches: int = 20) -> None:
+        """Expired counters go, a small batch at a time between the loop's other work, so
+        that the limits store's write lock is never held for long."""
+        limits = self.limits
+        if limits is None:
+            return
+        try:
+            if limits.prune(time.time()) >= 1000 and batches > 1:
+                loop.call_soon(self._prune_limits, loop, batches - 1)
+        except AbuseStoreError as exc:
+            log.error("pruning the limits store failed: %s", exc)
 
     def _first_load(self, jobs: StoreJobs, maps: Path) -> bool:
         """Load the maps before taking calls. A refused map leaves the store's last good
@@ -420,8 +450,8 @@ class Engine:
             return True
         from sms_smpp.service import SmppService
 
-        assert self.store is not None
-        service = SmppService(self.smpp_config, self.store)
+        assert self.limits is not None
+        service = SmppService(self.smpp_config, self.limits)
         try:
             await service.start()
         except OSError as exc:  # ListenError: the port is taken or not permitted
@@ -445,3 +475,5 @@ class Engine:
         idle = self.jobs is None or await self.jobs.close(STORE_JOB_GRACE)
         if self.store is not None and idle:
             self.store.close()
+        if self.abuse is not None:
+            self.abuse.close()

@@ -9,6 +9,7 @@ transport error.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,9 @@ from translate.yaml_source import load_model
 
 from .sip.bodies import BodyPolicy, pass_body_problem
 from .sip.routing import Peer
+from .trunk_auth import InboundAuth, OutboundCredentials, RegisterSettings
+
+log = logging.getLogger(__name__)
 
 # Headers ansim writes itself on every leg: naming one in pass_headers would send the
 # other leg's value beside (or instead of) ansim's own.
@@ -101,6 +105,17 @@ class Trunk(_Strict):
         "media overrides it",
     )
     record: bool = Field(False, description="record every call from this trunk (encrypted)")
+    auth: InboundAuth | None = Field(
+        None,
+        description="digest credentials this trunk's INVITEs must carry (challenged with 407 "
+        "or 401); with no accept_from the trunk is known by them alone",
+    )
+    credentials: OutboundCredentials | None = Field(
+        None, description="what ansim answers this trunk's 401/407 challenges with"
+    )
+    registration: RegisterSettings | None = Field(
+        None, description="register ansim at this trunk's registrar (needs credentials)"
+    )
 
     @field_validator("accept_from")
     @classmethod
@@ -163,6 +178,12 @@ class TrunkConfig(_Strict):
             "received; SDP and DTMF are always rebuilt, every other type is dropped"
         ),
     )
+    auth_realm: str = Field(
+        "ansim", min_length=1, description="realm of the trunks' challenges that name none"
+    )
+    nonce_lifetime: float = Field(
+        300.0, ge=1, le=86400, description="seconds a challenge's nonce is good for (then stale)"
+    )
 
     @field_validator("pass_headers")
     @classmethod
@@ -195,7 +216,30 @@ class TrunkConfig(_Strict):
                     raise ValueError(
                         f"route {route.prefix!r} uses trunk {name!r}, which has no address"
                     )
+        self._check_auth()
         return self
+
+    def _check_auth(self) -> None:
+        seen: dict[tuple[str, str], str] = {}
+        statuses = set()
+        for t in self.trunks:
+            if t.registration is not None:
+                if t.credentials is None:
+                    raise ValueError(f"trunk {t.name!r} registers but has no credentials")
+                if t.registration.registrar is None and t.address is None:
+                    raise ValueError(f"trunk {t.name!r} registers but has no registrar or address")
+            if t.auth is None:
+                continue
+            key = (t.auth.realm or self.auth_realm, t.auth.username)
+            if key in seen:
+                raise ValueError(
+                    f"trunks {seen[key]!r} and {t.name!r} have the same auth username in one realm"
+                )
+            seen[key] = t.name
+            if not t.accept_from:
+                statuses.add(t.auth.status)
+        if len(statuses) > 1:
+            raise ValueError("trunks known by their credentials alone must share one auth status")
 
 
 class TrunkTable:
@@ -212,6 +256,17 @@ class TrunkTable:
         ]
         self._by_ip: dict[str, Trunk | None] = {}
         self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
+        # Trunks that authenticate: by (realm, username); those known by credentials alone
+        # are challenged for requests from addresses no trunk accepts.
+        self.auth_realm = config.auth_realm
+        self.by_credentials = {
+            (t.auth.realm or config.auth_realm, t.auth.username): t
+            for t in config.trunks
+            if t.auth is not None
+        }
+        self.credential_only = [
+            t for t in config.trunks if t.auth is not None and not t.accept_from
+        ]
         self.pass_headers = tuple(h.strip().lower().encode() for h in config.pass_headers)
         self.body_policy = BodyPolicy(tuple(m.strip().lower().encode() for m in config.pass_bodies))
 
@@ -264,4 +319,7 @@ def load_trunks(path: str | Path) -> TrunkTable:
     p = Path(path)
     if not p.exists():
         return TrunkTable(TrunkConfig())
-    return TrunkTable(load_model(p, TrunkConfig))
+    config = load_model(p, TrunkConfig)
+    if any(t.auth or t.credentials for t in config.trunks) and p.stat().st_mode & 0o077:
+        log.warning("%s holds trunk passwords and others may read it: chmod 600 it", p)
+    return TrunkTable(config)

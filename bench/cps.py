@@ -195,6 +195,14 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+# --limits: every call checked and counted in the shared limits store (caps per binding
+# per hour and per day, per virtual number per hour, the marketing rule), none reached.
+LIMITS_SECTION = (
+    "limits: {{store: '{store}', binding: {{calls_per_hour: 1000000, calls_per_day: 1000000}},"
+    " virtual: {{calls_per_hour: 1000000}}, marketing: {{distinct: 1000000, window: 86400}}}}\n"
+)
+
+
 class B2bua:
     """The process under test."""
 
@@ -207,8 +215,10 @@ class B2bua:
         profile: str | None = None,
         tree: Path | None = None,
         media: str | None = None,
+        limits: bool = False,
     ) -> None:
         self.media = media
+        self.limits = limits
         self.peer = peer
         self.tree = tree  # another checkout's sources to run instead of this one
         self.profile = profile
@@ -230,6 +240,9 @@ class B2bua:
                 f"metrics: {{listen: null}}\ncdr: '{self.work}/cdr.sqlite'\nsmpp: null\n"
                 "logging: {level: warning}\n"
             )
+            if self.limits:
+                with (cfg / "ansim.yaml").open("a") as f:
+                    f.write(LIMITS_SECTION.format(store=self.work / "limits.lmdb"))
             if self.media == "relay":
                 with (cfg / "ansim.yaml").open("a") as f:
                     f.write(
@@ -596,6 +609,7 @@ def ramp(
         args.bindings,
         args.profile if peer == "ansim" else None,
         media=args.media if peer == "ansim" else None,
+        limits=args.limits and peer == "ansim",
     )
     b2bua.start()
     steps: list[Step] = []
@@ -703,6 +717,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--media", choices=("relay",), help="anchor every call's media with a relay process"
+    )
+    ap.add_argument(
+        "--limits",
+        action="store_true",
+        help="count every call in the shared limits store (caps and the marketing rule)",
     )
     args = ap.parse_args()
     if args.pin:

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS sms (
     upstream_id TEXT,
     submitted_at REAL,
     dlr_state INTEGER,            -- message_state of the last receipt
-    done_at REAL
+    done_at REAL,
+    reason TEXT                   -- why a refused message was refused (translate.refusals)
 );
 CREATE INDEX IF NOT EXISTS sms_received_at ON sms(received_at);
 CREATE INDEX IF NOT EXISTS sms_upstream_id ON sms(upstream_id);
@@ -52,6 +53,11 @@ _INSERT = (
     "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
     " presented, binding_id, data_coding, length, part, received_at, status, error)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_REFUSED = (
+    "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
+    " presented, binding_id, data_coding, length, part, received_at, status, error, reason)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SUBMITTED = "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
 _FINISHED = "UPDATE sms SET status=?, error=?, done_at=? WHERE id=?"
@@ -87,6 +93,10 @@ class SmsRecords:
         """A new message: the 14 columns of _INSERT, status usually 'queued'."""
         self._queue.put((_INSERT, row))
 
+    def refused(self, row: tuple[Any, ...], reason: str) -> None:
+        """A refused message: the 14 columns of ``accepted`` and the refusal's reason."""
+        self._queue.put((_REFUSED, (*row, reason)))
+
     def submitted(self, message_id: str, upstream: str, upstream_id: str, at: float) -> None:
         self._queue.put((_SUBMITTED, (upstream, upstream_id, at, message_id)))
 
@@ -109,6 +119,9 @@ class SmsRecords:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sms)")}
+            if "reason" not in columns:  # a table made before refusals had reasons
+                db.execute("ALTER TABLE sms ADD COLUMN reason TEXT")
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -196,10 +196,12 @@ class Ansim(EngineProcess):
         media: dict[str, Any] | None = None,
         log_level: str = "warning",
         env: dict[str, str] | None = None,
+        trunk_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(workdir, listen_flags=False, log_name="ansim.log", env=env)
         self.tls_port = tls_port
-        self.more_config = config or {}
+        self.trunk_settings = trunk_settings or {}  # more top-level keys of trunks.yaml
+        self.more_config = config or {}  # more sections of ansim.yaml
         self.media = media
         self.log_level = log_level
         self.tcp_listen = tcp
@@ -249,6 +251,7 @@ class Ansim(EngineProcess):
             "unknown_source": "reject",
             "pass_headers": self.pass_headers,
             "pass_bodies": self.pass_bodies,
+            **self.trunk_settings,
         }
         self.files = {
             "trunks.yaml": yaml.safe_dump(trunks, sort_keys=False),
@@ -543,6 +546,7 @@ class Sipp:
         call_id: str | None = None,
         extra: Sequence[str] = (),
         transport: str = "udp",
+        ip: str = "127.0.0.1",
     ) -> SippRun:
         """Start ``tests/sipp/<scenario>.xml`` on 127.0.0.1:``port`` (uas when ``remote`` is None).
 
@@ -556,7 +560,7 @@ class Sipp:
             "-sf",
             str(SIPP_DIR / f"{scenario}.xml"),
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             str(port),
             "-m",

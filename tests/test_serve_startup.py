@@ -50,7 +50,7 @@ ERRORS = [
 
 def decide(store_path: Path, virtual: str) -> Route | Refusal:
     with Store(store_path, readonly=True, snapshot_max_age=0) as store:
-        return store.lookup(virtual, CALLER, time.time(), count=False)
+        return store.lookup(virtual, CALLER, time.time())
 
 
 def records(log: Path) -> list[dict[str, Any]]:

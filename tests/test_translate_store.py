@@ -146,16 +146,19 @@ def test_expired_at_lookup_time(store: Store, binding: object) -> None:
     assert result.binding_id is not None
 
 
-def test_calls_per_hour_limit(store: Store) -> None:
-    store.put(ax(calls_per_hour=3), now=NOW)
-    for i in range(3):
-        assert isinstance(store.lookup(X1, C, NOW + i), Route)
-    assert store.lookup(X1, C, NOW + 10) == Refusal("limit", "ax-1")
-    assert isinstance(store.lookup(X1, C, NOW + 10, count=False), Route)
-    # the window slides: the first call leaves it an hour after it was made
-    assert store.lookup(X1, C, NOW + 3599.9) == Refusal("limit", "ax-1")
-    assert isinstance(store.lookup(X1, C, NOW + 3600), Route)
-    assert store.lookup(X1, C, NOW + 3600.5) == Refusal("limit", "ax-1")
+def test_calls_per_hour_and_tenant_reach_the_route_uncounted(store: Store) -> None:
+    """The store only reads the binding's cap and tenant: counting is translate.limits'."""
+    from dataclasses import replace
+
+    store.put(replace(ax(calls_per_hour=3), tenant="acme"), now=NOW)  # type: ignore[type-var]
+    for i in range(10):
+        result = route(store.lookup(X1, C, NOW + i))
+        assert (result.calls_per_hour, result.tenant) == (3, "acme")
+    got = store.get("ax-1")
+    assert got is not None and got[0].tenant == "acme"
+    assert route(store.lookup(X1, C, NOW)) == Route(
+        A, X1, "ax-1", "ax", False, None, "N->A", "", 3, "acme"
+    )
 
 
 def test_allowed_hours(store: Store) -> None:

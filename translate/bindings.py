@@ -19,8 +19,9 @@ a ``record`` flag, an optional media mode (``passthrough``, ``relay``, ``rtpengi
 how the engine carries the call's media, overriding the trunk's) and optional limits:
 maximum call length, calls per hour, allowed hours. Bindings made through the API also
 carry their owner: the ``tenant`` (the platform that made it, which alone may see or
-change it) and an ``out_id``, free text the platform uses for its own reference (an order
-id). Neither takes part in a lookup.
+change it, and whose caps and blocklist apply to its calls and messages:
+``translate.limits``) and an ``out_id``, free text the platform uses for its own
+reference (an order id). Neither takes part in a lookup.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class Binding:
             parts.append(f"calls_per_hour={self.calls_per_hour}")
         if self.hours is not None:
             parts.append(f"hours={self.hours} {self.hours.timezone}")
+        if self.tenant is not None:
+            parts.append(f"tenant={self.tenant}")
         return " ".join(parts)
 
 
@@ -224,8 +227,9 @@ class Route(NamedTuple):
     binding's terms: "N->A" (anyone to A of an ax or axn), "A->B" (A to B of an axb, A to
     the default B of an axn), "B->A" (B to A of an axb), or "" for an axb or axn entry
     written before directions were recorded; ``media`` the binding's media mode ("" when
-    it names none: the trunk's applies). A named tuple: the store builds one per lookup,
-    and a tuple is the cheapest object to build.
+    it names none: the trunk's applies); ``calls_per_hour`` the binding's own cap and
+    ``tenant`` its tenant ("" for none), for ``translate.limits``. A named tuple: the
+    store builds one per lookup, and a tuple is the cheapest object to build.
     """
 
     callee: str
@@ -236,13 +240,15 @@ class Route(NamedTuple):
     max_seconds: int | None
     direction: str = ""
     media: str = ""
+    calls_per_hour: int | None = None
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A lookup's answer when the call must not go ahead; ``reason`` is one of "unknown",
-    "expired", "not_party", "limit", "hours", each answered as ``translate.refusals``
-    says."""
+    """A lookup's (or ``translate.limits``') answer when the call or message must not go
+    ahead; ``reason`` is a key of ``translate.refusals.REFUSALS``, which says how each
+    is answered."""
 
     reason: str
     binding_id: str | None

@@ -80,7 +80,7 @@ def expiry_key_parts(key: bytes | memoryview) -> tuple[float, str, str]:
 def route_value(binding: Binding, callee: str) -> bytes:
     """The routes value for one caller-specific or head entry of ``binding``.
 
-    ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours]`` where
+    ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours, tenant]`` where
     flags = kind code | record << 2 | present-caller << 3 | direction << 4 | media << 6 and hours =
     [start, end, tz]. The direction follows from whom the entry reaches: B is reached from
     A (axb, axn), A from B in an axb, and from anyone else in an ax or axn.
@@ -108,6 +108,7 @@ def route_value(binding: Binding, callee: str) -> bytes:
         binding.max_seconds,
         binding.calls_per_hour,
         None if hours is None else [hours.start, hours.end, hours.timezone],
+        binding.tenant,
     ]
     while fields[-1] is None:
         fields.pop()
