@@ -1,6 +1,6 @@
 """SMPP relay throughput: messages/s relayed end to end through one ansim worker.
 
-    flock /tmp/ansim-bench.lock .venv/bin/python bench/smpp_bench.py [--messages 50000]
+    flock /tmp/ansim-heavy.lock .venv/bin/python bench/smpp_bench.py [--messages 50000]
 
 Starts, on loopback: an upstream SMSC sink, ansim's relay (`python -m sms_smpp.cli smpp
 run`, one process on uvloop, store-and-forward queue with fsync), and a carrier ESME

@@ -46,20 +46,30 @@ class BindGuard:
                 del self._buckets[k]
         return True
 
-    def check(self, bind: Bind, address: str, now: float) -> tuple[int, Account | None]:
-        """(status, account): status 0 accepts the bind for that account."""
+    def check(self, bind: Bind, address: str, now: float) -> tuple[int, Account | None, str]:
+        """(status, account, reason): status 0 accepts the bind for that account."""
         if not self._take_token(address, now):
-            return Status.RBINDFAIL, None
+            return Status.RBINDFAIL, None, "too many bind attempts"
         expected = self._digests.get(bind.system_id, self._unknown)
         password_ok = hmac.compare_digest(_digest(bind.password), expected)
         account = self._accounts.get(bind.system_id)
         if account is None or not password_ok:
-            return Status.RBINDFAIL, None
+            return Status.RBINDFAIL, None, "wrong credentials"
         if _BIND_TYPE[bind.command_id] not in account.bind_types:
-            return Status.RBINDFAIL, None
+            return Status.RBINDFAIL, None, "bind type not allowed"
         if self.binds.get(account.system_id, 0) >= account.max_binds:
-            return Status.RBINDFAIL, None
-        return Status.ROK, account
+            return Status.RBINDFAIL, None, "max_binds reached"
+        return Status.ROK, account, ""
+
+    def check_invalid(self, status: int, address: str, now: float) -> tuple[int, str]:
+        """(status, reason) for a bind that could not be decoded: it takes a token too."""
+        if not self._take_token(address, now):
+            return Status.RBINDFAIL, "too many bind attempts"
+        return status, "malformed bind"
+
+    def count_attempt(self, address: str, now: float) -> None:
+        """A bind refused by the session itself (already bound): it takes a token too."""
+        self._take_token(address, now)
 
     def bound(self, system_id: str) -> None:
         self.binds[system_id] = self.binds.get(system_id, 0) + 1

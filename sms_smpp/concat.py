@@ -8,10 +8,16 @@ groups parts by (originator, reference), and every sender behind one virtual num
 shares the same presented originator, so the reference is remapped to one derived from
 the real sender. The remapping is a pure function, so parts that straddle a restart
 still agree.
+
+:func:`split_payload` cuts a message_payload too large for an upstream into the
+concatenated parts a handset expects (UDH with an 8-bit reference, at most 140 octets
+of user data each), on character boundaries of its data_coding; codings it cannot cut
+safely are left whole (the relay then refuses the message).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 
@@ -113,3 +119,66 @@ def split_udh(text: bytes, ref: int, max_part: int = 134) -> list[bytes]:
     chunks = [text[i : i + max_part] for i in range(0, len(text), max_part)] or [b""]
     total = len(chunks)
     return [bytes((5, 0, 3, ref & 0xFF, total, i + 1)) + c for i, c in enumerate(chunks)]
+
+
+_UDH_LEN = 6  # 05 00 03 ref total seq
+#: data_coding values whose octets are one GSM 7-bit character each (SMSC default
+#: alphabet, IA5, and the message-class group with the default alphabet)
+_SEPTET_CODINGS = frozenset({0x00, 0x01, 0xF0, 0xF1, 0xF2, 0xF3})
+#: one octet per character, or opaque octets
+_OCTET_CODINGS = frozenset({0x02, 0x03, 0x04, 0x06, 0x07, 0xF4, 0xF5, 0xF6, 0xF7})
+_UCS2 = 0x08
+_KSC5601 = 0x0E
+MAX_PARTS = 255
+
+
+def _cuts(payload: bytes, data_coding: int) -> list[bytes] | None:
+    """The payload cut into chunks that fit one part each, or None if it cannot be cut."""
+    if data_coding in _SEPTET_CODINGS:
+        size, unit = 153, 1  # 160 septets less the UDH's 7
+    elif data_coding in _OCTET_CODINGS or data_coding in (_UCS2, _KSC5601):
+        size, unit = 140 - _UDH_LEN, 2 if data_coding == _UCS2 else 1
+    else:
+        return None  # JIS, pictograms and the like: stateful or unknown widths
+    if unit == 2 and len(payload) % 2:
+        return None
+    chunks = []
+    pos = 0
+    end = len(payload)
+    while pos < end:
+        cut = min(end, pos + size)
+        if cut < end:
+            if data_coding in _SEPTET_CODINGS and payload[cut - 1] == 0x1B:
+                cut -= 1  # never split an escape from the character it extends
+            elif data_coding == _UCS2 and 0xD8 <= payload[cut - 2] <= 0xDB:
+                cut -= 2  # nor a surrogate pair
+            elif data_coding == _KSC5601:
+                i = pos
+                while i < cut:
+                    i += 2 if payload[i] >= 0x81 else 1  # lead byte of a double-byte char
+                if i > cut:
+                    cut = i - 2
+        chunks.append(payload[pos:cut])
+        pos = cut
+    return chunks
+
+
+def split_payload(pdu: ShortMessage, ref: int) -> list[ShortMessage] | None:
+    """``pdu`` (user data in message_payload) as concatenated parts with reference ``ref``.
+
+    None where that is not possible: no message_payload, a UDH or SAR parts already, a
+    data_coding that cannot be cut on character boundaries, or over 255 parts.
+    """
+    payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD)
+    if (payload is None or pdu.short_message or pdu.esm_class & EsmClass.UDHI
+            or Tag.SAR_MSG_REF_NUM in pdu.tlvs):
+        return None
+    chunks = _cuts(payload, pdu.data_coding)
+    if chunks is None or not 1 <= len(chunks) <= MAX_PARTS:
+        return None
+    total = len(chunks)
+    tlvs = {tag: value for tag, value in pdu.tlvs.items() if tag != Tag.MESSAGE_PAYLOAD}
+    return [dataclasses.replace(
+        pdu, esm_class=pdu.esm_class | EsmClass.UDHI, tlvs=dict(tlvs),
+        short_message=bytes((5, 0, 3, ref & 0xFF, total, i + 1)) + chunk)
+        for i, chunk in enumerate(chunks)]

@@ -55,6 +55,11 @@ class ServerConfig(_Strict):
     bind_rate: float = Field(default=1.0, gt=0)
     #: where mobile-originated SMS arriving from upstream go (an account's system_id)
     mo_system_id: str | None = None
+    #: while carriers are paced (see queue.forward_backlog), a submit_sm waits unanswered
+    #: at most this long for room, then is answered ESME_RTHROTTLED (and not stored)
+    pace_hold: float = Field(default=2.0, gt=0)
+    #: at most this many submit_sm wait per bind; more are answered ESME_RTHROTTLED at once
+    pace_queue: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _unique_accounts(self) -> ServerConfig:
@@ -87,6 +92,10 @@ class Upstream(_Strict):
     reconnect_max: float = Field(default=10.0, gt=0)
     #: vendor TLV carrying ansim's message id on each submit_sm (idempotency key), or null
     message_id_tlv: int | None = Field(default=0x1401, ge=0x1400, le=0x3FFF)
+    #: largest submit_sm (octets, header included) this upstream takes, or null for no
+    #: limit: a longer message_payload is split into concatenated parts at submit time,
+    #: and a message that cannot be split is refused with ESME_RINVMSGLEN
+    max_pdu_size: int | None = Field(default=None, ge=512, le=70_000)
 
 
 class QueueConfig(_Strict):
@@ -97,13 +106,22 @@ class QueueConfig(_Strict):
     #: fsync each commit (an accepted message survives power loss, not only a crash)
     fsync: bool = True
     max_pending: int = Field(default=200_000, ge=1)
-    #: with an upstream bound, carriers' reading pauses past this many waiting messages
+    #: with an upstream bound, carriers are paced past this many messages waiting for it
     forward_backlog: int = Field(default=1000, ge=1)
     default_validity: float = Field(default=48 * 3600.0, gt=0)
     max_validity: float = Field(default=7 * 24 * 3600.0, gt=0)
     retry_min: float = Field(default=1.0, gt=0)
     retry_max: float = Field(default=60.0, gt=0)
+    #: sends upstream left without an answer (no response in response_timeout, or the
+    #: link lost with it the oldest request unanswered) before a message is set aside,
+    #: its sender getting a REJECTD receipt
+    max_unanswered: int = Field(default=3, ge=1)
     dlr_ttl: float = Field(default=72 * 3600.0, gt=0)
+    #: a receipt that arrives before the submit_sm_resp carrying its id is held (on disk)
+    #: this long for that id to arrive, then dropped and counted as unmatched
+    receipt_hold: float = Field(default=3600.0, gt=0)
+    #: at most this many held; past it the oldest is dropped (counted as evicted)
+    receipt_hold_max: int = Field(default=50_000, ge=1)
 
 
 class NumbersConfig(_Strict):

@@ -25,6 +25,20 @@ class BindRequested(Event):
 
 
 @dataclass(slots=True)
+class BindInvalid(Event):
+    """A peer sent a bind that cannot be decoded (server side); ``status`` says why.
+
+    Answer with :meth:`Session.refuse_bind`: it is a bind attempt like any other, to be
+    counted by whoever limits them.
+    """
+
+    command_id: int
+    sequence: int
+    status: int
+    detail: str
+
+
+@dataclass(slots=True)
 class Bound(Event):
     """Our bind was accepted (client side)."""
 
@@ -58,19 +72,30 @@ class ResponseReceived(Event):
 
 @dataclass(slots=True)
 class RequestTimedOut(Event):
-    """No answer to one of our requests within the response timeout."""
+    """No answer to one of our requests within the response timeout.
+
+    Reported once the peer proved alive since (it answered an enquire_link sent later):
+    ``ignored`` says it also answered a request sent after this one, so it passed over
+    this one while taking the others. A session that closes hands its outstanding
+    requests back the same way, unanswered.
+    """
 
     sequence: int
     command_id: int
     context: Any
+    ignored: bool = False
 
 
 @dataclass(slots=True)
 class ProtocolError(Event):
-    """The peer sent something invalid; the session answered it as SMPP requires."""
+    """The peer sent something invalid; the session answered it as SMPP requires.
+
+    ``command_id`` is that of the offending PDU when its header could be read.
+    """
 
     status: int
     detail: str
+    command_id: int = 0
 
 
 @dataclass(slots=True)

@@ -78,6 +78,7 @@ class Status:
     RINVSYSID = 0x0F
     RMSGQFUL = 0x14
     RINVSERTYP = 0x15
+    RINVSYSTYP = 0x53
     RINVESMCLASS = 0x43
     RSUBMITFAIL = 0x45
     RINVSRCTON = 0x48
@@ -332,13 +333,19 @@ _SM_MID = struct.Struct(">BBB")  # esm_class, protocol_id, priority_flag
 _SM_TAIL = struct.Struct(">BBBBB")  # registered_delivery .. sm_length
 
 
-def _cstr(body: bytes, pos: int, limit: int, what: str) -> tuple[str, int]:
-    """Read a NUL-terminated string of at most ``limit`` bytes including the NUL."""
+def _cstr(body: bytes, pos: int, limit: int, what: str,
+          too_long: int = Status.RINVPARLEN) -> tuple[str, int]:
+    """Read a NUL-terminated string of at most ``limit`` bytes including the NUL.
+
+    A string longer than that is answered ``too_long`` (the field's own error code where
+    SMPP has one); one that runs to the end of the PDU unterminated, ESME_RINVMSGLEN.
+    """
     try:
         end = body.index(0, pos, pos + limit)
     except ValueError:
-        raise PduError(Status.RINVPARLEN if pos < len(body) else Status.RINVMSGLEN,
-                       f"{what}: unterminated or longer than {limit - 1}") from None
+        if len(body) >= pos + limit:
+            raise PduError(too_long, f"{what}: longer than {limit - 1}") from None
+        raise PduError(Status.RINVMSGLEN, f"{what}: unterminated") from None
     return body[pos:end].decode("latin-1"), end + 1
 
 
@@ -357,23 +364,24 @@ def _tlvs(body: bytes, pos: int) -> dict[int, bytes]:
     return out
 
 
-def _addr(body: bytes, pos: int, limit: int, what: str) -> tuple[int, int, str, int]:
+def _addr(body: bytes, pos: int, limit: int, what: str,
+          too_long: int = Status.RINVPARLEN) -> tuple[int, int, str, int]:
     if pos + 2 > len(body):
         raise PduError(Status.RINVMSGLEN, f"{what}: truncated")
     ton, npi = _BB.unpack_from(body, pos)
-    addr, pos = _cstr(body, pos + 2, limit, what)
+    addr, pos = _cstr(body, pos + 2, limit, what, too_long)
     return ton, npi, addr, pos
 
 
 def _decode_short_message(cid: int, seq: int, status: int, body: bytes) -> ShortMessage:
-    service_type, pos = _cstr(body, 0, 6, "service_type")
-    ston, snpi, src, pos = _addr(body, pos, 21, "source_addr")
-    dton, dnpi, dst, pos = _addr(body, pos, 21, "destination_addr")
+    service_type, pos = _cstr(body, 0, 6, "service_type", Status.RINVSERTYP)
+    ston, snpi, src, pos = _addr(body, pos, 21, "source_addr", Status.RINVSRCADR)
+    dton, dnpi, dst, pos = _addr(body, pos, 21, "destination_addr", Status.RINVDSTADR)
     if pos + 3 > len(body):
         raise PduError(Status.RINVMSGLEN, "truncated before esm_class")
     esm, pid, prio = _SM_MID.unpack_from(body, pos)
-    sched, pos = _cstr(body, pos + 3, 17, "schedule_delivery_time")
-    validity, pos = _cstr(body, pos, 17, "validity_period")
+    sched, pos = _cstr(body, pos + 3, 17, "schedule_delivery_time", Status.RINVSCHED)
+    validity, pos = _cstr(body, pos, 17, "validity_period", Status.RINVEXPIRY)
     if pos + 5 > len(body):
         raise PduError(Status.RINVMSGLEN, "truncated before short_message")
     reg, rep, dcs, defid, sm_len = _SM_TAIL.unpack_from(body, pos)
@@ -389,9 +397,9 @@ def _decode_short_message(cid: int, seq: int, status: int, body: bytes) -> Short
 
 
 def _decode_data_sm(cid: int, seq: int, status: int, body: bytes) -> DataSm:
-    service_type, pos = _cstr(body, 0, 6, "service_type")
-    ston, snpi, src, pos = _addr(body, pos, 65, "source_addr")
-    dton, dnpi, dst, pos = _addr(body, pos, 65, "destination_addr")
+    service_type, pos = _cstr(body, 0, 6, "service_type", Status.RINVSERTYP)
+    ston, snpi, src, pos = _addr(body, pos, 65, "source_addr", Status.RINVSRCADR)
+    dton, dnpi, dst, pos = _addr(body, pos, 65, "destination_addr", Status.RINVDSTADR)
     if pos + 3 > len(body):
         raise PduError(Status.RINVMSGLEN, "truncated data_sm")
     esm, reg, dcs = _SM_MID.unpack_from(body, pos)
@@ -400,9 +408,9 @@ def _decode_data_sm(cid: int, seq: int, status: int, body: bytes) -> DataSm:
 
 
 def _decode_bind(cid: int, seq: int, status: int, body: bytes) -> Bind:
-    system_id, pos = _cstr(body, 0, 16, "system_id")
-    password, pos = _cstr(body, pos, 9, "password")
-    system_type, pos = _cstr(body, pos, 13, "system_type")
+    system_id, pos = _cstr(body, 0, 16, "system_id", Status.RINVSYSID)
+    password, pos = _cstr(body, pos, 9, "password", Status.RINVPASWD)
+    system_type, pos = _cstr(body, pos, 13, "system_type", Status.RINVSYSTYP)
     if pos + 3 > len(body):
         raise PduError(Status.RINVMSGLEN, "truncated bind")
     version, ton, npi = _SM_MID.unpack_from(body, pos)

@@ -3,7 +3,8 @@
 The relay calls the small methods below from the loop; they only put a tuple on a
 queue. A writer thread applies the queue in batches inside one transaction each, with
 the database in WAL mode so that readers (statistics, the API) never block it.
-Records hold real numbers: operators need them to trace abuse; logs never do.
+Records hold real numbers: operators need them to trace abuse; logs never do. The
+database is created readable by the engine's user only (see :mod:`sms_smpp.files`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sqlite3
 import threading
 import time
 from typing import Any
+
+from .files import private_file
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +35,15 @@ CREATE TABLE IF NOT EXISTS sms (
     length INTEGER,               -- octets of user data
     part TEXT,                    -- 'seq/total' for a part of a long message
     received_at REAL NOT NULL,
-    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed, refused
+    status TEXT NOT NULL,         -- queued, submitted, delivered, undeliverable, expired, failed,
+                                  -- refused, rejected (set aside: never answered upstream)
     error INTEGER,                -- SMPP status of a refusal or failure
     upstream TEXT,
     upstream_id TEXT,
     submitted_at REAL,
     dlr_state INTEGER,            -- message_state of the last receipt
-    done_at REAL
+    done_at REAL,
+    reason TEXT                   -- why a refused message was refused (translate.refusals)
 );
 CREATE INDEX IF NOT EXISTS sms_received_at ON sms(received_at);
 CREATE INDEX IF NOT EXISTS sms_upstream_id ON sms(upstream_id);
@@ -48,6 +53,11 @@ _INSERT = (
     "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
     " presented, binding_id, data_coding, length, part, received_at, status, error)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_REFUSED = (
+    "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
+    " presented, binding_id, data_coding, length, part, received_at, status, error, reason)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SUBMITTED = "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
 _FINISHED = "UPDATE sms SET status=?, error=?, done_at=? WHERE id=?"
@@ -60,8 +70,11 @@ class SmsRecords:
     """Asynchronous writer of the ``sms`` table (see module docstring)."""
 
     def __init__(self, path: str, batch: int = 50_000, linger: float = 0.2) -> None:
-        if os.path.dirname(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+        # SQLite gives its -wal and -shm files the mode of the database file.
+        private_file(path)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                private_file(path + suffix)
         self.path = path
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._batch = batch
@@ -79,6 +92,10 @@ class SmsRecords:
     def accepted(self, row: tuple[Any, ...]) -> None:
         """A new message: the 14 columns of _INSERT, status usually 'queued'."""
         self._queue.put((_INSERT, row))
+
+    def refused(self, row: tuple[Any, ...], reason: str) -> None:
+        """A refused message: the 14 columns of ``accepted`` and the refusal's reason."""
+        self._queue.put((_REFUSED, (*row, reason)))
 
     def submitted(self, message_id: str, upstream: str, upstream_id: str, at: float) -> None:
         self._queue.put((_SUBMITTED, (upstream, upstream_id, at, message_id)))
@@ -102,6 +119,9 @@ class SmsRecords:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sms)")}
+            if "reason" not in columns:  # a table made before refusals had reasons
+                db.execute("ALTER TABLE sms ADD COLUMN reason TEXT")
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -4,6 +4,11 @@
 role); :class:`SmppServer` listens for them. Binds are decided by
 :class:`~sms_smpp.auth.BindGuard`; submit_sm/data_sm go to the relay; receivers get
 deliver_sm from the relay within their window.
+
+Every bind attempt counts against the remote address's bind limit, whatever becomes of
+it: accepted, refused for its credentials or limits, undecodable (an over-long
+system_id is answered ESME_RINVSYSID), or sent on a session already bound. Refusals are
+logged through a rate limit, so a flood of them writes a few lines a second.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from . import metrics as m
 from .auth import BindGuard
 from .config import ServerConfig
 from .link import Link
-from .pdu import Cmd
+from .pdu import BIND_COMMANDS, Cmd, Status
 from .queue import Message
+from .ratelog import RateLimitedLog
 from .relay import Relay
 from .session import Role, State
 
@@ -71,22 +77,38 @@ class EsmeLink(Link):
                         relay.on_esme_timeout(self, event.context)
             elif type(event) is ev.BindRequested:
                 self._bind(event)
+            elif type(event) is ev.BindInvalid:
+                self._bind_invalid(event)
             elif type(event) is ev.ProtocolError:
                 m.PROTOCOL_ERRORS.labels("carrier").inc()
+                if event.command_id in BIND_COMMANDS:  # answered ESME_RALYBND by the session
+                    self.server.guard.count_attempt(self.peer, time.monotonic())
+                    self._refused("", "bind on a bound session")
             elif type(event) is ev.Closed:
                 self._closed(unanswered)
                 unanswered = []
         if unanswered:
             relay.esme_down(self, unanswered)
 
+    def _refused(self, system_id: str, reason: str) -> None:
+        m.BIND_ATTEMPTS.labels("refused").inc()
+        self.server.refused_log.warning("bind refused from %s for system_id %r: %s",
+                                        self.peer, system_id[:16], reason)
+
+    def _bind_invalid(self, event: ev.BindInvalid) -> None:
+        status, reason = self.server.guard.check_invalid(event.status, self.peer,
+                                                         time.monotonic())
+        m.PROTOCOL_ERRORS.labels("carrier").inc()
+        self._refused("", f"{reason} ({event.detail})")
+        self.handle_events(self.session.refuse_bind(event.command_id, event.sequence, status))
+
     def _bind(self, event: ev.BindRequested) -> None:
         bind = event.pdu
         guard = self.server.guard
-        status, account = guard.check(bind, self.peer, time.monotonic())
+        status, account, reason = guard.check(bind, self.peer, time.monotonic())
         if status or account is None or not self.server.accepting:
-            m.BIND_ATTEMPTS.labels("refused").inc()
-            log.warning("bind refused from %s for system_id %r", self.peer, bind.system_id)
-            self.handle_events(self.session.reject_bind(bind, status or 0x0D))
+            self._refused(bind.system_id, reason or "stopping")
+            self.handle_events(self.session.reject_bind(bind, status or Status.RBINDFAIL))
             return
         m.BIND_ATTEMPTS.labels("accepted").inc()
         self.session.accept_bind(bind, self.server.config.system_id)
@@ -117,6 +139,7 @@ class SmppServer:
         self.guard = BindGuard(config.accounts, config.bind_burst, config.bind_rate)
         self.links: set[EsmeLink] = set()
         self.accepting = True
+        self.refused_log = RateLimitedLog(log, "bind_refused")
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -130,13 +153,11 @@ class SmppServer:
         return port
 
     def stop_accepting(self) -> None:
-        """Stop accepting connections and reading new requests from bound carriers."""
+        """Stop accepting connections and binds. Bound carriers are still read: their
+        submits are answered ESME_RTHROTTLED by the relay, enquire_link at once."""
         self.accepting = False
         if self._server is not None:
             self._server.close()
-        for link in self.links:
-            if link.transport is not None:
-                link.transport.pause_reading()
 
     async def close(self, timeout: float) -> None:
         """Unbind every carrier and wait (at most ``timeout``) for them to go.
@@ -148,8 +169,6 @@ class SmppServer:
         for link in list(self.links):
             link.session.unbind(now)
             link.flush()
-            if link.transport is not None:
-                link.transport.resume_reading()  # to read the unbind_resp
         waiting = [link.closed for link in self.links]
         if waiting:
             await asyncio.wait(waiting, timeout=timeout * 0.8)

@@ -1,17 +1,21 @@
-"""The SMPP relay as a service the engine starts: ``SmppService(config, store)``.
+"""The SMPP relay as a service the engine starts: ``SmppService(config, limits)``, with
+the ``translate.limits.Limits`` that decides each message (lookup, caps, blocklists).
 
 ``await service.start()`` opens the queue and records, puts stored messages back in
 line, listens for carriers and binds to the upstreams. ``await service.stop()`` is
 graceful and bounded (5 s by default): stop accepting connections and requests, commit
 and answer everything already received, unbind carriers, let the upstreams answer
 what is in flight, unbind them, close the queue. Whatever is not delivered stays in the
-queue for the next start.
+queue for the next start. A carrier-side port that cannot be opened raises
+:class:`ListenError` (an ``OSError``) with a one-line reason, after closing what
+``start`` opened.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 
 from .client import UpstreamConnector
@@ -22,6 +26,10 @@ from .relay import Relay, Translator
 from .server import SmppServer
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(OSError):
+    """The carrier-side port could not be opened (in use, not permitted, bad address)."""
 
 
 class SmppService:
@@ -48,7 +56,15 @@ class SmppService:
         if restored:
             log.info("%d stored messages back in line", restored)
         self.server = SmppServer(c.server, self.relay, loop)
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            self.queue.close()
+            self.records.close()
+            self.relay = self.server = None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(exc.errno, f"cannot listen on {c.server.host}:{c.server.port}:"
+                                         f" {reason}") from exc
         log.info("listening for carrier binds on %s:%d", c.server.host, self.server.port)
         for upstream in c.upstreams:
             connector = UpstreamConnector(upstream, self.relay, loop)
@@ -70,6 +86,7 @@ class SmppService:
             ticks += 1
             now = time.time()
             self.relay.sweep_expired(now)
+            self.relay.sweep_held(now)
             if ticks % 600 == 0:
                 removed = self.queue.expire_receipt_maps(now - self.config.queue.dlr_ttl)
                 if removed:

@@ -9,6 +9,16 @@ A table of states and the requests each state allows decides what is accepted:
 anything else is answered ``ESME_RINVBNDSTS``. Malformed frames get ``generic_nack`` or
 the request's own response with an error status; a frame whose length cannot be
 trusted ends the session, since the stream cannot be resynchronised.
+
+A request left unanswered past the response timeout is not reported at once: an
+enquire_link is sent, and the timeouts wait for its verdict. A peer that answers it is
+alive: the requests that timed out are reported (``RequestTimedOut``, ``ignored`` when
+the peer answered requests sent after them). A peer that does not answer it within the
+response timeout is gone: the session closes and hands every outstanding request back,
+oldest first, as unanswered (the ``RequestTimedOut`` events of a closing session). So a
+dead link is noticed one response timeout after its first unanswered request's own,
+not an enquire_link interval later, and the layer above can tell a request the peer
+passed over from one caught on a link that died.
 """
 
 from __future__ import annotations
@@ -122,6 +132,16 @@ class Session:
         self._seq = 0
         # sequence -> (command_id, deadline, context); insertion order is deadline order
         self._pending: dict[int, tuple[int, float, Any]] = {}
+        # enquire_link requests outstanding: sequence -> time sent
+        self._enquiries: dict[int, float] = {}
+        # A request timed out: the timeouts wait for an enquire_link sent after the first
+        # of them (at ``_blamed_at``) to be answered before they are reported.
+        self._deferring = False
+        self._blamed_at = 0.0
+        # The peer answered an enquire_link sent at this time: it read what came before.
+        self._alive_at = float("-inf")
+        # The peer answered a request sent at this time (the latest such).
+        self._answered_at = float("-inf")
         self._last_rx = now
         self._bind_deadline: float | None = now + bind_timeout if role is Role.SMSC else None
         self._unbind_deadline: float | None = None
@@ -186,8 +206,14 @@ class Session:
         except PduError as exc:
             if exc.fatal:
                 raise
-            out.append(ev.ProtocolError(exc.status, str(exc)))
             cid = exc.command_id
+            if (cid in BIND_COMMANDS and self.role is Role.SMSC
+                    and self.state is State.OPEN):
+                # A bind attempt all the same: the application answers and counts it.
+                self.state = State.BINDING
+                out.append(ev.BindInvalid(cid, exc.sequence, exc.status, str(exc)))
+                return
+            out.append(ev.ProtocolError(exc.status, str(exc), cid))
             if cid & RESP_BIT:
                 # A broken response still settles its request; report it as failed.
                 self._settle_broken_response(exc, out)
@@ -202,7 +228,8 @@ class Session:
             return
         if cid not in _ALLOWED.get((self.role, self.state), ()):
             status = Status.RALYBND if cid in BIND_COMMANDS else Status.RINVBNDSTS
-            out.append(ev.ProtocolError(status, f"{pdu.name} not allowed in {self.state.value}"))
+            out.append(ev.ProtocolError(status, f"{pdu.name} not allowed in {self.state.value}",
+                                        cid))
             self._send_raw(encode_frame(cid | RESP_BIT, status, pdu.sequence, b""))
             return
         if cid == Cmd.ENQUIRE_LINK:
@@ -215,7 +242,7 @@ class Session:
             if pdu.sequence in self._pending:
                 self._response(pdu, out)
             else:
-                out.append(ev.ProtocolError(pdu.status, "generic_nack received"))
+                out.append(ev.ProtocolError(pdu.status, "generic_nack received", cid))
         elif cid in BIND_COMMANDS:
             assert isinstance(pdu, Bind)
             self.state = State.BINDING
@@ -226,12 +253,17 @@ class Session:
     def _response(self, pdu: Pdu, out: list[ev.Event]) -> None:
         entry = self._pending.pop(pdu.sequence, None)
         if entry is None:
-            out.append(ev.ProtocolError(Status.RINVCMDID, f"unexpected {pdu.name}"))
+            out.append(ev.ProtocolError(Status.RINVCMDID, f"unexpected {pdu.name}",
+                                        pdu.command_id))
             return
-        request_cid, _deadline, context = entry
+        request_cid, deadline, context = entry
         if pdu.command_id != Cmd.GENERIC_NACK and pdu.command_id != request_cid | RESP_BIT:
-            out.append(ev.ProtocolError(Status.RINVCMDID, f"{pdu.name} answers 0x{request_cid:x}"))
+            out.append(ev.ProtocolError(Status.RINVCMDID, f"{pdu.name} answers 0x{request_cid:x}",
+                                        pdu.command_id))
             pdu = Pdu(Cmd.GENERIC_NACK, pdu.sequence, pdu.status or Status.RSYSERR)
+        answered = deadline - self.response_timeout
+        if answered > self._answered_at and request_cid != Cmd.ENQUIRE_LINK:
+            self._answered_at = answered
         if request_cid in BIND_COMMANDS:
             if pdu.status == 0 and isinstance(pdu, BindResp):
                 self.state = _BIND_STATE[request_cid]
@@ -245,6 +277,13 @@ class Session:
             self._close(out, "unbound")
             return
         if request_cid == Cmd.ENQUIRE_LINK:
+            sent = self._enquiries.pop(pdu.sequence, None)
+            if sent is not None and sent > self._alive_at:
+                self._alive_at = sent
+            if self._deferring and self._alive_at >= self._blamed_at:
+                self._deferring = False  # the deferred timeouts are the peer's own
+            if context is not None:
+                out.append(ev.ResponseReceived(pdu, context))
             return
         out.append(ev.ResponseReceived(pdu, context))
 
@@ -276,6 +315,8 @@ class Session:
             raise SessionError(f"cannot send {pdu.name} in state {self.state.value}")
         pdu.sequence = self.next_sequence()
         self._pending[pdu.sequence] = (cid, now + self.response_timeout, context)
+        if cid == Cmd.ENQUIRE_LINK:
+            self._enquiries[pdu.sequence] = now
         self._send_raw(encode(pdu))
         if cid == Cmd.UNBIND:
             self.state = State.UNBINDING
@@ -324,7 +365,11 @@ class Session:
 
     def reject_bind(self, request: Bind, status: int) -> list[ev.Event]:
         """Refuse a BindRequested; the session closes once the answer is written."""
-        self._send_raw(encode_frame(request.command_id | RESP_BIT, status, request.sequence, b""))
+        return self.refuse_bind(request.command_id, request.sequence, status)
+
+    def refuse_bind(self, command_id: int, sequence: int, status: int) -> list[ev.Event]:
+        """Refuse a bind (BindRequested or BindInvalid) by its command and sequence."""
+        self._send_raw(encode_frame(command_id | RESP_BIT, status, sequence, b""))
         out: list[ev.Event] = []
         self._close(out, f"bind refused: status 0x{status:x}")
         return out
@@ -351,6 +396,8 @@ class Session:
             if cid not in (Cmd.ENQUIRE_LINK, Cmd.UNBIND) and cid not in BIND_COMMANDS:
                 out.append(ev.RequestTimedOut(seq, cid, context))
         self._pending.clear()
+        self._enquiries.clear()
+        self._deferring = False
         out.append(ev.Closed(reason))
 
     # -- timers -------------------------------------------------------------------
@@ -361,7 +408,11 @@ class Session:
             return None
         times = []
         if self._pending:
-            times.append(next(iter(self._pending.values()))[1])
+            if self._deferring and self._enquiries:
+                # the expired requests wait for the enquire_link's answer or its timeout
+                times.append(min(self._enquiries.values()) + self.response_timeout)
+            else:
+                times.append(next(iter(self._pending.values()))[1])
         if self._bind_deadline is not None:
             times.append(self._bind_deadline)
         if self._unbind_deadline is not None:
@@ -382,22 +433,40 @@ class Session:
             self._close(out, "unbind not answered")
             return out
         expired = []
-        for seq, (_cid, deadline, _context) in self._pending.items():
+        fatal = ""
+        timeout = self.response_timeout
+        alive_at = self._alive_at
+        deferring = self._deferring
+        for seq, (cid, deadline, _context) in self._pending.items():
             if deadline > now:
                 break
-            expired.append(seq)
-        for seq in expired:
-            cid, _deadline, context = self._pending.pop(seq)
             if cid == Cmd.ENQUIRE_LINK:
-                self._close(out, "enquire_link not answered")
-                return out
+                fatal = "enquire_link not answered"
+                break
             if cid in BIND_COMMANDS:
-                self._close(out, "bind not answered")
-                return out
-            out.append(ev.RequestTimedOut(seq, cid, context))
-        if (self.bound and self.enquire_link_interval > 0
-                and now >= self._last_rx + self.enquire_link_interval
-                and not any(c == Cmd.ENQUIRE_LINK for c, _d, _x in self._pending.values())):
+                fatal = "bind not answered"
+                break
+            sent = deadline - timeout
+            if sent <= alive_at:
+                expired.append(seq)  # the verdict is in: the peer was alive after it
+            elif not deferring:
+                deferring = True  # wait for an enquire_link's verdict
+                self._blamed_at = sent
+        answered_at = self._answered_at
+        for seq in expired:
+            cid, deadline, context = self._pending.pop(seq)
+            out.append(ev.RequestTimedOut(seq, cid, context,
+                                          answered_at > deadline - timeout))
+        if fatal:
+            self._close(out, fatal)
+            return out
+        self._deferring = deferring
+        if not self.bound:
+            return out
+        probe = deferring and not any(at >= self._blamed_at for at in self._enquiries.values())
+        if probe or (self.enquire_link_interval > 0
+                     and now >= self._last_rx + self.enquire_link_interval
+                     and not self._enquiries):
             self.send_request(Pdu(Cmd.ENQUIRE_LINK), now)
             self._last_rx = now  # next probe one interval later unless data arrives
         return out

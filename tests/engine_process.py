@@ -106,6 +106,7 @@ class EngineProcess:
         cwd: Path | None = None,
         config_arg: str | None = None,
         host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host
@@ -123,6 +124,7 @@ class EngineProcess:
         self.config_arg = config_arg
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        self.env = env or {}
 
     @property
     def udp(self) -> tuple[str, int]:
@@ -171,7 +173,7 @@ class EngineProcess:
                 "--sip",
                 f"tcp:{self.host}:{self.port}",
             ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,

@@ -73,7 +73,7 @@ def start_pair(
     toward ``target``."""
     uas = sipp.start(
         BENCH_SIPP / "uas_cps.xml",
-        host=callee[0],
+        ip=callee[0],
         port=callee[1],
         calls=CALLS,
         timeout=120,
@@ -81,7 +81,7 @@ def start_pair(
     )
     uac = sipp.start(
         BENCH_SIPP / "uac_cps.xml",
-        host=caller[0],
+        ip=caller[0],
         port=caller[1],
         remote=f"{target[0]}:{target[1]}",
         calls=CALLS,

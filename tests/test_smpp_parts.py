@@ -6,7 +6,7 @@ import calendar
 from pathlib import Path
 
 from sms_smpp.auth import BindGuard
-from sms_smpp.concat import concat_info, derived_ref, rewrite_ref, split_udh
+from sms_smpp.concat import concat_info, derived_ref, rewrite_ref, split_payload, split_udh
 from sms_smpp.config import Account
 from sms_smpp.dlr import is_receipt, receipt_ids, receipt_state, rewrite_receipt
 from sms_smpp.pdu import Bind, Cmd, EsmClass, MessageState, ShortMessage, Status, Tag
@@ -103,7 +103,7 @@ def test_bind_guard_rate_limit_credentials_and_bind_types() -> None:
         == Status.RBINDFAIL
     assert guard.check(Bind(Cmd.BIND_RECEIVER, system_id="c1", password="pw"), "a", 0)[0] \
         == Status.RBINDFAIL
-    status, account = guard.check(tx, "a", 0)
+    status, account, _reason = guard.check(tx, "a", 0)
     assert status == 0 and account is not None
     assert guard.check(tx, "a", 0)[0] == Status.RBINDFAIL  # bucket of 3 is empty
     assert guard.check(tx, "b", 0)[0] == 0  # another address has its own bucket
@@ -111,3 +111,68 @@ def test_bind_guard_rate_limit_credentials_and_bind_types() -> None:
     assert guard.check(tx, "a", 5.0)[0] == Status.RBINDFAIL  # max_binds reached
     guard.unbound("c1")
     assert guard.check(tx, "a", 6.0)[0] == 0
+
+
+def _payload_sm(payload: bytes, data_coding: int, **kw: object) -> ShortMessage:
+    return ShortMessage(Cmd.SUBMIT_SM, data_coding=data_coding,
+                        tlvs={Tag.MESSAGE_PAYLOAD: payload, Tag.USER_MESSAGE_REFERENCE: b"\0\1"},
+                        **kw)  # type: ignore[arg-type]
+
+
+def _reassembled(parts: list[ShortMessage], ref: int) -> bytes:
+    total = len(parts)
+    out = b""
+    for i, part in enumerate(parts):
+        assert part.esm_class & EsmClass.UDHI
+        assert part.short_message[:6] == bytes((5, 0, 3, ref, total, i + 1))
+        assert Tag.MESSAGE_PAYLOAD not in part.tlvs
+        assert part.tlvs[Tag.USER_MESSAGE_REFERENCE] == b"\0\1"  # the rest is carried
+        assert len(part.short_message) <= 140 or part.data_coding in (0, 1, 0xF0)
+        out += part.short_message[6:]
+    return out
+
+
+def test_split_payload_ucs2_keeps_surrogate_pairs_whole() -> None:
+    text = ("가나다라 😀 " * 1200)  # Hangul and an emoji: surrogate pairs in UTF-16
+    payload = text.encode("utf-16-be")
+    assert len(payload) > 16384
+    parts = split_payload(_payload_sm(payload, 8), ref=0x2A)
+    assert parts is not None and len(parts) >= -(-len(payload) // 134)
+    assert _reassembled(parts, 0x2A) == payload
+    for part in parts:
+        chunk = part.short_message[6:]
+        assert len(chunk) <= 134 and len(chunk) % 2 == 0
+        chunk.decode("utf-16-be")  # every part is whole characters: no lone surrogate
+
+
+def test_split_payload_gsm_keeps_escapes_with_their_character() -> None:
+    payload = (b"price \x1be5 " * 2500)  # \x1b\x65 is the euro sign in GSM 03.38
+    parts = split_payload(_payload_sm(payload, 0), ref=7)
+    assert parts is not None
+    assert _reassembled(parts, 7) == payload
+    for part in parts:
+        chunk = part.short_message[6:]
+        assert len(chunk) <= 153 and not chunk.endswith(b"\x1b")
+
+
+def test_split_payload_octets_and_ksc5601() -> None:
+    payload = bytes(range(256)) * 80
+    parts = split_payload(_payload_sm(payload, 4), ref=1)
+    assert parts is not None and _reassembled(parts, 1) == payload
+    assert {len(p.short_message) for p in parts[:-1]} == {140}
+    korean = ("안녕 a " * 3000).encode("euc-kr")
+    parts = split_payload(_payload_sm(korean, 0x0E), ref=2)
+    assert parts is not None and _reassembled(parts, 2) == korean
+    for part in parts:
+        part.short_message[6:].decode("euc-kr")  # no double-byte character cut
+
+
+def test_split_payload_refuses_what_it_cannot_cut() -> None:
+    assert split_payload(_payload_sm(b"x" * 20000, 5), ref=1) is None  # JIS: stateful
+    assert split_payload(_payload_sm(b"x" * 20001, 8), ref=1) is None  # odd UCS2
+    assert split_payload(_payload_sm(b"x" * 134 * 256, 4), ref=1) is None  # > 255 parts
+    assert split_payload(_payload_sm(b"x" * 20000, 4, esm_class=EsmClass.UDHI), ref=1) is None
+    sar = _payload_sm(b"x" * 20000, 4)
+    sar.tlvs[Tag.SAR_MSG_REF_NUM] = b"\0\1"
+    assert split_payload(sar, ref=1) is None
+    assert split_payload(ShortMessage(Cmd.SUBMIT_SM, short_message=b"x" * 100), ref=1) is None

@@ -93,7 +93,42 @@ def test_unknown_command_and_bad_fields() -> None:
     body = b"x" * 40
     with pytest.raises(PduError) as info:
         decode(struct.pack(">IIII", 16 + len(body), Cmd.BIND_TRANSMITTER, 0, 3) + body)
-    assert info.value.status in (Status.RINVPARLEN, Status.RINVMSGLEN)
+    assert info.value.status == Status.RINVSYSID
+
+
+@pytest.mark.parametrize(("fields", "status"), [
+    ((b"x" * 16, b"pw", b"", b"\x34\0\0", b""), Status.RINVSYSID),
+    ((b"x" * 200, b"pw", b"", b"\x34\0\0", b""), Status.RINVSYSID),
+    ((b"sys", b"p" * 9, b"", b"\x34\0\0", b""), Status.RINVPASWD),
+    ((b"sys", b"pw", b"t" * 13, b"\x34\0\0", b""), Status.RINVSYSTYP),
+])
+def test_over_long_bind_fields_get_their_own_status(fields: tuple[bytes, ...],
+                                                    status: int) -> None:
+    system_id, password, system_type, version_ton_npi, address_range = fields
+    body = (system_id + b"\0" + password + b"\0" + system_type + b"\0" + version_ton_npi
+            + address_range + b"\0")
+    for cid in (Cmd.BIND_TRANSMITTER, Cmd.BIND_RECEIVER, Cmd.BIND_TRANSCEIVER):
+        with pytest.raises(PduError) as info:
+            decode(struct.pack(">IIII", 16 + len(body), cid, 0, 3) + body)
+        assert info.value.status == status and not info.value.fatal
+
+
+def test_over_long_message_fields_get_their_own_status() -> None:
+    def submit(service: bytes = b"", src: bytes = b"1", dst: bytes = b"2",
+               sched: bytes = b"", validity: bytes = b"") -> bytes:
+        body = (service + b"\0" + b"\1\1" + src + b"\0" + b"\1\1" + dst + b"\0"
+                + b"\0\0\0" + sched + b"\0" + validity + b"\0" + b"\0\0\0\0\0")
+        return struct.pack(">IIII", 16 + len(body), Cmd.SUBMIT_SM, 0, 4) + body
+
+    for frame, status in ((submit(service=b"s" * 6), Status.RINVSERTYP),
+                          (submit(src=b"1" * 21), Status.RINVSRCADR),
+                          (submit(dst=b"2" * 21), Status.RINVDSTADR),
+                          (submit(sched=b"0" * 17), Status.RINVSCHED),
+                          (submit(validity=b"0" * 17), Status.RINVEXPIRY)):
+        with pytest.raises(PduError) as info:
+            decode(frame)
+        assert info.value.status == status
+    assert decode(submit(src=b"1" * 20, dst=b"2" * 20)).command_id == Cmd.SUBMIT_SM
 
 
 def test_tlv_helpers() -> None:

@@ -96,10 +96,15 @@ def test_enquire_link_sent_when_idle_and_dead_link_closes() -> None:
 
 
 def test_response_timeout_returns_context() -> None:
-    _smsc, esme = bound_pair()
+    smsc, esme = bound_pair()
     esme.response_timeout = 3
-    esme.send_body(Cmd.SUBMIT_SM, b"", 1.0, context="m1")
+    body = encode_short_message_body(ShortMessage(Cmd.SUBMIT_SM, short_message=b"x"))
+    esme.send_body(Cmd.SUBMIT_SM, body, 1.0, context="m1")
+    smsc.receive_data(esme.data_to_send(), 1.0)  # read, never answered
     assert esme.handle_timer(2.0) == []
+    assert esme.handle_timer(4.0) == []  # an enquire_link first: is the peer there?
+    smsc.receive_data(esme.data_to_send(), 4.0)
+    esme.receive_data(smsc.data_to_send(), 4.0)
     events = esme.handle_timer(4.0)
     assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == ["m1"]
 
@@ -172,3 +177,76 @@ def test_garbage_never_raises(chunks: list[bytes]) -> None:
         smsc.receive_data(chunk, 0)
         smsc.data_to_send()
     smsc.handle_timer(1000)
+
+
+def _submit_all(esme: Session, n: int, now: float) -> list[int]:
+    body = encode_short_message_body(ShortMessage(Cmd.SUBMIT_SM, short_message=b"x"))
+    return [esme.send_body(Cmd.SUBMIT_SM, body, now, context=i) for i in range(n)]
+
+
+def test_peer_that_stops_answering_hands_everything_back_unanswered() -> None:
+    smsc, esme = bound_pair()
+    esme.response_timeout = 2
+    _submit_all(esme, 5, 1.0)
+    reqs = smsc.receive_data(esme.data_to_send(), 1.0)
+    # the peer answers the first two, then reads nothing more (it wedged on the third)
+    for event in reqs[:2]:
+        assert isinstance(event, ev.RequestReceived)
+        smsc.respond(event.pdu, 0, "ok")
+    esme.receive_data(smsc.data_to_send(), 1.1)
+    assert esme.get_timer() == 3.0
+    assert esme.handle_timer(3.0) == []  # not reported yet: an enquire_link decides
+    (probe,) = frames(esme.data_to_send())
+    assert probe.command_id == Cmd.ENQUIRE_LINK
+    # the timeouts wait for the verdict: the timer is the probe's deadline, not theirs
+    assert esme.get_timer() == 5.0
+    assert esme.handle_timer(4.0) == []
+    events = esme.handle_timer(5.0)
+    assert esme.state is State.CLOSED
+    assert isinstance(events[-1], ev.Closed) and events[-1].reason == "enquire_link not answered"
+    # handed back oldest first: the one the peer stopped on, then those behind it
+    assert [e.context for e in events if isinstance(e, ev.RequestTimedOut)] == [2, 3, 4]
+
+
+def test_peer_alive_reports_timeouts_and_which_ones_it_passed_over() -> None:
+    smsc, esme = bound_pair()
+    esme.response_timeout = 2
+    body = encode_short_message_body(ShortMessage(Cmd.SUBMIT_SM, short_message=b"x"))
+    for i, at in enumerate((1.0, 1.1, 1.2)):
+        esme.send_body(Cmd.SUBMIT_SM, body, at, context=i)
+    reqs = smsc.receive_data(esme.data_to_send(), 1.2)
+    assert isinstance(reqs[1], ev.RequestReceived)
+    smsc.respond(reqs[1].pdu, 0, "ok")  # answers the second only
+    esme.receive_data(smsc.data_to_send(), 1.5)
+    assert esme.handle_timer(3.0) == []
+    assert smsc.receive_data(esme.data_to_send(), 3.0) == []  # the session answers it
+    esme.receive_data(smsc.data_to_send(), 3.01)
+    # alive: the timeouts are reported at once, and the link stays up
+    assert esme.get_timer() == 3.0
+    events = esme.handle_timer(3.2)
+    timed_out = [e for e in events if isinstance(e, ev.RequestTimedOut)]
+    assert [(e.context, e.ignored) for e in timed_out] == [(0, True), (2, False)]
+    assert esme.state is State.BOUND_TRX and esme.outstanding == 0
+    assert frames(esme.data_to_send()) == []
+
+
+def test_enquire_link_with_context_reports_its_answer() -> None:
+    smsc, esme = bound_pair()
+    esme.send_request(Pdu(Cmd.ENQUIRE_LINK), 0, context="fence")
+    smsc.receive_data(esme.data_to_send(), 0)
+    events = esme.receive_data(smsc.data_to_send(), 0)
+    assert [e.context for e in events if isinstance(e, ev.ResponseReceived)] == ["fence"]
+
+
+def test_undecodable_bind_is_a_bind_attempt_for_the_application() -> None:
+    smsc = Session(Role.SMSC, 0)
+    body = b"s" * 20 + b"\0pw\0\0\x34\0\0\0"
+    (event,) = smsc.receive_data(struct.pack(">IIII", 16 + len(body), Cmd.BIND_TRANSCEIVER, 0,
+                                             9) + body, 0)
+    assert isinstance(event, ev.BindInvalid) and event.status == Status.RINVSYSID
+    assert smsc.data_to_send() == b""  # the application answers
+    events = smsc.refuse_bind(event.command_id, event.sequence, event.status)
+    (resp,) = frames(smsc.data_to_send())
+    assert resp.command_id == Cmd.BIND_TRANSCEIVER_RESP and resp.sequence == 9
+    assert resp.status == Status.RINVSYSID
+    assert isinstance(events[-1], ev.Closed) and smsc.state is State.CLOSED

@@ -16,7 +16,7 @@ a number. Five named databases:
     ``X\\0C``     -> caller-specific route for caller C on X: each party of an ``axb``
                     pair (to the other party), and A of an ``axn`` (to its default B).
     Value: msgpack ``[flags, callee, binding_id, expires?, max_seconds?, calls_per_hour?,
-    hours?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
+    hours?, tenant?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
     | record << 2 | present-caller << 3 | direction << 4 (who calls whom through the
     entry, ``translate.layout.DIRECTIONS``). The route is precomputed per caller, and
     ``X\\0C`` < ``X\\1`` < any other number's keys, so one seek to ``X\\0C`` finds an
@@ -39,6 +39,13 @@ a number. Five named databases:
     ``format`` -> layout version; ``count\\0source\\0kind`` -> msgpack int;
     ``loaded\\0source`` -> msgpack map describing the last bulk load.
 
+Bindings with a tenant (made through the API) are also indexed in ``owners``
+(translate.owners), and counted in the pool tables when their X is a pool number
+(translate.pools); both are written by the same write as the binding. Other packages may
+keep named databases of their own in the environment (``Store.table``) and write them in
+the transaction that writes bindings (``Store.transaction``), so a write and its
+bookkeeping commit together.
+
 Expiry is applied at lookup time (an expired binding answers ``expired``), and
 ``purge_expired`` deletes expired bindings. A binding that expired does not block a new
 one: it is evicted when a new binding needs its number.
@@ -55,7 +62,8 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -71,6 +79,8 @@ from translate.layout import (
     FORMAT,
     HEAD_MARK,
     KIND_MASK,
+    MEDIA_CODES,
+    MEDIA_SHIFT,
     SEP,
     decode_binding,
     encode_binding,
@@ -81,8 +91,12 @@ from translate.layout import (
     route_value,
     source_key,
 )
-from translate.limits import CallRateLimiter, within_hours
+from translate.limits import within_hours
 from translate.numbers import mask
+from translate.owners import TABLE as OWNERS_TABLE
+from translate.owners import OwnerIndex
+from translate.pools import TABLES as POOL_TABLES
+from translate.pools import PoolTables
 from translate.private_files import FILE_MODE, private_dir, tighten
 
 __all__ = [
@@ -98,6 +112,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreStats",
+    "Transaction",
 ]
 
 log = logging.getLogger(__name__)
@@ -106,6 +121,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAP_SIZE: Final = 32 << 30
 #: Longest a lookup snapshot is reused, in seconds (see Store).
 DEFAULT_SNAPSHOT_MAX_AGE: Final = 0.005
+#: Named databases the environment may hold: the store's own, and those of Store.table.
+MAX_DBS: Final = 32
 SOURCES: Final = ("yaml", "api")
 #: Routes a write transaction gathers before writing them in key order (see _Writer).
 FLUSH_ROUTES: Final = 500_000
@@ -115,16 +132,17 @@ _NOT_PARTY: Final = Refusal("not_party", None)
 _unpackb = msgpack.unpackb
 _new_route = tuple.__new__  # Route's fields in order, without its Python-level __new__
 _monotonic = time.monotonic
-#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction).
-#: An ax entry written before directions were recorded can only be "N->A".
+#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction,
+#: media mode). An ax entry written before directions were recorded can only be "N->A".
 _FLAGS: Final = tuple(
     (
         KINDS[f & KIND_MASK] if f & KIND_MASK < len(KINDS) else "",
         bool(f & FLAG_RECORD),
         bool(f & FLAG_PRESENT_CALLER),
-        DIRECTIONS[f >> DIRECTION_SHIFT] or ("N->A" if f & KIND_MASK == 0 else ""),
+        DIRECTIONS[(f >> DIRECTION_SHIFT) & 3] or ("N->A" if f & KIND_MASK == 0 else ""),
+        MEDIA_CODES[f >> MEDIA_SHIFT],
     )
-    for f in range(64)
+    for f in range(256)
 )
 
 Progress = Callable[[int], None]
@@ -241,7 +259,7 @@ class Store:
             self._env = lmdb.open(
                 self.path,
                 map_size=map_size,
-                max_dbs=8,
+                max_dbs=MAX_DBS,
                 readonly=readonly,
                 sync=sync,
                 max_readers=1024,
@@ -254,7 +272,6 @@ class Store:
         except BaseException:
             self._env.close()
             raise
-        self._limiter = CallRateLimiter()
 
     def _open_dbs(self) -> None:
         create = not self.readonly
@@ -266,12 +283,58 @@ class Store:
         except lmdb.NotFoundError as exc:
             raise StoreError(f"{self.path} is not an initialised ansim store") from exc
         self._routes, self._bindings, self._sources, self._expiry, self._meta = dbs
+        self._owners: OwnerIndex | None = None
+        self._pools: PoolTables | None = None
+        try:
+            self._owners = OwnerIndex(self.table(OWNERS_TABLE))
+            self._pools = PoolTables(*(self.table(name) for name in POOL_TABLES))
+        except StoreError:
+            if create:
+                raise  # a read-only store written before owners existed has none: no writes
         with self._env.begin(write=create, db=self._meta) as txn:
             stored = txn.get(b"format")
             if stored is None and create:
                 txn.put(b"format", FORMAT)
             elif stored != FORMAT:
                 raise StoreError(f"{self.path} holds {stored!r}, expected {FORMAT!r}")
+
+    def table(self, name: str) -> Any:
+        """The handle of named database ``name`` in the store's environment, created when
+        the store is writable; for tables other packages keep beside the bindings. Open
+        tables before reading or writing from other threads."""
+        try:
+            return self._env.open_db(name.encode(), create=not self.readonly)
+        except lmdb.NotFoundError:
+            raise StoreError(f"{self.path} has no table {name!r}") from None
+        except lmdb.DbsFullError:
+            raise StoreError(f"{self.path}: more than {MAX_DBS} tables") from None
+
+    @property
+    def owners(self) -> OwnerIndex:
+        """The per-tenant indexes of API bindings (translate.owners)."""
+        if self._owners is None:
+            raise StoreError(f"{self.path} has no owner tables (open it writable once)")
+        return self._owners
+
+    @property
+    def pools(self) -> PoolTables:
+        """The virtual-number pool tables (translate.pools)."""
+        if self._pools is None:
+            raise StoreError(f"{self.path} has no pool tables (open it writable once)")
+        return self._pools
+
+    @contextmanager
+    def reader(self) -> Iterator[lmdb.Transaction]:
+        """A read-only snapshot of the whole environment, for the block's duration."""
+        with self._env.begin() as txn:
+            yield txn
+
+    @contextmanager
+    def transaction(self, now: float) -> Iterator[Transaction]:
+        """One write transaction for many units of work, committed once when the block
+        ends without an exception (see Transaction); waits for LMDB's write lock."""
+        with self._write() as txn:
+            yield Transaction(self, txn, now)
 
     def flush(self) -> None:
         """Force committed writes to disk (for a store opened with ``sync=False``)."""
@@ -290,14 +353,13 @@ class Store:
 
     # ----------------------------------------------------------------- hot path
 
-    def lookup(
-        self, virtual: str, caller: str, now: float, *, count: bool = True
-    ) -> Route | Refusal:
+    def lookup(self, virtual: str, caller: str, now: float) -> Route | Refusal:
         """Decide a call from ``caller`` to ``virtual`` (both E.164) at epoch time ``now``.
 
         Returns the Route to place, or a Refusal whose reason is one of
-        ``translate.refusals.REFUSALS``. With ``count`` False (SMS, inspection)
-        the call is not counted against calls-per-hour limits.
+        ``translate.refusals.REFUSALS``. Nothing is counted here: the caps on calls and
+        messages are ``translate.limits``', which decides with the Route (its
+        ``calls_per_hour`` and ``tenant``).
         """
         cursor = self._cursor
         if cursor is None or _monotonic() >= self._reader_until:
@@ -319,19 +381,34 @@ class Store:
         if raw is None:
             return self._unrouted(cursor, virtual)
         rec = _unpackb(raw)
-        max_seconds = None
-        if len(rec) > 3:  # expiry and limits: absent from most bindings
+        max_seconds = per_hour = None
+        tenant = ""
+        n = len(rec)
+        if n > 3:  # expiry and limits: absent from most bindings
             expires = rec[3]
             if expires is not None and now >= expires:
                 return Refusal("expired", rec[2])
-            if len(rec) > 4:
-                refusal = self._check_limits(rec, now, count)
-                if refusal is not None:
-                    return refusal
+            if n > 4:
                 max_seconds = rec[4]
-        kind, record, to_caller, direction = _FLAGS[rec[0]]
+                if n > 5:
+                    per_hour = rec[5]
+                    if n > 6:
+                        hours = rec[6]
+                        if hours is not None and not within_hours(
+                            hours[0], hours[1], hours[2], now
+                        ):
+                            return Refusal("hours", rec[2])
+                        if n > 7:
+                            tenant = rec[7]
+        kind, record, to_caller, direction, media = _FLAGS[rec[0]]
         present = caller if to_caller else virtual
-        return _new_route(Route, (rec[1], present, rec[2], kind, record, max_seconds, direction))
+        return _new_route(
+            Route,
+            (
+                rec[1], present, rec[2], kind, record, max_seconds, direction, media, per_hour,
+                tenant,
+            ),
+        )  # fmt: skip
 
     def _new_snapshot(self) -> lmdb.Cursor:
         self.release()
@@ -362,20 +439,6 @@ class Store:
             return _NOT_PARTY
         return _UNKNOWN
 
-    def _check_limits(self, rec: list[Any], now: float, count: bool) -> Refusal | None:
-        if len(rec) > 6:
-            start, end, timezone = rec[6]
-            if not within_hours(start, end, timezone, now):
-                return Refusal("hours", rec[2])
-        if (
-            count
-            and len(rec) > 5
-            and rec[5] is not None
-            and not self._limiter.admit(rec[2], rec[5], now)
-        ):
-            return Refusal("limit", rec[2])
-        return None
-
     # ----------------------------------------------------------------- reading
 
     def get(self, binding_id: str) -> tuple[Binding, str] | None:
@@ -386,23 +449,26 @@ class Store:
 
     def on_virtual(self, virtual: str) -> list[tuple[Binding, str]]:
         """Every binding on X (head first, then pairs in caller order), with its source."""
+        with self._env.begin() as txn:
+            return self._on_virtual(txn, virtual)
+
+    def _on_virtual(self, txn: lmdb.Transaction, virtual: str) -> list[tuple[Binding, str]]:
         x = head_key(virtual)
         ids: list[str] = []
-        with self._env.begin() as txn:
-            cursor = txn.cursor(db=self._routes)
-            if cursor.set_key(x):
-                ids.append(_unpackb(cursor.value())[2])
-            prefix = virtual.encode("ascii") + SEP
-            if cursor.set_range(prefix):
-                for key, value in cursor:
-                    if not key.startswith(prefix):
-                        break
-                    ids.append(_unpackb(value)[2])
-            out: list[tuple[Binding, str]] = []
-            for binding_id in dict.fromkeys(ids):
-                raw = txn.get(binding_id.encode(), db=self._bindings)
-                if raw is not None:
-                    out.append(decode_binding(binding_id, raw))
+        cursor = txn.cursor(db=self._routes)
+        if cursor.set_key(x):
+            ids.append(_unpackb(cursor.value())[2])
+        prefix = virtual.encode("ascii") + SEP
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not bytes(key).startswith(prefix):
+                    break
+                ids.append(_unpackb(value)[2])
+        out: list[tuple[Binding, str]] = []
+        for binding_id in dict.fromkeys(ids):
+            raw = txn.get(binding_id.encode(), db=self._bindings)
+            if raw is not None:
+                out.append(decode_binding(binding_id, raw))
         return out
 
     def loaded(self, source: str) -> dict[str, Any] | None:
@@ -483,10 +549,11 @@ class Store:
             writer.finish()
         return n
 
-    def unbind(self, binding_id: str) -> bool:
-        """Remove a binding by id, whatever its source; False when there was none."""
+    def unbind(self, binding_id: str, *, now: float | None = None) -> bool:
+        """Remove a binding by id, whatever its source; False when there was none.
+        ``now`` (default: the clock) is when its pool cool-off starts."""
         with self._write() as txn:
-            writer = _Writer(self, txn, 0.0)
+            writer = _Writer(self, txn, time.time() if now is None else now)
             removed = writer.remove(binding_id)
             writer.finish()
         return removed
@@ -559,18 +626,22 @@ class Store:
     def purge_expired(self, now: float, *, limit: int | None = None) -> int:
         """Delete bindings expired at ``now`` (at most ``limit``); returns how many."""
         with self._write() as txn:
-            due: list[str] = []
-            for key in txn.cursor(db=self._expiry).iternext(keys=True, values=False):
-                expires, _, binding_id = expiry_key_parts(key)
-                if expires > now or (limit is not None and len(due) >= limit):
-                    break
-                due.append(binding_id)
-            writer = _Writer(self, txn, now)
-            for binding_id in due:
-                writer.remove(binding_id)
-            writer.finish()
-        if due:
-            log.info("purged %d expired bindings", len(due))
+            n = self._purge(txn, now, limit)
+        if n:
+            log.info("purged %d expired bindings", n)
+        return n
+
+    def _purge(self, txn: lmdb.Transaction, now: float, limit: int | None) -> int:
+        due: list[str] = []
+        for key in txn.cursor(db=self._expiry).iternext(keys=True, values=False):
+            expires, _, binding_id = expiry_key_parts(key)
+            if expires > now or (limit is not None and len(due) >= limit):
+                break
+            due.append(binding_id)
+        writer = _Writer(self, txn, now)
+        for binding_id in due:
+            writer.remove(binding_id)
+        writer.finish()
         return len(due)
 
     def repack(self, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
@@ -625,6 +696,90 @@ class Store:
     def _check_source(source: str) -> None:
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+
+
+class Transaction:
+    """A write transaction that several units of work share and commit once.
+
+    Opened by ``Store.transaction(now)``. Writers that take many small requests (the API)
+    gather them into one transaction, so one commit, and one fsync, serves them all.
+    ``put`` and ``unbind`` each run in a nested LMDB transaction: one that breaks a rule
+    raises ConflictError and leaves nothing behind, and the others' writes stay;
+    ``savepoint`` groups several steps (an allocation, a bind and its bookkeeping in other
+    tables) the same way. Reads see every write made in the transaction so far; lookups
+    in other processes see none of it until the whole transaction commits. ``txn`` is the
+    LMDB transaction of the current savepoint, for tables kept with ``Store.table``.
+    """
+
+    def __init__(self, store: Store, txn: lmdb.Transaction, now: float) -> None:
+        self.store = store
+        self.txn = txn
+        self.now = now
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Transaction]:
+        """A nested transaction: kept when the block ends, undone when it raises. Use only
+        the Transaction it yields inside the block."""
+        child = self.store._env.begin(write=True, parent=self.txn)
+        try:
+            yield Transaction(self.store, child, self.now)
+        except BaseException:
+            child.abort()
+            raise
+        child.commit()
+
+    def put(self, binding: Binding, *, source: str = "api", replace: bool = False) -> None:
+        """Add one binding (replacing the one with its id when ``replace``), checking every
+        rule; raises ConflictError when it breaks one, and nothing of it is written."""
+        self.store._check_source(source)
+        with self.savepoint() as sp:
+            writer = _Writer(self.store, sp.txn, self.now)
+            if replace:
+                writer.remove(binding.id)
+            writer.add(binding, source)
+            writer.finish()
+
+    def unbind(self, binding_id: str) -> Binding | None:
+        """Remove a binding by id; the binding removed, or None when there was none."""
+        found = self.get(binding_id)
+        if found is None:
+            return None
+        with self.savepoint() as sp:
+            writer = _Writer(self.store, sp.txn, self.now)
+            writer.remove(binding_id)
+            writer.finish()
+        return found[0]
+
+    def purge_expired(self, *, limit: int | None = None) -> int:
+        """Delete bindings expired at ``now`` (at most ``limit``); returns how many."""
+        with self.savepoint() as sp:
+            return self.store._purge(sp.txn, self.now, limit)
+
+    def get(self, binding_id: str) -> tuple[Binding, str] | None:
+        """(binding, source) for an id, or None."""
+        raw = self.txn.get(binding_id.encode(), db=self.store._bindings)
+        return None if raw is None else decode_binding(binding_id, raw)
+
+    def on_virtual(self, virtual: str) -> list[tuple[Binding, str]]:
+        """Every binding on X, as ``Store.on_virtual``."""
+        return self.store._on_virtual(self.txn, virtual)
+
+    def route_exists(self, virtual: str, caller: str | None = None) -> bool:
+        """Whether X has a live party route for ``caller``, or, with ``caller`` None, any
+        route at all (expired ones too, until purged)."""
+        routes = self.store._routes
+        if caller is not None:
+            raw = self.txn.get(party_key(virtual, caller), db=routes)
+            if raw is None:
+                return False
+            rec = _unpackb(raw)
+            return len(rec) < 4 or rec[3] is None or self.now < rec[3]
+        cursor = self.txn.cursor(db=routes)
+        prefix = virtual.encode("ascii")
+        if not cursor.set_range(prefix + SEP):
+            return False
+        key = bytes(cursor.key())
+        return key.startswith(prefix + SEP) or key == prefix + HEAD_MARK
 
 
 def _copy_table(
@@ -753,6 +908,9 @@ class _Writer:
         if binding.expires is not None:
             self.expiry[expiry_key(binding.expires, binding.kind, binding.id)] = b""
         self._count(source, binding.kind, 1)
+        if binding.tenant is not None:
+            self.store.owners.added(self.txn, binding)
+            self.store.pools.binding_added(self.txn, binding)
         if len(routes) >= FLUSH_ROUTES:
             self._flush()
 
@@ -803,6 +961,9 @@ class _Writer:
         self._delete(self.sources, source_key(source, binding_id), s._sources)
         self._delete(self.bindings, bid, s._bindings)
         self._count(source, binding.kind, -1)
+        if binding.tenant is not None:
+            s.owners.removed(self.txn, binding)
+            s.pools.binding_removed(self.txn, binding, self.now)
         return True
 
     def _delete(self, pending: dict[bytes, bytes], key: bytes, db: Any) -> None:

@@ -1,13 +1,22 @@
 // Upstream SMSC for ansim's tests: a node-smpp server on loopback.
 //
 //   node smsc.js --port 0 --records FILE [--system-id upstream --password secret] [--dlr]
+//                [--dlr-first] [--resp-delay MS] [--max-binds N] [--ignore-over OCTETS]
 //
 // Prints "LISTENING <port>" once it listens. Every submit_sm is appended to FILE as one
 // JSON line before it is answered, so the file is what this SMSC accepted even if it is
-// killed. An SMSC that honours ansim's idempotency key (TLV 0x1401) answers a repeated
+// killed ("at": when, in ms since the epoch). An SMSC that honours ansim's idempotency key (TLV 0x1401) answers a repeated
 // key with the message id it gave the first time and marks the line "dup": true. With
-// --dlr it sends a delivery receipt for each new message that asked for one. A line
-// "mo SRC DST TEXT" on stdin sends a mobile-originated deliver_sm to every bound session.
+// --dlr it sends a delivery receipt for each new message that asked for one; with
+// --dlr-first it sends that receipt before the submit_sm_resp (SMPP allows either order).
+// --resp-delay MS answers each new submit_sm MS milliseconds late (a repeated key is
+// answered at once). It prints "RECEIPT_ACKED <upstream id> <status>" for each
+// deliver_sm_resp, and "WEDGED <reason>" if node-smpp stops reading a session (as it
+// does on a PDU over its 16384-octet limit). A line "mo SRC DST TEXT" on stdin sends a
+// mobile-originated deliver_sm to every bound session. With --max-binds N, a bind past N
+// sessions bound at once is refused with ESME_RBINDFAIL, as some SMSCs limit an account.
+// With --ignore-over N, a submit_sm longer than N octets is read and never answered
+// ("IGNORED <length>" is printed), while the session goes on with the others.
 'use strict';
 const fs = require('fs');
 const readline = require('readline');
@@ -21,12 +30,15 @@ for (const name of ['submit_sm', 'deliver_sm']) {
 defs.tlvs.message_payload.filter = null;
 smpp.addTLV('ansim_message_id', { id: 0x1401, type: defs.types.tlv.cstring });
 
-const args = { port: 0, records: null, 'system-id': 'upstream', password: 'secret', dlr: false };
+const args = { port: 0, records: null, 'system-id': 'upstream', password: 'secret', dlr: false,
+  'dlr-first': false, 'resp-delay': 0, 'max-binds': 0, 'ignore-over': 0 };
 for (let i = 2; i < process.argv.length; i++) {
   const key = process.argv[i].replace(/^--/, '');
-  if (key === 'dlr') args.dlr = true;
+  if (key === 'dlr' || key === 'dlr-first') args[key] = true;
   else args[key] = process.argv[++i];
 }
+if (args['dlr-first']) args.dlr = true;
+const respDelay = Number(args['resp-delay']);
 if (!args.records) throw new Error('--records is required');
 
 const seen = new Map();
@@ -43,7 +55,8 @@ const sessions = new Set();
 
 function bindHandler(session) {
   return (pdu) => {
-    if (pdu.system_id !== args['system-id'] || pdu.password !== args.password) {
+    const full = Number(args['max-binds']) > 0 && sessions.size >= Number(args['max-binds']);
+    if (pdu.system_id !== args['system-id'] || pdu.password !== args.password || full) {
       session.send(pdu.response({ command_status: smpp.ESME_RBINDFAIL }));
       session.close();
       return;
@@ -60,14 +73,26 @@ function stamp(d) {
 }
 
 const server = smpp.createServer((session) => {
-  session.on('error', () => {});
+  session.on('error', (e) => {
+    if (/too large/.test(String(e.message))) process.stdout.write(`WEDGED ${e.message}\n`);
+  });
   session.on('close', () => sessions.delete(session));
   session.on('bind_transceiver', bindHandler(session));
   session.on('bind_transmitter', bindHandler(session));
   session.on('enquire_link', (pdu) => session.send(pdu.response()));
   session.on('unbind', (pdu) => { session.send(pdu.response()); session.close(); });
-  session.on('deliver_sm_resp', () => {});
+  const receipts = new Map(); // deliver_sm sequence -> upstream id
+  session.on('deliver_sm_resp', (pdu) => {
+    const id = receipts.get(pdu.sequence_number);
+    if (id === undefined) return;
+    receipts.delete(pdu.sequence_number);
+    process.stdout.write(`RECEIPT_ACKED ${id} ${pdu.command_status}\n`);
+  });
   session.on('submit_sm', (pdu) => {
+    if (Number(args['ignore-over']) > 0 && pdu.command_length > Number(args['ignore-over'])) {
+      process.stdout.write(`IGNORED ${pdu.command_length}\n`);
+      return;
+    }
     const aid = pdu.ansim_message_id || null;
     let upstreamId;
     let dup = false;
@@ -79,7 +104,7 @@ const server = smpp.createServer((session) => {
       if (aid !== null) seen.set(aid, upstreamId);
     }
     const rec = {
-      ansim_id: aid, upstream_id: upstreamId, dup,
+      ansim_id: aid, upstream_id: upstreamId, dup, at: Date.now(),
       source_addr: pdu.source_addr, source_addr_ton: pdu.source_addr_ton,
       destination_addr: pdu.destination_addr, dest_addr_ton: pdu.dest_addr_ton,
       esm_class: pdu.esm_class, data_coding: pdu.data_coding,
@@ -92,10 +117,10 @@ const server = smpp.createServer((session) => {
       callback_num: pdu.callback_num ? 'present' : null,
     };
     fs.appendFileSync(args.records, JSON.stringify(rec) + '\n');
-    session.send(pdu.response({ message_id: upstreamId }));
-    if (args.dlr && !dup && (pdu.registered_delivery & 3)) {
+    const answer = () => session.send(pdu.response({ message_id: upstreamId }));
+    const receipt = () => {
       const now = stamp(new Date());
-      session.deliver_sm({
+      const dlr = new smpp.PDU('deliver_sm', {
         source_addr_ton: 1, source_addr_npi: 1, source_addr: pdu.destination_addr,
         dest_addr_ton: pdu.source_addr_ton, dest_addr_npi: 1, destination_addr: pdu.source_addr,
         esm_class: 4, data_coding: 0,
@@ -103,7 +128,14 @@ const server = smpp.createServer((session) => {
           ` done date:${now} stat:DELIVRD err:000 text:`),
         receipted_message_id: upstreamId, message_state: 2,
       });
-    }
+      session.send(dlr);
+      receipts.set(dlr.sequence_number, upstreamId);
+    };
+    const wantsDlr = args.dlr && !dup && (pdu.registered_delivery & 3);
+    if (wantsDlr && args['dlr-first']) receipt();
+    if (respDelay > 0 && !dup) setTimeout(answer, respDelay);
+    else answer();
+    if (wantsDlr && !args['dlr-first']) receipt();
   });
 });
 

@@ -1,0 +1,177 @@
+"""Store writes of the API, off the event loop and many to a transaction (group commit).
+
+An LMDB write waits for the environment's write lock, which a map reload or a repack in
+another process may hold for seconds, and every commit ends with an fsync. Done on
+uvicorn's event loop either would stop every request meanwhile; done one request to a
+transaction, the fsyncs alone would cap the API at a few thousand writes a second.
+
+So request handlers hand their unit of work (a function of a
+``translate.store.Transaction``) to ``StoreWriter.run`` and await it. One thread takes
+the units queued meanwhile, up to ``max_batch``, runs each in a savepoint of one write
+transaction (a unit that raises is undone alone and gets its exception), commits once,
+and only then resolves the awaiting handlers: nobody is told "created" before the
+binding is on disk. While one batch commits, the next one queues, so batches grow with
+the load and the commit cost per request shrinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from translate.store import Store, Transaction
+
+__all__ = ["StoreWriter"]
+
+log = logging.getLogger("ansim.api")
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Unit(Generic[T]):
+    work: Callable[[Transaction], T]
+    loop: asyncio.AbstractEventLoop | None
+    future: Any  # asyncio.Future on a loop, or a _Waiter for callers on other threads
+
+
+class _Waiter:
+    """A result slot for ``StoreWriter.call`` from a plain thread."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_STOP = object()
+
+
+class StoreWriter:
+    """One thread that runs units of work against the store, a batch per transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 512,
+        clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.clock = clock
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batch_size = Histogram(
+            "ansim_api_write_batch_size",
+            "Units of work committed by one store write transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "ansim_api_write_batch_seconds",
+            "Time from a batch's start to its commit, lock wait and fsync included",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5),
+            registry=registry,
+        )
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="api-writer", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then end the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
+
+    async def run(self, work: Callable[[Transaction], T]) -> T:
+        """Run ``work`` in a savepoint of the next batch; its result once committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Unit(work, loop, future))
+        return await future
+
+    def call(self, work: Callable[[Transaction], T], timeout: float | None = None) -> T:
+        """``run`` for a caller outside an event loop (blocks until committed)."""
+        waiter = _Waiter()
+        self._queue.put(_Unit(work, None, waiter))
+        if not waiter.done.wait(timeout):
+            raise TimeoutError("store write did not finish in time")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    def _main(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Unit[Any]] = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    unit = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if unit is _STOP:
+                    stop = True
+                    break
+                batch.append(unit)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Unit[Any]]) -> None:
+        started = time.perf_counter()
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            with self.store.transaction(self.clock()) as t:
+                for unit in batch:
+                    try:
+                        with t.savepoint() as sp:
+                            outcomes.append((unit.work(sp), None))
+                    except Exception as exc:
+                        outcomes.append((None, exc))
+        except Exception as exc:  # the commit itself failed: nothing was written
+            log.error("store write failed: %s", exc)
+            outcomes = [(None, exc)] * len(batch)
+        self.batch_size.observe(len(batch))
+        self.batch_seconds.observe(time.perf_counter() - started)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+        for unit, (result, error) in zip(batch, outcomes, strict=True):
+            if unit.loop is None:
+                waiter: _Waiter = unit.future
+                waiter.result, waiter.error = result, error
+                waiter.done.set()
+            else:
+                by_loop.setdefault(unit.loop, []).append((unit.future, result, error))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
