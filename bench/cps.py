@@ -785,6 +785,11 @@ def main() -> None:
     )
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (SIPp logs, CDRs)")
     ap.add_argument(
+        "--scenarios",
+        metavar="DIR",
+        help="take the SIPp scenarios from DIR instead of bench/sipp (e.g. an older version)",
+    )
+    ap.add_argument(
         "--capture",
         metavar="FILE",
         help="with --loss/--reorder: dumpcap every datagram sent and those dropped to FILE",
@@ -812,6 +817,9 @@ def main() -> None:
         help="count every call in the shared limits store (caps and the marketing rule)",
     )
     args = ap.parse_args()
+    if args.scenarios:
+        global SIPP_DIR
+        SIPP_DIR = Path(args.scenarios).resolve()
     if args.trace:
         SIPP_TRACE.extend(
             ["-trace_err", "-error_file", "%s.err", "-trace_msg", "-message_file", "%s.msg"]
