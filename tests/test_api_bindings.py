@@ -75,7 +75,7 @@ def test_axb_from_pool_reaches_the_engine(server: ApiServer, api: httpx.Client) 
     assert abs(expires - (time.time() + 600)) < 5
     store = server.context.store
     assert store.lookup(made["x"], made["a"], time.time()) == Route(
-        made["b"], made["x"], made["id"], "axb", False, None, "A->B"
+        made["b"], made["x"], made["id"], "axb", False, None, "A->B", tenant="acme"
     )
     # Another process, as an engine worker would: the binding is committed.
     out = subprocess.run(
