@@ -52,6 +52,7 @@ from media.rtpengine_tap import RecordingTap, start_recording_tap, stop_recordin
 from media.settings import MediaSettings, relay_argv, resolve_mode
 
 from .call import Call, CallState, Leg
+from .sdes import LegSdes, SdesError, mirror, receive
 from .sip.bodies import SDP, outgoing_body, parse_content_type, split_multipart
 from .sip.message import Request, SipMessage
 from .sip.sdp import (
@@ -91,6 +92,10 @@ _START_TIMEOUT = 10.0
 
 class MediaUnavailable(Exception):
     """The call's media cannot be anchored (no relay configured, no rtpengine)."""
+
+
+class MediaNotAcceptable(MediaUnavailable):
+    """The caller's media cannot be carried as offered (SRTP without a usable suite)."""
 
 
 def session_of(msg: SipMessage) -> SessionDescription | None:
@@ -194,6 +199,7 @@ class CallMedia:
         "recording",
         "relay",
         "relay_index",
+        "sdes",
         "tap",
         "targets",
     )
@@ -208,6 +214,8 @@ class CallMedia:
         # Whether each party's last SDP had rtcp-mux: a leg muxes only when both did.
         self.mux: dict[str, bool] = {"a": False, "b": False}
         self.offerer = "a"  # whose offer rtpengine holds (the from-tag of its answer)
+        # Relay mode: each leg's SDES keys and what ansim writes toward it (b2bua.sdes).
+        self.sdes: dict[str, LegSdes] = {"a": LegSdes(), "b": LegSdes()}
         self.recording: str | None = None
         self.tap: RecordingTap | None = None
         self.ended = False  # the call ended: no continuation runs
@@ -273,6 +281,8 @@ class MediaAnchor:
             builder.cname = None
         else:
             builder.anchor, builder.cname = target
+        if media.mode == "relay":
+            builder.srtp = media.sdes[leg_name].builder_lines()
 
     def update(
         self,
@@ -295,8 +305,13 @@ class MediaAnchor:
             then(now)
             return
         rebuild = None
-        if media.mode == "rtpengine" and out is not None and to_leg is not None:
-            rebuild = (to_leg, msg, out, kind)
+        if out is not None and to_leg is not None:
+            if media.mode == "rtpengine":
+                rebuild = (to_leg, msg, out, kind)
+            elif media.sdes[to_leg.name].proto is None:
+                # The far party's profile is not known yet (a late offer): ``out`` is
+                # written again once this SDP has given it (sdes.mirror).
+                rebuild = (to_leg, msg, out, kind)
         self._spawn(self._update(call, leg, desc, isinstance(msg, Request), then, rebuild))
 
     def _rebuild(self, call: Call, leg: Leg, src: SipMessage, out: SipMessage, kind: int) -> None:
@@ -311,8 +326,17 @@ class MediaAnchor:
         """The party of ``leg_name`` is gone (a failed UAC leg): its media goes nowhere
         until the next one answers."""
         media: CallMedia = call.media
+        if media.mode == "relay" and not media.ended:
+            # The next party is offered keys of its own, not those the last one was.
+            other = "b" if leg_name == "a" else "a"
+            media.sdes[leg_name] = LegSdes()
+            mirror(media.sdes[leg_name], media.sdes[other])
         if media.mode == "relay" and media.relay is not None and not media.ended:
-            self._spawn(self._command(media.relay.leg(media.id, leg_name, remote=None, rtcp=None)))
+            self._spawn(
+                self._command(
+                    media.relay.leg(media.id, leg_name, remote=None, rtcp=None, srtp=None)
+                )
+            )
 
     def send_dtmf(self, call: Call, leg: Leg, digit: str, duration_ms: int) -> bool:
         """Send ``digit`` toward ``leg``'s party as RFC 4733 events (relay mode only)."""
@@ -422,9 +446,14 @@ class MediaAnchor:
             if not media.ended and call.state == CallState.ROUTING and not call.cancelled:
                 engine = self.engine
                 assert engine is not None
-                engine.reject(
-                    call, 503, b"Service Unavailable", "media_unavailable", self.loop.time()
-                )
+                if isinstance(exc, MediaNotAcceptable):
+                    engine.reject(
+                        call, 488, b"Not Acceptable Here", "srtp_unsupported", self.loop.time()
+                    )
+                else:
+                    engine.reject(
+                        call, 503, b"Service Unavailable", "media_unavailable", self.loop.time()
+                    )
                 engine.ep.flush()
             return
         if media.ended:
@@ -448,6 +477,10 @@ class MediaAnchor:
         if desc is not None:
             fields, a.events_pt = leg_fields(desc)
             media.mux["a"] = fields.pop("mux", False)
+            try:
+                fields["srtp"] = self._sdes(media, "a", desc)
+            except SdesError as exc:
+                raise MediaNotAcceptable(str(exc)) from None
         trunk = call.trunks[0] if call.trunks else None
         source = trunk.peer()[1] if trunk is not None else None
         # Both legs at once: the relay takes the commands in the order they were sent.
@@ -471,6 +504,19 @@ class MediaAnchor:
         if media.record:
             result = await relay.record(media.id, meta=self._meta(call))
             media.recording = str(result.get("recording"))
+
+    @staticmethod
+    def _sdes(media: CallMedia, leg_name: str, desc: SessionDescription) -> dict[str, Any] | None:
+        """The relay's ``srtp`` field for the SDP ``leg_name``'s party sent; a leg whose
+        party has sent none yet is given this one's profile (``sdes.mirror``)."""
+        index = anchored_section(desc)
+        state = media.sdes[leg_name]
+        if index >= 0:
+            receive(state, desc.media[index])
+        other = media.sdes["b" if leg_name == "a" else "a"]
+        if other.proto is None:
+            mirror(other, state)
+        return state.relay_field()
 
     def _target(self, info: LegInfo) -> tuple[MediaTarget, bytes | None]:
         relays = self.relays
@@ -517,6 +563,7 @@ class MediaAnchor:
                 was = media.mux["a"] and media.mux["b"]
                 media.mux[leg.name] = fields.pop("mux", False)
                 both = media.mux["a"] and media.mux["b"]
+                fields["srtp"] = self._sdes(media, leg.name, desc)
                 await relay.leg(media.id, leg.name, mux=both, **fields)
                 if both != was:  # rtcp-mux is settled for the other party's leg too
                     await relay.leg(media.id, other, mux=both)

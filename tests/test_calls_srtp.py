@@ -1,0 +1,300 @@
+"""SRTP (SDES ``a=crypto``) through ansim's relay with real user agents: baresip A
+(127.0.0.2, a 440 Hz tone) calls X, baresip B (127.0.0.3, 1000 Hz) answers, both with
+baresip's ``srtp`` module.
+
+Everything each party received is captured on ``lo``. With both on ``RTP/SAVP``
+(``mediaenc=srtp-mand``): each hears the other's tone, before and after a hold and
+resume; the keys each was sent are ansim's, none of the other party's; every RTP packet
+on each leg decrypts with that leg's keys only (A's packets with A's key, what ansim
+sends B with the key ansim gave B's leg) and none is plain; the recording holds both
+tones. With A on SRTP and B on plain RTP (termination): A's leg is SRTP, B receives
+plain RTP it can play, and both hear each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from baresip_helpers import BARESIP, MODULES, Baresip, peak_hz
+from call_env import VIRTUAL_AX, Ansim, Party, trunk, user_part
+from capture import Datagram, LoopbackCapture
+from conftest import free_port
+from media_helpers import make_keys
+from pylibsrtp import Error, Policy, Session
+from test_calls_media import decrypt, stereo
+
+from media.g711 import decode
+from media.srtp import SUITES
+
+pytestmark = [
+    pytest.mark.skipif(
+        BARESIP is None or not (MODULES / "srtp.so").exists(),
+        reason="baresip (Debian baresip-core) with its srtp module not installed",
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the loopback capture needs a raw socket (root)"),
+]
+
+A_UA = Party("+821055516677")
+B_UA = Party("+821088829933")
+A_IP, B_IP = "127.0.0.2", "127.0.0.3"
+A_TONE, B_TONE = 440, 1000
+
+
+@dataclass
+class Crypto:
+    tag: int
+    suite: str
+    key: bytes
+
+
+def cryptos(body: str) -> list[Crypto]:
+    out = []
+    for line in body.splitlines():
+        if line.startswith("a=crypto:"):
+            tag, suite, inline = line[len("a=crypto:") :].split()[:3]
+            key = inline.removeprefix("inline:").split("|")[0]
+            out.append(Crypto(int(tag), suite, base64.b64decode(key)))
+    return out
+
+
+def proto(body: str) -> str:
+    return next(line.split()[2] for line in body.splitlines() if line.startswith("m=audio "))
+
+
+@dataclass
+class CallResult:
+    engine: Ansim
+    caller: Baresip
+    callee: Baresip
+    packets: list[Datagram]
+
+    def ports_of(self, party: Baresip) -> set[int]:
+        ports = set()
+        for m in party.sent(party.address):
+            for line in m.body.splitlines():
+                if line.startswith("m=audio "):
+                    ports.add(int(line.split()[1]))
+        return ports
+
+    def rtp_to(self, party: Baresip) -> list[bytes]:
+        """RTP the party received (its RTP port, at its address or 127.0.0.1)."""
+        ports = self.ports_of(party)
+        return [
+            p.payload
+            for p in self.packets
+            if p.is_rtp and p.dst[0] in (party.address, "127.0.0.1") and p.dst[1] in ports
+        ]
+
+    def rtp_from(self, party: Baresip) -> list[bytes]:
+        ports = self.ports_of(party)
+        return [
+            p.payload
+            for p in self.packets
+            if p.is_rtp and p.src[0] in (party.address, "127.0.0.1") and p.src[1] in ports
+        ]
+
+
+def agent_config(agent: Baresip, mediaenc: str | None) -> None:
+    if mediaenc is None:
+        return
+    config = agent.home / "config"
+    # loaded before the account module reads the account's mediaenc
+    config.write_text(
+        config.read_text().replace("module account.so", "module srtp.so\nmodule account.so")
+    )
+    accounts = agent.home / "accounts"
+    accounts.write_text(accounts.read_text().rstrip("\n") + f";mediaenc={mediaenc}\n")
+
+
+def run_call(
+    tmp_path: Path, a_enc: str | None, b_enc: str | None, hold: bool = False
+) -> Iterator[CallResult]:
+    pub, _, _ = make_keys(tmp_path)
+    uas_port = free_port()
+    base = 61000 + (free_port() % 20) * 200
+    media: dict[str, Any] = {
+        "mode": "relay",
+        "latch": "any",  # baresip's RTP leaves from 127.0.0.1 whatever its SDP says
+        "media_timeout": 20,
+        "relays": [
+            {
+                "control": str(tmp_path / "relay.sock"),
+                "address": "127.0.0.1",
+                "ports": f"{base}-{base + 99}",
+            }
+        ],
+        "recording": {"directory": str(tmp_path / "recordings"), "public_key": str(pub)},
+    }
+    numbers = {
+        "version": 1,
+        "ax": [{"id": "srtp-ax", "x": VIRTUAL_AX, "a": B_UA.e164, "record": True}],
+    }
+    callee_trunk = trunk("callee", uas_port) | {"address": f"{B_IP}:{uas_port}"}
+    caller = Baresip("caller", tmp_path / "caller")
+    callee = Baresip("callee", tmp_path / "callee")
+    try:
+        with (
+            Ansim(
+                tmp_path / "ansim",
+                trunks=[callee_trunk],
+                routes=[{"prefix": "+82", "trunks": ["callee"]}],
+                numbers=numbers,
+                media=media,
+            ) as engine,
+            LoopbackCapture(A_IP, B_IP, "127.0.0.1") as capture,
+        ):
+            callee.write_config(
+                B_UA, B_IP, uas_port, B_TONE, (base + 200, base + 299), True, free_port()
+            )
+            caller.write_config(
+                A_UA, A_IP, free_port(), A_TONE, (base + 300, base + 399), False, free_port()
+            )
+            agent_config(callee, b_enc)
+            agent_config(caller, a_enc)
+            callee.start(30)
+            callee.wait_log(b"baresip is ready", 5)
+            caller.start(30, f"/dial sip:{user_part(VIRTUAL_AX)}@127.0.0.1:{engine.port}")
+            caller.wait_log(b"Call established", 10)
+            time.sleep(3.0)
+            if hold:
+                caller.command("hold")
+                time.sleep(1.5)
+                caller.command("resume")
+                time.sleep(2.5)
+            caller.command("hangup")
+            deadline = time.monotonic() + 5
+            while not any(m.method == "BYE" for m in callee.received(B_IP)):
+                assert time.monotonic() < deadline, callee.tail()
+                time.sleep(0.1)
+            time.sleep(0.5)
+            caller.stop()
+            callee.stop()
+            yield CallResult(engine, caller, callee, list(capture.packets))
+    finally:
+        caller.stop()
+        callee.stop()
+
+
+def sdp_of(msgs: list[Any], *, request: bool) -> list[str]:
+    return [
+        m.body for m in msgs if m.body and "m=audio" in m.body and (m.method == "INVITE") == request
+    ]
+
+
+def rx_session(crypto: Crypto) -> Session:
+    return Session(
+        Policy(crypto.key, Policy.SSRC_ANY_INBOUND, srtp_profile=SUITES[crypto.suite].profile)
+    )
+
+
+def decrypted(packets: list[bytes], crypto: Crypto) -> list[bytes]:
+    """The RTP packets of those of ``packets`` that authenticate with ``crypto``'s key."""
+    session = rx_session(crypto)
+    out = []
+    for p in packets:
+        try:
+            out.append(session.unprotect(p))
+        except Error:
+            continue
+    return out
+
+
+def decrypts(packets: list[bytes], crypto: Crypto) -> int:
+    return len(decrypted(packets, crypto))
+
+
+def tone_of(packets: list[bytes]) -> float:
+    samples: list[int] = []
+    for p in packets:
+        if p[1] & 0x7F == 0:
+            pcm = bytes(decode("PCMU", p[12:]))
+            samples += [
+                int.from_bytes(pcm[i : i + 2], "little", signed=True) for i in range(0, len(pcm), 2)
+            ]
+    return peak_hz(samples, 4096)
+
+
+def test_srtp_both_legs_re_keyed_per_leg_with_audio_and_recording(tmp_path: Path) -> None:
+    for r in run_call(tmp_path, "srtp-mand", "srtp-mand", hold=True):
+        a, b = r.caller, r.callee
+        a_heard, b_heard = a.recording(), b.recording()
+        assert abs(peak_hz(a_heard) - B_TONE) <= 10, a.tail()
+        assert abs(peak_hz(b_heard) - A_TONE) <= 10, b.tail()
+        # after the hold and resume (the end of each dump)
+        assert abs(peak_hz(a_heard, 4096, len(a_heard) - 4096 - 2000) - B_TONE) <= 10
+        assert abs(peak_hz(b_heard, 4096, len(b_heard) - 4096 - 2000) - A_TONE) <= 10
+
+        # SDP: RTP/SAVP on both legs; the keys each party was sent are ansim's own.
+        a_sent = [c for body in sdp_of(a.sent(A_IP), request=True) for c in cryptos(body)]
+        a_got = [c for m in a.received(A_IP) if m.body for c in cryptos(m.body)]
+        b_sent = [c for m in b.sent(B_IP) if m.body for c in cryptos(m.body)]
+        b_got = [c for m in b.received(B_IP) if m.body for c in cryptos(m.body)]
+        assert a_sent and a_got and b_sent and b_got
+        for m in [*a.received(A_IP), *b.received(B_IP)]:
+            if m.body and "m=audio" in m.body:
+                assert proto(m.body) == "RTP/SAVP", m.body
+        assert not {c.key for c in a_got} & {c.key for c in b_sent}
+        assert not {c.key for c in b_got} & {c.key for c in a_sent}
+        assert not {c.key for c in a_got} & {c.key for c in b_got}
+
+        # The wire: each leg's packets decrypt with that leg's keys, and not with the
+        # other leg's; none is plain G.711.
+        answer_to_a = cryptos(sdp_of(a.received(A_IP), request=False)[0])[0]
+        a_key = next(c for c in a_sent if c.tag == answer_to_a.tag)
+        b_answer = cryptos(sdp_of(b.sent(B_IP), request=False)[0])[0]
+        offer_to_b = cryptos(sdp_of(b.received(B_IP), request=True)[0])
+        to_b_key = next(c for c in offer_to_b if c.tag == b_answer.tag)
+        from_a, to_a = r.rtp_from(a), r.rtp_to(a)
+        from_b, to_b = r.rtp_from(b), r.rtp_to(b)
+        for packets, right, wrong, tone in (
+            (from_a, a_key, to_b_key, A_TONE),
+            (to_a, answer_to_a, b_answer, B_TONE),
+            (from_b, b_answer, answer_to_a, B_TONE),
+            (to_b, to_b_key, a_key, A_TONE),
+        ):
+            assert len(packets) > 150
+            clear = decrypted(packets, right)
+            assert len(clear) >= len(packets) - 2
+            assert decrypts(packets, wrong) == 0
+            # What the wire carried is not the audio; what it decrypts to is the tone.
+            assert not {p[12:] for p in packets} & {p[12:] for p in clear}
+            assert abs(tone_of(clear) - tone) <= 10
+
+        # The relay decrypted what it recorded: both tones.
+        files = sorted((tmp_path / "recordings").glob("*.rec"))
+        assert len(files) == 1, files
+        out = tmp_path / "call.wav"
+        done = decrypt(r.engine, files[0].stem, tmp_path / "recording-key.pem", out)
+        assert done.returncode == 0, done.stderr
+        left, right = stereo(out)
+        assert abs(peak_hz(left, 8192, 4000) - A_TONE) <= 10
+        assert abs(peak_hz(right, 8192, 4000) - B_TONE) <= 10
+
+
+def test_srtp_on_one_leg_plain_rtp_on_the_other(tmp_path: Path) -> None:
+    # A offers SRTP best effort (RTP/AVP with a=crypto); B has no srtp module.
+    for r in run_call(tmp_path, "srtp", None):
+        a, b = r.caller, r.callee
+        assert abs(peak_hz(a.recording()) - B_TONE) <= 10, a.tail()
+        assert abs(peak_hz(b.recording()) - A_TONE) <= 10, b.tail()
+        answer_to_a = cryptos(sdp_of(a.received(A_IP), request=False)[0])
+        a_sent = cryptos(sdp_of(a.sent(A_IP), request=True)[0])
+        assert len(answer_to_a) == 1 and answer_to_a[0].key not in {c.key for c in a_sent}
+        assert not cryptos(sdp_of(b.sent(B_IP), request=False)[0])
+        a_key = next(c for c in a_sent if c.tag == answer_to_a[0].tag)
+        # A's leg is SRTP both ways; B's is plain RTP both ways, its tone in the clear.
+        from_a, to_a = r.rtp_from(a), r.rtp_to(a)
+        for packets, crypto, tone in ((from_a, a_key, A_TONE), (to_a, answer_to_a[0], B_TONE)):
+            clear = decrypted(packets, crypto)
+            assert len(clear) >= len(packets) - 2 > 100
+            assert abs(tone_of(clear) - tone) <= 10
+        assert len(r.rtp_to(b)) > 100 and len(r.rtp_from(b)) > 100
+        assert abs(tone_of(r.rtp_to(b)) - A_TONE) <= 10
+        assert abs(tone_of(r.rtp_from(b)) - B_TONE) <= 10
