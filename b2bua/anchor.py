@@ -13,7 +13,9 @@ else ``media.mode``; a recorded call is never passthrough) decides who carries i
     ``a=ssrc ... cname:`` with the CNAME the relay writes into the RTCP it forwards to
     that party. Every SDP a party sends (offer, answer, re-INVITE, hold, resume) updates
     its leg (remote address, RTCP, direction, telephone-event, codecs), and the message
-    carrying it goes on once the relay has answered.
+    carrying it goes on once the relay has answered. SDES keys (``a=crypto``) are
+    terminated per leg (``b2bua.sdes``): each party is sent ansim's own lines, and the
+    relay gets the party's key and ansim's for the leg.
 ``rtpengine``
     an rtpengine daemon over its ng protocol (``media.rtpengine``): the party's SDP goes
     to rtpengine as an offer or an answer, and the address and port rtpengine gives
@@ -330,7 +332,8 @@ class MediaAnchor:
             # The next party is offered keys of its own, not those the last one was.
             other = "b" if leg_name == "a" else "a"
             media.sdes[leg_name] = LegSdes()
-            mirror(media.sdes[leg_name], media.sdes[other])
+            trunk = call.trunks[0] if leg_name == "b" and call.trunks else None  # the next one
+            mirror(media.sdes[leg_name], media.sdes[other], trunk.srtp if trunk else None)
         if media.mode == "relay" and media.relay is not None and not media.ended:
             self._spawn(
                 self._command(
@@ -478,7 +481,8 @@ class MediaAnchor:
             fields, a.events_pt = leg_fields(desc)
             media.mux["a"] = fields.pop("mux", False)
             try:
-                fields["srtp"] = self._sdes(media, "a", desc)
+                trunk = call.trunks[0] if call.trunks else None  # the first one tried
+                fields["srtp"] = self._sdes(media, "a", desc, trunk)
             except SdesError as exc:
                 raise MediaNotAcceptable(str(exc)) from None
         trunk = call.trunks[0] if call.trunks else None
@@ -506,16 +510,21 @@ class MediaAnchor:
             media.recording = str(result.get("recording"))
 
     @staticmethod
-    def _sdes(media: CallMedia, leg_name: str, desc: SessionDescription) -> dict[str, Any] | None:
+    def _sdes(
+        media: CallMedia, leg_name: str, desc: SessionDescription, trunk: Trunk | None
+    ) -> dict[str, Any] | None:
         """The relay's ``srtp`` field for the SDP ``leg_name``'s party sent; a leg whose
-        party has sent none yet is given this one's profile (``sdes.mirror``)."""
+        party has sent none yet is given this one's profile (``sdes.mirror``), or for
+        the callee's leg what its trunk's ``srtp`` says."""
         index = anchored_section(desc)
         state = media.sdes[leg_name]
         if index >= 0:
             receive(state, desc.media[index])
-        other = media.sdes["b" if leg_name == "a" else "a"]
+        other_name = "b" if leg_name == "a" else "a"
+        other = media.sdes[other_name]
         if other.proto is None:
-            mirror(other, state)
+            policy = trunk.srtp if trunk is not None and other_name == "b" else None
+            mirror(other, state, policy)
         return state.relay_field()
 
     def _target(self, info: LegInfo) -> tuple[MediaTarget, bytes | None]:
@@ -563,7 +572,7 @@ class MediaAnchor:
                 was = media.mux["a"] and media.mux["b"]
                 media.mux[leg.name] = fields.pop("mux", False)
                 both = media.mux["a"] and media.mux["b"]
-                fields["srtp"] = self._sdes(media, leg.name, desc)
+                fields["srtp"] = self._sdes(media, leg.name, desc, call.trunk)
                 await relay.leg(media.id, leg.name, mux=both, **fields)
                 if both != was:  # rtcp-mux is settled for the other party's leg too
                     await relay.leg(media.id, other, mux=both)

@@ -22,7 +22,8 @@ A leg ansim makes the offer to before its party has sent any SDP (the callee) is
 the other party's profile (:func:`mirror`): ``RTP/SAVP`` with a fresh line for every
 suite when the caller used SRTP on ``RTP/SAVP``, ``RTP/AVP`` with those lines when the
 caller used SRTP on ``RTP/AVP`` (best effort: a callee that answers without a line is
-plain RTP), plain ``RTP/AVP`` when the caller offered no keys.
+plain RTP), plain ``RTP/AVP`` when the caller offered no keys; a trunk's ``srtp``
+setting overrides that for calls to it (``mandatory``, ``optional``, ``off``).
 """
 
 from __future__ import annotations
@@ -121,13 +122,26 @@ def receive(state: LegSdes, media: Media) -> LegKeys | None:
     return None
 
 
-def mirror(state: LegSdes, other: LegSdes) -> None:
+POLICIES = ("mandatory", "optional", "off")
+
+
+def mirror(state: LegSdes, other: LegSdes, policy: str | None = None) -> None:
     """Give a leg that has sent no SDP yet ``other``'s profile, with fresh keys when
-    ``other`` uses SRTP (see the module docstring)."""
-    srtp = other.keys is not None
+    ``other`` uses SRTP (see the module docstring), or what ``policy`` (a trunk's
+    ``srtp``) says: ``mandatory`` (``RTP/SAVP`` and fresh keys), ``optional``
+    (``RTP/AVP`` and fresh keys), ``off`` (plain ``RTP/AVP``); the feedback profile
+    (``...F``) follows ``other``'s."""
     proto = other.proto or b"RTP/AVP"
-    if not srtp and secure(proto):
-        proto = b"RTP/AVP" + proto[8:]
+    feedback = proto.upper().endswith(b"F")
+    if policy is None:
+        srtp = other.keys is not None
+        if not srtp and secure(proto):
+            proto = b"RTP/AVP" + proto[8:]
+    else:
+        srtp = policy != "off"
+        proto = (b"RTP/SAVP" if policy == "mandatory" else b"RTP/AVP") + (
+            b"F" if feedback else b""
+        )
     state.proto = proto
     state.ours = fresh_lines() if srtp else []
     state.keys = None

@@ -14,6 +14,10 @@ this way, against 3.8 µs with an asyncio ``DatagramProtocol`` (which allocates 
 datagram and its address tuple for every packet) and 3.5 µs with a bare
 ``select.epoll`` loop, so the loop's own machinery costs next to nothing.
 
+A leg on SRTP (:mod:`media.srtp`) has a packet handler of its own that decrypts into
+the same buffer and then takes the plain path, and senders that encrypt on the way
+out; plain legs keep the path above unchanged.
+
 The relay runs in a process of its own (``ansim relay``, or :func:`main`), so
 signalling never waits on packets; several can run side by side with their own control
 paths and port ranges, the engine choosing one per call.

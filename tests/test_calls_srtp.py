@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from typing import Any
 
 import pytest
 from baresip_helpers import BARESIP, MODULES, Baresip, peak_hz
-from call_env import VIRTUAL_AX, Ansim, Party, trunk, user_part
+from call_env import CALLEE, CALLER, VIRTUAL_AX, Ansim, Party, Sipp, number_map, trunk, user_part
 from capture import Datagram, LoopbackCapture
 from conftest import free_port
+from media_helpers import Party as MediaParty
 from media_helpers import make_keys
 from pylibsrtp import Error, Policy, Session
 from test_calls_media import decrypt, stereo
@@ -114,7 +116,11 @@ def agent_config(agent: Baresip, mediaenc: str | None) -> None:
 
 
 def run_call(
-    tmp_path: Path, a_enc: str | None, b_enc: str | None, hold: bool = False
+    tmp_path: Path,
+    a_enc: str | None,
+    b_enc: str | None,
+    hold: bool = False,
+    trunk_srtp: str | None = None,
 ) -> Iterator[CallResult]:
     pub, _, _ = make_keys(tmp_path)
     uas_port = free_port()
@@ -137,6 +143,8 @@ def run_call(
         "ax": [{"id": "srtp-ax", "x": VIRTUAL_AX, "a": B_UA.e164, "record": True}],
     }
     callee_trunk = trunk("callee", uas_port) | {"address": f"{B_IP}:{uas_port}"}
+    if trunk_srtp is not None:
+        callee_trunk["srtp"] = trunk_srtp
     caller = Baresip("caller", tmp_path / "caller")
     callee = Baresip("callee", tmp_path / "callee")
     try:
@@ -298,3 +306,142 @@ def test_srtp_on_one_leg_plain_rtp_on_the_other(tmp_path: Path) -> None:
         assert len(r.rtp_to(b)) > 100 and len(r.rtp_from(b)) > 100
         assert abs(tone_of(r.rtp_to(b)) - A_TONE) <= 10
         assert abs(tone_of(r.rtp_from(b)) - B_TONE) <= 10
+
+
+def test_a_plain_caller_reaches_an_srtp_callee_through_a_trunk_that_requires_it(
+    tmp_path: Path,
+) -> None:
+    # A has no srtp module; B requires RTP/SAVP; the callee trunk says srtp: mandatory.
+    for r in run_call(tmp_path, None, "srtp-mand", trunk_srtp="mandatory"):
+        a, b = r.caller, r.callee
+        assert abs(peak_hz(a.recording()) - B_TONE) <= 10, a.tail()
+        assert abs(peak_hz(b.recording()) - A_TONE) <= 10, b.tail()
+        offer_to_b = sdp_of(b.received(B_IP), request=True)[0]
+        answer_to_a = sdp_of(a.received(A_IP), request=False)[0]
+        assert proto(offer_to_b) == "RTP/SAVP" and cryptos(offer_to_b)
+        assert proto(answer_to_a) == "RTP/AVP" and not cryptos(answer_to_a)
+        b_answer = cryptos(sdp_of(b.sent(B_IP), request=False)[0])[0]
+        to_b_key = next(c for c in cryptos(offer_to_b) if c.tag == b_answer.tag)
+        for packets, crypto, tone in (
+            (r.rtp_from(b), b_answer, B_TONE),
+            (r.rtp_to(b), to_b_key, A_TONE),
+        ):
+            clear = decrypted(packets, crypto)
+            assert len(clear) >= len(packets) - 2 > 100
+            assert abs(tone_of(clear) - tone) <= 10
+        assert abs(tone_of(r.rtp_to(a)) - B_TONE) <= 10  # plain toward A
+        assert abs(tone_of(r.rtp_from(a)) - A_TONE) <= 10
+
+
+def test_a_reinvite_with_new_keys_rekeys_the_leg(tmp_path: Path) -> None:
+    """SIPp signals (A re-keys by re-INVITE after 2.5 s); the media is played from here:
+    A sends every packet twice, under its first key and its second, and B must get
+    exactly the first key's copies before the re-INVITE and the second's after."""
+    base = 61000 + (free_port() % 20) * 200
+    uas_port = free_port()
+    media = {
+        "mode": "relay",
+        "relays": [
+            {
+                "control": str(tmp_path / "relay.sock"),
+                "address": "127.0.0.1",
+                "ports": f"{base}-{base + 99}",
+            }
+        ],
+    }
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    key1, key2, keyb = (os.urandom(30) for _ in range(3))
+    keys = {
+        name: base64.b64encode(k).decode()
+        for name, k in (("key1", key1), ("key2", key2), ("keyb", keyb))
+    }
+    a, b = MediaParty("127.0.0.1"), MediaParty("127.0.0.1")
+    profile = SUITES[suite].profile
+    a_tx = [
+        Session(Policy(k, Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)) for k in (key1, key2)
+    ]
+    b_tx = Session(Policy(keyb, Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
+    to_b: list[bytes] = []
+    to_a: list[bytes] = []
+    stop = threading.Event()
+    try:
+        with (
+            Ansim(
+                tmp_path / "ansim",
+                trunks=[trunk("callee", uas_port)],
+                routes=[{"prefix": "+82", "trunks": ["callee"]}],
+                numbers=number_map(),
+                media=media,
+            ) as engine,
+            Sipp(tmp_path) as sipp,
+        ):
+            uas = sipp.start(
+                "srtp_uas_rekey", port=uas_port, keys={**CALLEE.sipp_keys("callee"), **keys}
+            )
+            uac = sipp.start(
+                "srtp_uac_rekey",
+                port=free_port(),
+                remote=engine.addr,
+                service=user_part(VIRTUAL_AX),
+                keys={**CALLER.sipp_keys("caller"), **keys},
+            )
+            deadline = time.monotonic() + 10
+            while not (
+                answers := [
+                    m for m in uac.received() if m.status == 200 and m.cseq_method == "INVITE"
+                ]
+            ):
+                uac._messages = None
+                assert time.monotonic() < deadline, uac.report() + uas.report()
+                time.sleep(0.05)
+            relay_a = ("127.0.0.1", int(answers[0].body.split("m=audio ", 1)[1].split()[0]))
+            invite_b = next(m for m in uas.received() if m.method == "INVITE")
+            relay_b = ("127.0.0.1", int(invite_b.body.split("m=audio ", 1)[1].split()[0]))
+            b_key = next(c for c in cryptos(invite_b.body) if c.tag == 1)
+            a_key = cryptos(answers[0].body)[0]
+            b_rx, a_rx = rx_session(b_key), rx_session(a_key)
+
+            def talk() -> None:
+                while not stop.is_set():
+                    packet = bytearray(a.rtp(b"\x00" * 160))
+                    for marker, session in zip(b"12", a_tx, strict=True):
+                        packet[12] = marker
+                        a.send(session.protect(bytes(packet)), relay_a)
+                    b.send(b_tx.protect(b.rtp(b"b" * 160)), relay_b)
+                    time.sleep(0.02)
+
+            def listen(party: MediaParty, session: Session, out: list[bytes]) -> None:
+                while not stop.is_set():
+                    try:
+                        data, _ = party.sock.recvfrom(2048)
+                    except TimeoutError:
+                        continue
+                    out.append(session.unprotect(data))  # raises if not from the leg's key
+
+            threads = [
+                threading.Thread(target=talk, daemon=True),
+                threading.Thread(target=listen, args=(b, b_rx, to_b), daemon=True),
+                threading.Thread(target=listen, args=(a, a_rx, to_a), daemon=True),
+            ]
+            for t in threads:
+                t.start()
+            assert (uac.wait(30), uas.wait(30)) == (0, 0), uac.report() + uas.report()
+            stop.set()
+            for t in threads:
+                t.join(5)
+            uac._messages = uas._messages = None  # read again: the calls are over
+            answers = [m for m in uac.received() if m.status == 200 and m.cseq_method == "INVITE"]
+            reinvite_b = [m for m in uas.received() if m.method == "INVITE"][1]
+    finally:
+        stop.set()
+        a.close()
+        b.close()
+    # Before the re-INVITE the relay took A's first key only, after it the second only.
+    markers = bytes(p[12] for p in to_b)
+    first, second = markers.count(b"1"), markers.count(b"2")
+    assert first > 50 and second > 50 and markers == b"1" * first + b"2" * second, markers
+    # B's leg kept its keys (ansim re-offered its own line), and so did ansim toward A.
+    assert cryptos(reinvite_b.body) == [b_key]
+    assert [cryptos(m.body) for m in answers] == [[a_key], [a_key]]
+    assert not {a_key.key, b_key.key} & {key1, key2, keyb}
+    assert len(to_a) > 150 and all(p[12:] == b"b" * 160 for p in to_a)

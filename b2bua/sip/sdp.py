@@ -23,6 +23,9 @@ What is written (RFC 8866 order):
 - Attributes of the allow-list ``sdp_attributes.ATTRIBUTES``, each rebuilt from its
   parsed fields; everything else (``a=label``, ``a=tool``, ``a=X-*``, vendor attributes,
   ICE, ``a=msid``, ...) is left out.
+- With the relay anchoring the media (``SdpBuilder.srtp`` set), the anchored section's
+  profile and ``a=crypto`` lines are ansim's own for the leg (``b2bua.sdes``); the
+  sender's keys are never written.
 - ``a=ssrc`` only when the builder is given the CNAME to write (the media relay, which
   rewrites RTCP SDES to match): ``a=ssrc:<id> cname:<that cname>`` for each SSRC, and
   ``a=ssrc-group`` over them. With media end to end the party's own CNAME travels in
