@@ -54,7 +54,7 @@ from media.rtpengine_tap import RecordingTap, start_recording_tap, stop_recordin
 from media.settings import MediaSettings, relay_argv, resolve_mode
 
 from .call import Call, CallState, Leg
-from .sdes import LegSdes, SdesError, mirror, receive
+from .sdes import LegSdes, SdesError, crypto_lines, mirror, receive
 from .sip.bodies import SDP, outgoing_body, parse_content_type, split_multipart
 from .sip.message import Request, SipMessage
 from .sip.sdp import (
@@ -65,7 +65,7 @@ from .sip.sdp import (
     anchored_section,
     parse_sdp,
 )
-from .sip.sdp_attributes import Flag, Rtcp, Rtpmap
+from .sip.sdp_attributes import Attribute, Flag, Rtcp, Rtpmap
 from .sip.sdp_fields import address_type
 from .trunks import Trunk
 
@@ -193,6 +193,7 @@ class CallMedia:
     __slots__ = (
         "closed",
         "ended",
+        "engine_srtp",
         "id",
         "mode",
         "mux",
@@ -218,6 +219,8 @@ class CallMedia:
         self.offerer = "a"  # whose offer rtpengine holds (the from-tag of its answer)
         # Relay mode: each leg's SDES keys and what ansim writes toward it (b2bua.sdes).
         self.sdes: dict[str, LegSdes] = {"a": LegSdes(), "b": LegSdes()}
+        # rtpengine mode: the profile and a=crypto lines rtpengine wrote for each leg.
+        self.engine_srtp: dict[str, tuple[bytes | None, list[Attribute]]] = {}
         self.recording: str | None = None
         self.tap: RecordingTap | None = None
         self.ended = False  # the call ended: no continuation runs
@@ -285,6 +288,8 @@ class MediaAnchor:
             builder.anchor, builder.cname = target
         if media.mode == "relay":
             builder.srtp = media.sdes[leg_name].builder_lines()
+        else:
+            builder.srtp = media.engine_srtp.get(leg_name)
 
     def update(
         self,
@@ -548,10 +553,12 @@ class MediaAnchor:
             raise MediaUnavailable("an INVITE without an offer cannot be anchored by rtpengine")
         _, a.events_pt = leg_fields(desc)
         reply = await ng.offer(media.id, "a", _plain(desc))
-        target = target_of(parse_sdp(str(reply.get("sdp", "")).encode()))
+        given = parse_sdp(str(reply.get("sdp", "")).encode())
+        target = target_of(given)
         if target is None:
             raise MediaUnavailable("rtpengine gave no audio address for the offer")
         media.targets["b"] = (target, None)
+        media.engine_srtp["b"] = _engine_srtp(given)
         media.offerer = "a"
 
     async def _update(
@@ -604,9 +611,11 @@ class MediaAnchor:
             media.offerer = leg.name
         else:
             reply = await ng.answer(media.id, media.offerer, leg.name, _plain(desc))
-        target = target_of(parse_sdp(str(reply.get("sdp", "")).encode()))
+        given = parse_sdp(str(reply.get("sdp", "")).encode())
+        target = target_of(given)
         if target is not None:
             media.targets[other] = (target, None)
+            media.engine_srtp[other] = _engine_srtp(given)
         if not offer and media.record and media.tap is None and self.relays is not None:
             relay = self._relay_for(media)
             media.tap = await start_recording_tap(
@@ -639,6 +648,17 @@ class MediaAnchor:
         """Wait (bounded) for the commands under way, the deletes of ended calls included."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+def _engine_srtp(desc: SessionDescription) -> tuple[bytes | None, list[Attribute]]:
+    """The profile and the SDES lines rtpengine wrote into its SDP for a leg (it keys
+    each leg itself): what the party of that leg is sent instead of the other party's."""
+    index = anchored_section(desc)
+    if index < 0:
+        return None, []
+    section = desc.media[index]
+    lines: list[Attribute] = list(crypto_lines(section))
+    return section.proto, lines
 
 
 def _plain(desc: SessionDescription) -> str:

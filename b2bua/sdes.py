@@ -77,8 +77,9 @@ def _key(line: Crypto) -> bytes | None:
     suite = SUITES.get(line.suite.decode())
     if suite is None or line.params or len(line.keys) != 1 or line.keys[0].mki is not None:
         return None
-    try:
-        key = base64.b64decode(line.keys[0].key, validate=True)
+    text = line.keys[0].key
+    try:  # some write the AEAD suites' keys without the base64 padding
+        key = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
     return key if len(key) == suite.key_length else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from call_env import CALLEE, CALLER, VIRTUAL_AX, Ansim, Party, Sipp, number_map,
 from capture import Datagram, LoopbackCapture
 from conftest import free_port
 from media_helpers import Party as MediaParty
-from media_helpers import make_keys
+from media_helpers import make_keys, rtpengine_process
 from pylibsrtp import Error, Policy, Session
 from test_calls_media import decrypt, stereo
 
@@ -62,7 +63,7 @@ def cryptos(body: str) -> list[Crypto]:
         if line.startswith("a=crypto:"):
             tag, suite, inline = line[len("a=crypto:") :].split()[:3]
             key = inline.removeprefix("inline:").split("|")[0]
-            out.append(Crypto(int(tag), suite, base64.b64decode(key)))
+            out.append(Crypto(int(tag), suite, base64.b64decode(key + "=" * (-len(key) % 4))))
     return out
 
 
@@ -121,12 +122,13 @@ def run_call(
     b_enc: str | None,
     hold: bool = False,
     trunk_srtp: str | None = None,
+    mode: str = "relay",
 ) -> Iterator[CallResult]:
     pub, _, _ = make_keys(tmp_path)
     uas_port = free_port()
     base = 61000 + (free_port() % 20) * 200
     media: dict[str, Any] = {
-        "mode": "relay",
+        "mode": mode,
         "latch": "any",  # baresip's RTP leaves from 127.0.0.1 whatever its SDP says
         "media_timeout": 20,
         "relays": [
@@ -142,6 +144,10 @@ def run_call(
         "version": 1,
         "ax": [{"id": "srtp-ax", "x": VIRTUAL_AX, "a": B_UA.e164, "record": True}],
     }
+    daemon = None
+    if mode == "rtpengine":
+        daemon = rtpengine_process(tmp_path, base + 100)
+        media["rtpengine"] = {"ng": f"127.0.0.1:{daemon.__enter__().ng_port}"}
     callee_trunk = trunk("callee", uas_port) | {"address": f"{B_IP}:{uas_port}"}
     if trunk_srtp is not None:
         callee_trunk["srtp"] = trunk_srtp
@@ -155,6 +161,7 @@ def run_call(
                 routes=[{"prefix": "+82", "trunks": ["callee"]}],
                 numbers=numbers,
                 media=media,
+                metrics=True,
             ) as engine,
             LoopbackCapture(A_IP, B_IP, "127.0.0.1") as capture,
         ):
@@ -188,6 +195,8 @@ def run_call(
     finally:
         caller.stop()
         callee.stop()
+        if daemon is not None:
+            daemon.__exit__(None, None, None)
 
 
 def sdp_of(msgs: list[Any], *, request: bool) -> list[str]:
@@ -445,3 +454,26 @@ def test_a_reinvite_with_new_keys_rekeys_the_leg(tmp_path: Path) -> None:
     assert [cryptos(m.body) for m in answers] == [[a_key], [a_key]]
     assert not {a_key.key, b_key.key} & {key1, key2, keyb}
     assert len(to_a) > 150 and all(p[12:] == b"b" * 160 for p in to_a)
+
+
+@pytest.mark.skipif(shutil.which("rtpengine") is None, reason="rtpengine-daemon not installed")
+def test_rtpengine_mode_writes_rtpengines_own_sdes_lines(tmp_path: Path) -> None:
+    """In rtpengine mode each party is sent the a=crypto lines rtpengine wrote for its leg
+    (a suite the caller did not offer shows they are rtpengine's), and SRTP works both
+    ways through it. For the suite both parties share, rtpengine offers the callee the
+    caller's own key (and the caller the callee's): keys are not kept apart in this
+    mode, which README says."""
+    for r in run_call(tmp_path, "srtp-mand", "srtp-mand", mode="rtpengine"):
+        a, b = r.caller, r.callee
+        assert abs(peak_hz(a.recording()) - B_TONE) <= 10, a.tail()
+        assert abs(peak_hz(b.recording()) - A_TONE) <= 10, b.tail()
+        a_sent = cryptos(sdp_of(a.sent(A_IP), request=True)[0])
+        offer_to_b = cryptos(sdp_of(b.received(B_IP), request=True)[0])
+        assert {c.suite for c in offer_to_b} - {c.suite for c in a_sent}
+        b_answer = cryptos(sdp_of(b.sent(B_IP), request=False)[0])
+        answer_to_a = cryptos(sdp_of(a.received(A_IP), request=False)[0])
+        assert {c.key for c in a_sent} & {c.key for c in offer_to_b}
+        assert {c.key for c in b_answer} & {c.key for c in answer_to_a}
+        for m in [*a.received(A_IP), *b.received(B_IP)]:
+            if m.body and "m=audio" in m.body:
+                assert proto(m.body) == "RTP/SAVP", m.body

@@ -57,6 +57,12 @@ def test_an_offer_is_answered_with_its_first_usable_suite_and_a_key_of_ansims() 
     assert state.relay_field() == {"suite": "AEAD_AES_256_GCM", "rx": keys.rx, "tx": keys.tx}
 
 
+def test_a_key_written_without_base64_padding_is_read() -> None:
+    unpadded = base64.b64encode(b"\x05" * 28).decode().rstrip("=")
+    keys = receive(LegSdes(), media("RTP/SAVP", f"1 AEAD_AES_128_GCM inline:{unpadded}"))
+    assert keys is not None and keys.rx == b"\x05" * 28
+
+
 def test_the_other_leg_is_offered_fresh_keys_on_the_same_profile_and_its_answer_settles_it() -> (
     None
 ):
