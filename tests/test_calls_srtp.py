@@ -25,12 +25,24 @@ from typing import Any
 
 import pytest
 from baresip_helpers import BARESIP, MODULES, Baresip, peak_hz
-from call_env import CALLEE, CALLER, VIRTUAL_AX, Ansim, Party, Sipp, number_map, trunk, user_part
+from call_env import (
+    CALLEE,
+    CALLER,
+    VIRTUAL_AX,
+    Ansim,
+    Party,
+    Sipp,
+    UdpSink,
+    number_map,
+    trunk,
+    user_part,
+)
 from capture import Datagram, LoopbackCapture
 from conftest import free_port
 from media_helpers import Party as MediaParty
 from media_helpers import make_keys, rtpengine_process
 from pylibsrtp import Error, Policy, Session
+from raw_sip import Body, RawCaller
 from test_calls_media import decrypt, stereo
 
 from media.g711 import decode
@@ -477,3 +489,47 @@ def test_rtpengine_mode_writes_rtpengines_own_sdes_lines(tmp_path: Path) -> None
         for m in [*a.received(A_IP), *b.received(B_IP)]:
             if m.body and "m=audio" in m.body:
                 assert proto(m.body) == "RTP/SAVP", m.body
+
+
+def test_an_srtp_offer_ansim_cannot_carry_is_refused_488(tmp_path: Path) -> None:
+    """RTP/SAVP whose only keys are of a suite pylibsrtp lacks, or have an MKI: 488 at
+    once, the callee never called, CDR reason srtp_unsupported."""
+    base = 61000 + (free_port() % 20) * 200
+    media = {
+        "mode": "relay",
+        "relays": [
+            {
+                "control": str(tmp_path / "relay.sock"),
+                "address": "127.0.0.1",
+                "ports": f"{base}-{base + 99}",
+            }
+        ],
+    }
+    key44 = base64.b64encode(os.urandom(46)).decode()
+    key30 = base64.b64encode(os.urandom(30)).decode()
+    sink_port = free_port()
+    with (
+        UdpSink(sink_port) as callee,
+        Ansim(
+            tmp_path / "ansim",
+            trunks=[trunk("callee", sink_port)],
+            routes=[{"prefix": "+82", "trunks": ["callee"]}],
+            numbers=number_map(),
+            media=media,
+        ) as engine,
+    ):
+        for i, line in enumerate(
+            (
+                f"1 AES_256_CM_HMAC_SHA1_80 inline:{key44}",
+                f"1 AES_CM_128_HMAC_SHA1_80 inline:{key30}|2^31|1:4",
+            )
+        ):
+            sdp = (
+                "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio 4000 RTP/SAVP 0\r\na=crypto:{line}\r\n"
+            ).encode()
+            with RawCaller(("127.0.0.1", engine.port)) as caller:
+                assert caller.call(user_part(VIRTUAL_AX), Body("application/sdp", sdp)) == 488
+            rows = engine.cdr_rows(expect=i + 1)
+            assert (rows[-1]["status"], rows[-1]["reason"]) == (488, "srtp_unsupported"), rows[-1]
+        assert callee.datagrams() == []
