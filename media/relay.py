@@ -424,13 +424,18 @@ class RelayServer:
 
         if leg.latched is None:
             recvfrom_into = sock.recvfrom_into
+            # An SRTP leg latches only on a packet that authenticates with its party's
+            # key: a stranger's packet cannot take the latch (nor can SRTCP, in mux).
+            srtp_rx = leg.srtp.unprotect if leg.srtp is not None else None
+            plain = self._plain_handler(leg)
 
             def on_unlatched() -> None:
                 try:
                     n, source = recvfrom_into(buf)
                 except OSError:
                     return
-                if n >= 2 and 192 <= buf[1] <= 223:
+                is_rtcp = n >= 2 and 192 <= buf[1] <= 223
+                if is_rtcp:
                     if not leg.mux:
                         leg.dropped += 1
                         return
@@ -441,6 +446,18 @@ class RelayServer:
                     leg.dropped += 1
                     return
                 if verdict == LATCH:
+                    first = handle
+                    if srtp_rx is not None:
+                        if is_rtcp or n < 12:
+                            handle(n)
+                            return
+                        clear = srtp_rx(bytes(self._views[n]))
+                        if clear is None:
+                            leg.dropped += 1
+                            return
+                        n = len(clear)
+                        buf[:n] = clear
+                        first = plain
                     leg.latch(source[:2], False)
                     try:
                         sock.connect(source[:2])
@@ -450,7 +467,7 @@ class RelayServer:
                     for other in leg.call.legs.values():
                         if other is not leg:
                             self._refresh(other)
-                    handle(n)
+                    first(n)
                     # Datagrams queued before connect() were not filtered by the kernel.
                     latched = source[:2]
                     for _ in range(256):

@@ -279,3 +279,41 @@ def test_bad_srtp_fields_are_refused(relay: RelayProcess) -> None:
             client.close()
 
     run_async(scenario)
+
+
+def test_only_a_packet_that_authenticates_latches_an_srtp_leg(
+    relay: RelayProcess, parties: tuple[Party, Party]
+) -> None:
+    a, b = parties
+    stranger = Party("127.0.0.9")
+    ka, kb = Keys("AES_CM_128_HMAC_SHA1_80"), Keys("AES_CM_128_HMAC_SHA1_80")
+
+    async def scenario() -> None:
+        client = await RelayClient.connect(relay.control)
+        try:
+            # latch "any": the first source at all would do for a plain leg
+            la = await client.leg(
+                "latch", "a", remote=a.address, peer="b", latch="any", srtp=ka.field()
+            )
+            await client.leg("latch", "b", remote=b.address, peer="a", srtp=kb.field())
+            to_a = (la.address, la.port)
+            forged = Session(Policy(new_key("AES_CM_128_HMAC_SHA1_80"), Policy.SSRC_ANY_OUTBOUND))
+            stranger.send(forged.protect(stranger.rtp(b"x" * 160)), to_a)
+            stranger.send(stranger.rtp(b"y" * 160), to_a)
+            assert b.recv_all(0.2) == []
+            p = a.rtp(b"a" * 160)
+            a.send(ka.tx.protect(p), to_a)
+            assert decrypted(kb, b.recv_all(0.2)) == [p]
+            stats = (await client.query("latch"))["legs"]["a"]
+            assert stats["latched"] == list(a.address) and stats["srtp_auth_failures"] == 2
+            # Latched: the stranger is refused even with a packet of the right key.
+            stranger.send(ka.tx.protect(stranger.rtp(b"z" * 160)), to_a)
+            assert b.recv_all(0.2) == []
+            await client.delete("latch")
+        finally:
+            client.close()
+
+    try:
+        run_async(scenario)
+    finally:
+        stranger.close()
