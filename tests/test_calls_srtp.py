@@ -173,7 +173,7 @@ def run_call(
                 routes=[{"prefix": "+82", "trunks": ["callee"]}],
                 numbers=numbers,
                 media=media,
-                metrics=True,
+                metrics=True,  # up once calls are taken, not only OPTIONS
             ) as engine,
             LoopbackCapture(A_IP, B_IP, "127.0.0.1") as capture,
         ):
@@ -393,6 +393,7 @@ def test_a_reinvite_with_new_keys_rekeys_the_leg(tmp_path: Path) -> None:
                 routes=[{"prefix": "+82", "trunks": ["callee"]}],
                 numbers=number_map(),
                 media=media,
+                metrics=True,  # up once calls are taken, not only OPTIONS
             ) as engine,
             Sipp(tmp_path) as sipp,
         ):
@@ -516,6 +517,7 @@ def test_an_srtp_offer_ansim_cannot_carry_is_refused_488(tmp_path: Path) -> None
             routes=[{"prefix": "+82", "trunks": ["callee"]}],
             numbers=number_map(),
             media=media,
+            metrics=True,  # up once calls are taken, not only OPTIONS
         ) as engine,
     ):
         for i, line in enumerate(
