@@ -24,7 +24,7 @@ from typing import Any
 from api.control import ControlTables, KeyRecord, Principal, Tenant
 from api.keys import SCOPES
 from api.settings import Loaded, load_settings, parse_listen
-from translate.bindings import NAME_PATTERN, is_name
+from translate.bindings import NAME_PATTERN, is_name, time_zone
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
@@ -71,6 +71,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("tenant")
     p.add_argument("--numbers", nargs="*", default=[], metavar="PREFIX", help="E.164 prefixes")
+    p.add_argument("--timezone", help="IANA time zone of its statistics (default: unchanged, UTC)")
     p.set_defaults(func=cmd_tenants_set)
     p = sub.add_parser("list", parents=[where], help="list tenants")
     p.set_defaults(func=cmd_tenants_list)
@@ -83,7 +84,7 @@ def _loaded(args: argparse.Namespace) -> Loaded | None:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return None
     if args.store:
-        loaded = Loaded(settings=loaded.settings, store=args.store, plan=loaded.plan)
+        loaded = loaded.model_copy(update={"store": args.store})
     return loaded
 
 
@@ -121,8 +122,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     loaded = _loaded(args)
     if loaded is None:
         return 2
+    listen = args.listen or loaded.settings.listen
+    if listen is None:
+        print("ansim: api.listen is null in ansim.yaml: give --listen HOST:PORT", file=sys.stderr)
+        return 2
     try:
-        host, port = parse_listen(args.listen or loaded.settings.listen)
+        host, port = parse_listen(listen)
     except ValueError as exc:
         print(f"ansim: --listen: {exc}", file=sys.stderr)
         return 2
@@ -135,7 +140,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        ctx = ApiContext.open(store, loaded.settings, loaded.plan)
+        ctx = ApiContext.open(store, loaded.settings, loaded.plan, cdr=loaded.cdr, sms=loaded.sms)
         config = uvicorn.Config(
             create_app(ctx),
             host=host,
@@ -226,19 +231,29 @@ def cmd_tenants_set(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: not E.164 prefixes: {' '.join(bad)}", file=sys.stderr)
         return 1
+    if args.timezone is not None:
+        try:
+            time_zone(args.timezone)
+        except ValueError as exc:
+            print(f"error: --timezone: {exc}", file=sys.stderr)
+            return 1
     opened = _open(args)
     if opened is None:
         return 1
     store, control = opened
     with store, store.transaction(time.time()) as t:
         found = control.ensure_tenant(t.txn, args.tenant, t.now)
-        tenant = Tenant(args.tenant, found.created, tuple(dict.fromkeys(args.numbers)))
+        zone = args.timezone or found.timezone
+        tenant = Tenant(args.tenant, found.created, tuple(dict.fromkeys(args.numbers)), zone)
         control.put_tenant(t.txn, tenant)
         who = Principal.operator(args.tenant)
         control.audit(
             t.txn, who, "tenant.put", f"{args.tenant} ({len(tenant.numbers)} prefixes)", t.now
         )
-    print(f"tenant {tenant.id}: numbers {' '.join(tenant.numbers) or '(none)'}")
+    print(
+        f"tenant {tenant.id}: numbers {' '.join(tenant.numbers) or '(none)'},"
+        f" time zone {tenant.timezone}"
+    )
     return 0
 
 

@@ -19,7 +19,16 @@ from api.settings import ApiSettings
 from translate.store import Store, Transaction
 
 ALL_SCOPES = frozenset(
-    {"bindings:read", "bindings:write", "pools:read", "pools:write", "metrics:read"}
+    {
+        "bindings:read",
+        "bindings:write",
+        "pools:read",
+        "pools:write",
+        "metrics:read",
+        "records:read",
+        "stats:read",
+        "webhooks:write",
+    }
 )
 #: Pool numbers granted to the test tenants: +8250710000000 ... (+82507100 prefix).
 GRANT = "+82507100"
@@ -43,8 +52,10 @@ class ApiServer:
         settings: ApiSettings | None = None,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
+        cdr: Path | None = None,
     ) -> None:
         self.path = path
+        self.cdr = cdr
         self.settings = settings
         self.clock = clock
         self.host = host
@@ -57,7 +68,13 @@ class ApiServer:
 
     def __enter__(self) -> ApiServer:
         self.store = Store(self.path, map_size=256 << 20)
-        self.ctx = ApiContext.open(self.store, self.settings, clock=self.clock)
+        self.ctx = ApiContext.open(
+            self.store,
+            self.settings,
+            clock=self.clock,
+            cdr=None if self.cdr is None else str(self.cdr),
+            sms=None if self.cdr is None else str(self.cdr),
+        )
         self.app = app = create_app(self.ctx)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
