@@ -27,7 +27,7 @@ from api.control import Principal
 from api.errors import ApiError, ErrorDetail
 from api.routers.bindings_models import BindingCreate, BindingOut, BindingUpdate
 from translate.allocation import PoolExhausted, allocate
-from translate.bindings import Binding, Hours, binding_problems
+from translate.bindings import RECORD_PASSTHROUGH, Binding, Hours, binding_problems
 from translate.numbers import NumberError, NumberPlan, mask, normalise
 from translate.store import ConflictError, Transaction
 
@@ -82,6 +82,8 @@ class BindSpec:
     present: str
     out_id: str | None
     prefix: str = ""
+    record: bool = False
+    media: str | None = None
 
 
 def _number(problems: _Problems, field: str, raw: str, plan: NumberPlan) -> str | None:
@@ -155,8 +157,8 @@ def spec_of(body: BindingCreate, plan: NumberPlan, now: float, prefix: str = "")
         problems.add("b", "same-party", "a and b are the same number")
     if x is not None and x in (a, b):
         problems.add("x", "virtual-is-party", "the virtual number is also a real party")
-    if body.record:
-        problems.add("record", "recording-unsupported", "call recording is not available yet")
+    if body.record and body.media == "passthrough":
+        problems.add("media", "record-passthrough", RECORD_PASSTHROUGH)
     expires = _expiry(problems, body.expires_in, body.expires_at, now)
     hours = _hours(problems, body.hours, body.timezone)
     problems.raise_if_any()
@@ -176,6 +178,8 @@ def spec_of(body: BindingCreate, plan: NumberPlan, now: float, prefix: str = "")
         present=body.present,
         out_id=body.out_id,
         prefix=prefix,
+        record=body.record,
+        media=body.media,
     )
 
 
@@ -251,6 +255,8 @@ def create(t: Transaction, ctx: ApiContext, who: Principal, spec: BindSpec) -> B
         hours=spec.hours,
         tenant=tenant,
         out_id=spec.out_id,
+        record=spec.record,
+        media=spec.media,  # type: ignore[arg-type]
     )
     _check_parties(t, problems, binding)
     problems.raise_if_any()
@@ -298,9 +304,12 @@ def update(
     if "expires_in" in given or "expires_at" in given:
         changes["expires"] = _expiry(problems, body.expires_in, body.expires_at, t.now)
     if "record" in given:
-        if body.record:
-            problems.add("record", "recording-unsupported", "call recording is not available yet")
-        changes["record"] = False
+        changes["record"] = bool(body.record)
+    if "media" in given:
+        changes["media"] = body.media
+    record = changes.get("record", old.record)
+    if record and changes.get("media", old.media) == "passthrough":
+        problems.add("media", "record-passthrough", RECORD_PASSTHROUGH)
     for field in ("max_seconds", "calls_per_hour", "out_id"):
         if field in given:
             changes[field] = getattr(body, field)
@@ -399,6 +408,7 @@ def view(t: Transaction, binding: Binding) -> BindingOut:
         pool=pool,
         present=binding.present,
         record=binding.record,
+        media=binding.media,
         expires_at=None
         if binding.expires is None
         else dt.datetime.fromtimestamp(binding.expires, dt.UTC),

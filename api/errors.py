@@ -73,7 +73,7 @@ RULES: Final[dict[str, str]] = {
     "bad-timezone": "not an IANA time zone name",
     "timezone-required": "hours need a timezone",
     "expired": "the expiry is not in the future",
-    "recording-unsupported": "record: true is refused: call recording is not available yet",
+    "record-passthrough": "record: true cannot go with media: passthrough",
     # a binding among the others (translate.store)
     "duplicate-id": "a binding with this id exists",
     "duplicate-virtual": "the number already has an ax or axn binding",

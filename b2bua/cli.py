@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translate.limits import LimitSettings
 from translate.settings import NumbersSettings
 
 from . import cdr, config_check, native, serve
@@ -31,13 +32,26 @@ def numbers_settings(folder: Path) -> NumbersSettings:
     return load_engine_config(folder).numbers
 
 
+def limit_settings(folder: Path) -> LimitSettings:
+    """``limits`` of the folder's ``ansim.yaml``, paths absolute (for ``ansim numbers
+    lookup``, ``ansim blocklist`` and ``ansim limits``)."""
+    return load_engine_config(folder).limits
+
+
 def smpp_paths(folder: Path) -> SmppPaths:
     """The SMPP file ``ansim.yaml`` names and the engine's store (for ``ansim smpp``)."""
     from sms_smpp.cli import SmppPaths
 
     config = load_engine_config(folder)
     smpp = None if config.smpp is None else Path(config.smpp)
-    return SmppPaths(smpp, Path(config.numbers.store))
+    return SmppPaths(smpp, Path(config.numbers.store), config.limits)
+
+
+def recording_paths(folder: Path) -> tuple[str, str]:
+    """The recordings folder and audit log of the folder's ``ansim.yaml`` (for
+    ``ansim recordings``)."""
+    rec = load_engine_config(folder).media.recording
+    return rec.directory, rec.audit_log
 
 
 def version() -> str:
@@ -59,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     native.register(sub)
     import translate.cli
 
-    translate.cli.register(sub, numbers_settings)
+    translate.cli.register(sub, numbers_settings, limit_settings)
+    import translate.limits_cli
+
+    translate.limits_cli.register(sub, numbers_settings, limit_settings)
     try:
         import sms_smpp.cli
     except ModuleNotFoundError as exc:  # an install without the SMS relay
@@ -69,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         sms_smpp.cli.register(sub, smpp_paths)
     import media.cli
 
-    media.cli.register(sub)
+    media.cli.register(sub, recording_paths)
     import api.cli
 
     api.cli.register(sub)

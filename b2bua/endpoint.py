@@ -1,18 +1,24 @@
 """The SIP endpoint: glue between the transports and the sans-IO core.
 
-It parses what the transports deliver, refuses bad requests statelessly, answers
-out-of-dialog OPTIONS itself (carrier keep-alives), feeds the rest to the transaction
-layer, hands the resulting events to the transaction user (the call engine), flushes
-the transaction layer's outbox to the transports and keeps one loop timer armed at
-the transaction layer's next deadline.
+It drops what flood protection refuses (``b2bua.flood``, before parsing), parses what
+the transports deliver, refuses bad requests statelessly, answers out-of-dialog OPTIONS
+itself (carrier keep-alives), refuses new INVITEs with a stateless 503 while the overload
+detector sheds load (``b2bua.overload``), feeds the rest to the transaction layer, hands
+the resulting events to the transaction user (the call engine), flushes the transaction
+layer's outbox to the transports and keeps one loop timer armed at the transaction
+layer's next deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
+from .conn_limits import ConnectionLimits
+from .flood import FloodGuard
+from .overload import OverloadDetector
 from .sip.errors import SipParseError
 from .sip.message import Request, Response, SipMessage
 from .sip.parser import parse_datagram
@@ -33,9 +39,12 @@ from .sip.validate import (
     check_request,
     check_response,
 )
-from .transport import Transports
+from .transport import TlsProvider, Transports
 
 log = logging.getLogger(__name__)
+
+REFUSED_MAX = 500_000  # INVITEs remembered as refused per period
+REFUSED_PERIOD = 32.0  # seconds (64*T1)
 
 
 class SipStats:
@@ -44,14 +53,18 @@ class SipStats:
 
     __slots__ = (
         "options_answered",
+        "overload_rejected",
         "parse_errors",
         "rejected",
         "requests",
         "responses",
         "responses_dropped",
+        "stateless_acks",
     )
 
     def __init__(self) -> None:
+        self.overload_rejected = 0
+        self.stateless_acks = 0
         self.requests = 0
         self.responses = 0
         self.parse_errors = 0
@@ -77,19 +90,43 @@ class SipEndpoint:
         user_agent: bytes = b"ansim",
         max_message: int = 65536,
         tcp_idle_timeout: float = 120.0,
+        message_timeout: float = 10.0,
+        flood: FloodGuard | None = None,
+        overload: OverloadDetector | None = None,
+        retry_after: int = 2,
+        rfc7339: bool = True,
+        connection_limits: ConnectionLimits | None = None,
+        tls: TlsProvider | None = None,
     ) -> None:
         self.layer = TransactionLayer(timers, is_reliable=_reliable)
         self.symmetric = symmetric_response
         self.user_agent = user_agent
         self.stats = SipStats()
         self.user: TransactionUser | None = None
+        self.flood = flood
+        self.overload = overload
+        self._retry_after = [(b"retry-after", b"%d" % retry_after)] if retry_after else []
+        self._oc = rfc7339 and overload is not None
+        # Server-transaction keys of INVITEs refused with 503 in this period and the last.
+        self._refused: set[tuple] = set()
+        self._refused_before: set[tuple] = set()
+        self._refused_until = 0.0
+        self._epoch = time.time() - time.monotonic()
+        if connection_limits is not None and flood is not None:
+            connection_limits.is_trusted = flood.is_trusted
         self.transports = Transports(
             self.on_datagram,
             self.on_stream,
             self.on_send_error,
             max_message=max_message,
             idle_timeout=tcp_idle_timeout,
+            message_timeout=message_timeout,
+            limits=connection_limits,
+            is_banned=self._is_banned if flood is not None else None,
+            tls=tls,
         )
+        if overload is not None:
+            self.transports.on_turn = self._on_turn
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -103,6 +140,8 @@ class SipEndpoint:
         self._loop = asyncio.get_running_loop()
         if transport == "udp":
             bound = await self.transports.listen_udp(host, port)
+        elif transport == "tls":
+            bound = await self.transports.listen_tls(host, port)
         else:
             bound = await self.transports.listen_tcp(host, port)
         self.add_sent_by(bound[1], bound[2])
@@ -151,7 +190,18 @@ class SipEndpoint:
         await self.transports.close()
 
     # -- input -----------------------------------------------------------------------------
+    def _on_turn(self, delay: float) -> None:
+        assert self.overload is not None and self._loop is not None
+        self.overload.observe(delay, self._loop.time())
+
+    def _is_banned(self, host: str) -> bool:
+        assert self.flood is not None and self._loop is not None
+        return self.flood.is_banned(host, self._loop.time())
+
     def on_datagram(self, data: bytes, peer: Peer) -> None:
+        flood = self.flood
+        if flood is not None and flood.check(data, peer[1], self.now()):
+            return
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive
         try:
@@ -162,6 +212,15 @@ class SipEndpoint:
         self._handle(msg, peer)
 
     def on_stream(self, item: SipMessage | SipParseError, peer: Peer) -> None:
+        flood = self.flood
+        if flood is not None and not flood.is_trusted(peer[1]):
+            msg = item.message if isinstance(item, SipParseError) else item
+            head = b"\r\n".join(msg.lines) if msg is not None else b""
+            verdict = flood.check_message(head, peer[1], self.now())
+            if verdict:
+                if flood.is_banned(peer[1], self.now()):
+                    self.transports.close_peer(peer)
+                return
         if isinstance(item, SipParseError):
             self._parse_failed(item, peer)
         else:
@@ -197,6 +256,19 @@ class SipEndpoint:
         now = self.now()
         if isinstance(msg, Request):
             self.stats.requests += 1
+            method = msg.method
+            if method == b"INVITE" or method == b"ACK":
+                try:
+                    tag = msg.to_tag
+                except SipParseError:  # a malformed To: check_request answers it
+                    tag = b""
+                if method == b"INVITE":
+                    if tag is None and self.overload is not None and self._shed(msg, peer, now):
+                        return
+                elif tag is not None and len(tag) == 10 and tag.startswith(b"sl"):
+                    # the ACK of a stateless final response: nothing to match it to
+                    self.stats.stateless_acks += 1
+                    return
             rej = check_request(msg)
             if rej is not None:
                 self._reject(msg, peer, rej.status, rej.phrase, rej.headers)
@@ -212,6 +284,8 @@ class SipEndpoint:
                 i = msg.names.index(b"via")
                 line = msg.lines[i]
                 msg.lines[i] = line[: line.find(b":") + 1] + b" " + stamped
+            if self._oc and b"oc" in via.params:
+                self._stamp_oc(msg, now)
             dest = response_destination(via, peer, symmetric=self.symmetric)
             if msg.method == b"OPTIONS" and msg.to_tag is None:
                 self._answer_options(msg, dest)
@@ -237,6 +311,65 @@ class SipEndpoint:
             for ev in events:
                 user.handle_event(ev, now)
         self._flush()
+
+    def _shed(self, req: Request, peer: Peer, now: float) -> bool:
+        """Refuse the new INVITE ``req`` with a stateless 503 when the overload detector
+        says so (True), keeping no call state. A retransmission of an INVITE refused
+        before is refused again, whatever the detector says now (its client has its
+        503 already, or will), and one of an admitted INVITE goes to its transaction.
+        Refused INVITEs are remembered for two periods of 32 s (64*T1, as long as a
+        client retransmits one)."""
+        ov = self.overload
+        assert ov is not None
+        if now >= self._refused_until:
+            self._refused_before = self._refused
+            self._refused = set()
+            self._refused_until = now + REFUSED_PERIOD
+        refused = self._refused
+        before = self._refused_before
+        if not ov.shedding and not refused and not before:
+            return False
+        try:
+            key = self.layer.server_key(req)
+        except SipParseError:
+            return False
+        if key in refused or key in before:
+            pass
+        elif not ov.shedding or self._closing or key in self.layer.server or ov.admit():
+            return False
+        elif len(refused) < REFUSED_MAX:
+            refused.add(key)
+        self.stats.overload_rejected += 1
+        self._reject(req, peer, 503, b"Service Unavailable", self._retry_after)
+        self._flush()
+        return True
+
+    def _stamp_oc(self, req: Request, now: float) -> None:
+        """RFC 7339: the client put ``oc`` in its Via, so every response to it (built from
+        the request's Via lines) says by how much to cut, while the detector sheds load
+        and for a validity period after (``oc=0`` then ends it)."""
+        ov = self.overload
+        assert ov is not None
+        if not ov.oc_active(now):
+            return
+        algos = req.via.params.get(b"oc-algo")
+        if algos is not None and b"loss" not in algos.lower():
+            return
+        i = req.names.index(b"via")
+        line = req.lines[i]
+        colon = line.find(b":") + 1
+        value = line[colon:].lstrip()
+        comma = value.find(b",")
+        top, rest = (value, b"") if comma < 0 else (value[:comma], value[comma:])
+        parts = [
+            p
+            for p in top.rstrip().split(b";")
+            if p.partition(b"=")[0].strip().lower()
+            not in (b"oc", b"oc-algo", b"oc-validity", b"oc-seq")
+        ]
+        req.lines[i] = (
+            line[:colon] + b" " + b";".join(parts) + ov.oc_params(self._epoch) + rest
+        )
 
     def _answer_options(self, req: Request, dest: Peer) -> None:
         self.stats.options_answered += 1

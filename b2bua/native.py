@@ -52,8 +52,16 @@ MODULES: Final = (
     "b2bua.sip.bodies",
     "b2bua.sip.extensions",
     "b2bua.endpoint",
+    "b2bua.outgoing",
+    "b2bua.call",
+    "b2bua.controller",
+    "b2bua.indialog",
+    "b2bua.bridge",
     "b2bua.calls",
     "b2bua.transport",
+    "b2bua.flood",
+    "b2bua.overload",
+    "b2bua.conn_limits",
 )
 #: The shared library holding the compiled code of all of MODULES.
 GROUP: Final = "b2bua._native"

@@ -14,22 +14,31 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from translate.abuse_store import AbuseStore, AbuseStoreError
+from translate.limits import Limits
 from translate.reload import MapWatcher
 from translate.settings import DEFAULT_CONFIG_DIR
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
 from . import native
+from .anchor import MediaAnchor, RelayPool
 from .calls import CallEngine
 from .cdr import CdrSchemaError, CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
+from .conn_limits import ConnectionLimits
+from .edge_log import EdgeLog
 from .endpoint import SipEndpoint
+from .flood import FloodGuard
 from .logs import setup_logging
+from .overload import OverloadDetector
 from .sip.transaction import TimerConfig
 from .store_jobs import StoreJobs
+from .tls import TlsConfigError, TlsContexts
 from .trunks import TrunkTable, load_trunks
 
 if TYPE_CHECKING:
+    from media.rtpengine import RtpengineClient
     from sms_smpp.config import SmppConfig
     from sms_smpp.service import SmppService
 
@@ -37,6 +46,7 @@ log = logging.getLogger("ansim")
 
 DRAIN_SECONDS = 4.5
 PURGE_EVERY = 60  # seconds between purges of expired bindings
+RETENTION_EVERY = 3600  # seconds between runs of the recordings' retention
 STORE_JOB_GRACE = 1.0  # seconds a stopping engine waits for a reload or purge under way
 
 
@@ -63,6 +73,7 @@ def serve_command(args: argparse.Namespace) -> int:
         listeners = [Listen.parse(s) for s in args.sip] if args.sip else config.sip.listeners()
         trunks = load_trunks(config.trunks)
         smpp = load_smpp(config)
+        tls = load_tls(config, trunks, listeners, os.path.abspath(args.config))
     except ConfigError as exc:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return 2
@@ -76,7 +87,28 @@ def serve_command(args: argparse.Namespace) -> int:
     import uvloop
 
     folder = Path(os.path.abspath(args.config))
-    return uvloop.run(Engine(config, folder, listeners, trunks, smpp).run())
+    return uvloop.run(Engine(config, folder, listeners, trunks, smpp, tls).run())
+
+
+def load_tls(
+    config: EngineConfig, trunks: TrunkTable, listeners: list[Listen], folder: str
+) -> TlsContexts | None:
+    """The TLS contexts when anything speaks TLS (a tls: listener or a TLS trunk), read
+    before the engine starts so that a bad certificate is refused like a bad file."""
+    wanted = any(item.transport == "tls" for item in listeners) or any(
+        t.transport == "tls" for t in trunks.config.trunks
+    )
+    if not wanted:
+        return None
+    settings = config.sip.tls
+    if any(item.transport == "tls" for item in listeners) and not (
+        settings.certificate and settings.key
+    ):
+        raise ValueError("a tls: listen address needs sip.tls.certificate and sip.tls.key")
+    try:
+        return TlsContexts(settings, trunks, folder)
+    except TlsConfigError as exc:
+        raise ValueError(f"TLS: {exc}") from exc
 
 
 def load_smpp(config: EngineConfig) -> SmppConfig | None:
@@ -130,6 +162,7 @@ class Engine:
         listeners: list[Listen],
         trunks: TrunkTable,
         smpp: SmppConfig | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.config = config
         self.smpp_config = smpp
@@ -138,18 +171,42 @@ class Engine:
         self.trunks = trunks
         self.plan = config.numbers.plan()
         self.store: Store | None = None
+        self.abuse: AbuseStore | None = None
+        self.limits: Limits | None = None
         self.jobs: StoreJobs | None = None
         self.cdr: CdrWriter | None = None
         self.calls: CallEngine | None = None
         self.smpp: SmppService | None = None
+        self.relays: RelayPool | None = None
+        self.rtpengine: RtpengineClient | None = None
         sip = config.sip
+        flood = config.flood
+        self.flood = (
+            FloodGuard(flood.limits(), [*flood.allow, *trunks.trusted_networks()])
+            if flood.enabled
+            else None
+        )
+        overload = config.overload
+        self.overload = OverloadDetector(overload.limits()) if overload.enabled else None
+        self.tls = tls
+        conns = sip.connections
         self.endpoint = SipEndpoint(
             timers=TimerConfig(sip.timers.t1, sip.timers.t2, sip.timers.t4),
             symmetric_response=sip.symmetric_response,
             user_agent=sip.user_agent.encode(),
             max_message=sip.max_message,
             tcp_idle_timeout=sip.tcp_idle_timeout,
+            message_timeout=conns.message_timeout,
+            flood=self.flood,
+            overload=self.overload,
+            retry_after=overload.retry_after,
+            rfc7339=overload.rfc7339,
+            connection_limits=ConnectionLimits(
+                conns.max_total, conns.max_per_source, conns.max_per_trusted_source
+            ),
+            tls=tls,
         )
+        self.edge_log = EdgeLog(self.flood, self.overload, self.endpoint)
         self._stop = asyncio.Event()
 
     async def run(self) -> int:
@@ -162,12 +219,20 @@ class Engine:
         except StoreError as exc:
             log.error("cannot open the number store: %s", exc)
             return 1
+        try:
+            self.abuse = AbuseStore(self.config.limits.store)
+        except AbuseStoreError as exc:
+            log.error("cannot open the limits store: %s", exc)
+            self.store.close()
+            return 1
+        self.limits = Limits(self.store, self.abuse, self.config.limits)
         maps = Path(n.maps)
         self.jobs = jobs = StoreJobs(self.store, maps, self.plan, loop, guard=n.guard())
         if not self._first_load(jobs, maps):
             self.store.close()
+            self.abuse.close()
             return 2
-        loop.add_signal_handler(signal.SIGHUP, jobs.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         loop.add_signal_handler(signal.SIGUSR1, jobs.force_reload)
         watcher = (
             MapWatcher(maps, settle=n.settle, writer_wait=n.writer_wait, now=loop.time())
@@ -192,6 +257,8 @@ class Engine:
             log.error("cannot listen: %s", exc)
             await self._close()
             return 1
+        if self.tls is not None:
+            self.tls.log_certificate("TLS certificate loaded")
         if self.config.sip.advertise:
             host, _, port = self.config.sip.advertise.rpartition(":")
             if port.isdigit():
@@ -200,6 +267,13 @@ class Engine:
                 advertise = {k: (self.config.sip.advertise, v[1]) for k, v in advertise.items()}
             for host_port in advertise.values():
                 self.endpoint.add_sent_by(*host_port)
+        try:
+            anchor = await self._start_media(loop)
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot start the media relays or reach rtpengine: %s", exc)
+            await self._stop_media()
+            await self._close()
+            return 1
         self.calls = CallEngine(
             self.endpoint,
             self.store,
@@ -208,13 +282,18 @@ class Engine:
             advertise=advertise,
             cdr=self.cdr,
             call_later=loop.call_later,
+            media=anchor,
+            limits=self.limits,
         )
+        anchor.bind(self.calls)
         self.endpoint.user = self.calls
+        if self.calls.registrations is not None:
+            self.calls.registrations.start(self.endpoint.now())
         if self.config.metrics.listen:
             from .metrics import serve_metrics
 
             try:
-                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen)
+                serve_metrics(self.endpoint, self.calls, self.config.metrics.listen, self.tls)
             except OSError as exc:
                 log.error("cannot serve metrics on %s: %s", self.config.metrics.listen, exc)
         if not await self._start_smpp():
@@ -241,18 +320,47 @@ class Engine:
                 self.store.release()  # an idle engine holds no old read snapshot
                 self.cdr.flush()  # the last records of a burst reach the disk within a second
                 self.calls.release_ended(self.endpoint.now())
+                self.edge_log.tick(self.endpoint.now())
+                if self.tls is not None and self.config.sip.tls.watch:
+                    self.tls.poll(loop.time())
+                self._prune_limits(loop)
                 age_out_gc()
                 if watcher is not None and watcher.poll(loop.time()):
                     jobs.reload()
                 if ticks % PURGE_EVERY == 0:
                     jobs.purge()
+                    if self.calls.auth is not None:
+                        self.calls.auth.housekeeping(self.endpoint.now())
+                if ticks % RETENTION_EVERY == 1:
+                    self._retention(loop)
         log.info("stopping: finishing in-flight transactions")
         await self._stop_smpp()
         self.calls.shutdown(self.endpoint.now())
         await self.endpoint.drain(DRAIN_SECONDS)
+        await anchor.drain(2.0)
+        await self._stop_media()
         await self._close()
         log.info("engine stopped")
         return 0
+
+    def _on_hup(self) -> None:
+        """SIGHUP: reload the number maps, and the TLS certificate if there is one."""
+        assert self.jobs is not None
+        self.jobs.reload()
+        if self.tls is not None:
+            self.tls.reload()
+
+    def _prune_limits(self, loop: asyncio.AbstractEventLoop, batches: int = 20) -> None:
+        """Expired counters go, a small batch at a time between the loop's other work, so
+        that the limits store's write lock is never held for long."""
+        limits = self.limits
+        if limits is None:
+            return
+        try:
+            if limits.prune(time.time()) >= 1000 and batches > 1:
+                loop.call_soon(self._prune_limits, loop, batches - 1)
+        except AbuseStoreError as exc:
+            log.error("pruning the limits store failed: %s", exc)
 
     def _first_load(self, jobs: StoreJobs, maps: Path) -> bool:
         """Load the maps before taking calls. A refused map leaves the store's last good
@@ -292,13 +400,58 @@ class Engine:
         )
         return True
 
+    async def _start_media(self, loop: asyncio.AbstractEventLoop) -> MediaAnchor:
+        """The relay processes of ``media.relays`` started, rtpengine's ng port opened
+        when ``media.rtpengine`` names one, and the engine's media side over them. With
+        neither, calls whose mode is not passthrough are answered 503."""
+        settings = self.config.media
+        if settings.relays:
+            self.relays = RelayPool(settings, loop)
+            await self.relays.start()
+        if settings.rtpengine is not None:
+            from media.rtpengine import RtpengineClient
+
+            host, port = settings.rtpengine.address()
+            rtpengine = RtpengineClient(
+                host, port, settings.rtpengine.retry_s, settings.rtpengine.attempts
+            )
+            self.rtpengine = await rtpengine.open()
+        return MediaAnchor(settings, self.relays, self.rtpengine, loop)
+
+    async def _stop_media(self) -> None:
+        if self.relays is not None:
+            await self.relays.stop()
+        if self.rtpengine is not None:
+            self.rtpengine.close()
+
+    def _retention(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Recordings older than ``media.recording.retention_days`` are deleted, off the loop."""
+        rec = self.config.media.recording
+        days = rec.retention_days
+        if days is None or not Path(rec.directory).is_dir():
+            return
+        from media.recordings import purge_recordings
+
+        def purge() -> None:
+            try:
+                removed = purge_recordings(
+                    Path(rec.directory), days * 86400.0, time.time()
+                )
+            except OSError as exc:
+                log.error("recordings retention failed: %s", exc)
+                return
+            if removed:
+                log.info("recordings past retention deleted", extra={"count": len(removed)})
+
+        loop.run_in_executor(None, purge)
+
     async def _start_smpp(self) -> bool:
         if self.smpp_config is None:
             return True
         from sms_smpp.service import SmppService
 
-        assert self.store is not None
-        service = SmppService(self.smpp_config, self.store)
+        assert self.limits is not None
+        service = SmppService(self.smpp_config, self.limits)
         try:
             await service.start()
         except OSError as exc:  # ListenError: the port is taken or not permitted
@@ -322,3 +475,5 @@ class Engine:
         idle = self.jobs is None or await self.jobs.close(STORE_JOB_GRACE)
         if self.store is not None and idle:
             self.store.close()
+        if self.abuse is not None:
+            self.abuse.close()

@@ -9,16 +9,21 @@ transport error.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from media.settings import MediaMode
 from translate.numbers import NumberPlan, is_number, national_form, normalise
 from translate.yaml_source import load_model
 
 from .sip.bodies import BodyPolicy, pass_body_problem
 from .sip.routing import Peer
+from .trunk_auth import InboundAuth, OutboundCredentials, RegisterSettings
+
+log = logging.getLogger(__name__)
 
 # Headers ansim writes itself on every leg: naming one in pass_headers would send the
 # other leg's value beside (or instead of) ansim's own.
@@ -44,6 +49,35 @@ class PlanSettings(_Strict):
     international_prefix: str = Field("00", pattern=r"^[0-9]{1,4}$")
 
 
+class TrunkTls(_Strict):
+    """TLS toward and from one trunk (with ``transport: tls``, or for its inbound
+    connections)."""
+
+    verify_client: bool = Field(
+        False,
+        description="connections from this trunk's networks must present a certificate "
+        "issued by `ca` (mutual TLS)",
+    )
+    ca: str | None = Field(
+        None,
+        description="PEM file of the CAs this trunk's certificates come from (relative to the "
+        "configuration folder); null: sip.tls.ca, else the system's CAs",
+    )
+    peer_names: list[str] = Field(
+        default_factory=list,
+        description="names (DNS subjectAltName or CN) one of which the trunk's client "
+        "certificate must carry; empty: any certificate from `ca`",
+    )
+    server_name: str | None = Field(
+        None,
+        description="name the trunk's server certificate must carry (and SNI); null: the "
+        "certificate chain is verified, not its name",
+    )
+    verify_server: bool = Field(
+        True, description="verify the trunk's server certificate (false only for tests)"
+    )
+
+
 class Trunk(_Strict):
     """One carrier trunk."""
 
@@ -52,7 +86,8 @@ class Trunk(_Strict):
     address: str | None = Field(
         None, description="host:port calls to this trunk are sent to (IP literal)"
     )
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    tls: TrunkTls | None = None
     plan: PlanSettings = PlanSettings()
     number_format: Literal["e164", "national"] = Field(
         "e164", description="how callee and presented numbers are written toward this trunk"
@@ -62,6 +97,24 @@ class Trunk(_Strict):
     )
     no_answer_timeout: float = Field(
         90.0, gt=0, le=600, description="seconds of ringing before giving up (480)"
+    )
+    media: MediaMode | None = Field(
+        None,
+        description="how the media of calls from this trunk (or, for calls from a trunk "
+        "naming none, to it) is carried; null: the media section's mode; a binding's "
+        "media overrides it",
+    )
+    record: bool = Field(False, description="record every call from this trunk (encrypted)")
+    auth: InboundAuth | None = Field(
+        None,
+        description="digest credentials this trunk's INVITEs must carry (challenged with 407 "
+        "or 401); with no accept_from the trunk is known by them alone",
+    )
+    credentials: OutboundCredentials | None = Field(
+        None, description="what ansim answers this trunk's 401/407 challenges with"
+    )
+    registration: RegisterSettings | None = Field(
+        None, description="register ansim at this trunk's registrar (needs credentials)"
     )
 
     @field_validator("accept_from")
@@ -133,6 +186,12 @@ class TrunkConfig(_Strict):
             "received; SDP and DTMF are always rebuilt, every other type is dropped"
         ),
     )
+    auth_realm: str = Field(
+        "ansim", min_length=1, description="realm of the trunks' challenges that name none"
+    )
+    nonce_lifetime: float = Field(
+        300.0, ge=1, le=86400, description="seconds a challenge's nonce is good for (then stale)"
+    )
 
     @field_validator("pass_headers")
     @classmethod
@@ -165,7 +224,30 @@ class TrunkConfig(_Strict):
                     raise ValueError(
                         f"route {route.prefix!r} uses trunk {name!r}, which has no address"
                     )
+        self._check_auth()
         return self
+
+    def _check_auth(self) -> None:
+        seen: dict[tuple[str, str], str] = {}
+        statuses = set()
+        for t in self.trunks:
+            if t.registration is not None:
+                if t.credentials is None:
+                    raise ValueError(f"trunk {t.name!r} registers but has no credentials")
+                if t.registration.registrar is None and t.address is None:
+                    raise ValueError(f"trunk {t.name!r} registers but has no registrar or address")
+            if t.auth is None:
+                continue
+            key = (t.auth.realm or self.auth_realm, t.auth.username)
+            if key in seen:
+                raise ValueError(
+                    f"trunks {seen[key]!r} and {t.name!r} have the same auth username in one realm"
+                )
+            seen[key] = t.name
+            if not t.accept_from:
+                statuses.add(t.auth.status)
+        if len(statuses) > 1:
+            raise ValueError("trunks known by their credentials alone must share one auth status")
 
 
 class TrunkTable:
@@ -182,8 +264,35 @@ class TrunkTable:
         ]
         self._by_ip: dict[str, Trunk | None] = {}
         self._routes = sorted(config.routes, key=lambda r: len(r.prefix), reverse=True)
+        # Trunks that authenticate: by (realm, username); those known by credentials alone
+        # are challenged for requests from addresses no trunk accepts.
+        self.auth_realm = config.auth_realm
+        self.by_credentials = {
+            (t.auth.realm or config.auth_realm, t.auth.username): t
+            for t in config.trunks
+            if t.auth is not None
+        }
+        self.credential_only = [
+            t for t in config.trunks if t.auth is not None and not t.accept_from
+        ]
         self.pass_headers = tuple(h.strip().lower().encode() for h in config.pass_headers)
         self.body_policy = BodyPolicy(tuple(m.strip().lower().encode() for m in config.pass_bodies))
+
+    def trusted_networks(self) -> list[str]:
+        """Every trunk's accept_from networks and the host of its address: the sources
+        flood protection never limits."""
+        nets = [net for t in self.config.trunks for net in t.accept_from]
+        for t in self.config.trunks:
+            if t.address is not None:
+                nets.append(t.address.rpartition(":")[0].strip("[]"))
+        return nets
+
+    def trunk_for_address(self, peer: Peer) -> Trunk | None:
+        """The trunk whose address is ``peer`` (transport, host, port), if any."""
+        for t in self.config.trunks:
+            if t.address is not None and t.peer() == peer:
+                return t
+        return None
 
     def trunk_for_source(self, host: str) -> Trunk | None:
         try:
@@ -218,4 +327,7 @@ def load_trunks(path: str | Path) -> TrunkTable:
     p = Path(path)
     if not p.exists():
         return TrunkTable(TrunkConfig())
-    return TrunkTable(load_model(p, TrunkConfig))
+    config = load_model(p, TrunkConfig)
+    if any(t.auth or t.credentials for t in config.trunks) and p.stat().st_mode & 0o077:
+        log.warning("%s holds trunk passwords and others may read it: chmod 600 it", p)
+    return TrunkTable(config)

@@ -14,6 +14,22 @@ highest clean rate. Every step is bounded in calls and time.
     .venv/bin/python bench/cps.py                       # ansim alone
     .venv/bin/python bench/cps.py --peer sippy          # ansim, then sippy, same ramp, ratios
     .venv/bin/python bench/cps.py --concurrent 5000     # memory: RSS per 1,000 concurrent calls
+    .venv/bin/python bench/cps.py --overload --clean-rate 2500 --baseline ../ansim-base
+    .venv/bin/python bench/cps.py --media relay         # media anchored by one relay process
+
+``--overload`` offers twice ``--clean-rate`` (the highest clean rate of a ramp) for
+``--seconds`` (60 by default in this mode) with a carrier scenario that accepts a 503
+instead of the call (``sipp/uac_overload.xml``), after a step at the clean rate itself;
+with ``--baseline DIR`` the same two steps run again against the engine of another
+checkout (its sources and compiled build, run with this virtualenv's Python), so that
+the two builds are compared in one run. For each step it reports goodput (calls
+completed end to end per second), the calls refused with 503 and how fast (INVITE->503),
+calls answered 100 Trying that failed, INVITE retransmissions and CPU per completed call.
+
+With ``--media relay`` every call's media is anchored by one relay process (started by
+``ansim serve`` on the engine's CPU): a port pair per leg, the SDP rewritten toward it,
+the relay told of each answer and deleted at the end; SIPp sends no RTP, so this is the
+signalling cost of anchoring. The relay's CPU is reported apart ("relay").
 
 sippy comes from the bench extra (`pip install -e '.[bench]'`); it is run as
 `b2bua -f -u -A 0 -s HOST:PORT` with SIPLOG_BEND=none.
@@ -71,6 +87,28 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid``, its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the media relays ``ansim serve`` starts)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def children_cpu(pid: int) -> float:
+    total = 0.0
+    for child in children(pid):
+        try:
+            user, system = cpu_seconds(child)
+        except OSError:
+            continue
+        total += user + system
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -131,6 +169,7 @@ class Step:
     p99_ms: float
     rcvbuf_errors: int
     ok: bool
+    media_ms_per_call: float = 0.0  # the engine's child processes (media relays)
 
 
 def last_stat_row(path: Path) -> dict[str, str]:
@@ -156,13 +195,32 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+# --limits: every call checked and counted in the shared limits store (caps per binding
+# per hour and per day, per virtual number per hour, the marketing rule), none reached.
+LIMITS_SECTION = (
+    "limits: {{store: '{store}', binding: {{calls_per_hour: 1000000, calls_per_day: 1000000}},"
+    " virtual: {{calls_per_hour: 1000000}}, marketing: {{distinct: 1000000, window: 86400}}}}\n"
+)
+
+
 class B2bua:
     """The process under test."""
 
     def __init__(
-        self, peer: str, work: Path, uas_port: int, bindings: int, profile: str | None = None
+        self,
+        peer: str,
+        work: Path,
+        uas_port: int,
+        bindings: int,
+        profile: str | None = None,
+        tree: Path | None = None,
+        media: str | None = None,
+        limits: bool = False,
     ) -> None:
+        self.media = media
+        self.limits = limits
         self.peer = peer
+        self.tree = tree  # another checkout's sources to run instead of this one
         self.profile = profile
         self.port = free_port()
         self.work = work
@@ -182,6 +240,15 @@ class B2bua:
                 f"metrics: {{listen: null}}\ncdr: '{self.work}/cdr.sqlite'\nsmpp: null\n"
                 "logging: {level: warning}\n"
             )
+            if self.limits:
+                with (cfg / "ansim.yaml").open("a") as f:
+                    f.write(LIMITS_SECTION.format(store=self.work / "limits.lmdb"))
+            if self.media == "relay":
+                with (cfg / "ansim.yaml").open("a") as f:
+                    f.write(
+                        "media: {mode: relay, relays: [{control: "
+                        f"'{self.work}/relay.sock', address: 127.0.0.1, ports: 30000-39999}}]}}\n"
+                    )
             (cfg / "trunks.yaml").write_text(
                 "trunks:\n  - name: callee\n    accept_from: [127.0.0.0/8]\n"
                 f"    address: 127.0.0.1:{self.uas_port}\n    invite_timeout: 8\n"
@@ -189,6 +256,9 @@ class B2bua:
             )
             cmd = [str(ROOT / ".venv/bin/ansim"), "serve", "--config", str(cfg)]
             env = dict(os.environ)
+            if self.tree is not None:
+                cmd = [str(ROOT / ".venv/bin/python"), "-m", "b2bua.cli", "serve", "--config", str(cfg)]
+                env["PYTHONPATH"] = str(self.tree)
         else:
             exe = shutil.which("b2bua", path=str(ROOT / ".venv/bin")) or shutil.which("b2bua")
             if exe is None:
@@ -291,6 +361,7 @@ def run_step(
     assert b2bua.proc is not None
     pid = b2bua.proc.pid
     cpu0 = cpu_seconds(pid)
+    media0 = children_cpu(pid)
     err0 = udp_errors()
     t0 = time.monotonic()
     uac = subprocess.Popen(
@@ -305,6 +376,7 @@ def run_step(
         while time.monotonic() - t0 < warmup and uac.poll() is None:
             time.sleep(0.05)
         cpu0 = cpu_seconds(pid)
+        media0 = children_cpu(pid)
         measured_calls = max(int(rate * seconds), 1)
     try:
         uac.wait(timeout=total * 4 + hold_ms / 1000 + 60)
@@ -313,6 +385,7 @@ def run_step(
         uac.wait()
     elapsed = time.monotonic() - t0
     cpu1 = cpu_seconds(pid)
+    media_cpu = children_cpu(pid) - media0
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     try:
@@ -362,7 +435,156 @@ def run_step(
         p99_ms=percentile(rtts, 0.99),
         rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
         ok=ok,
+        media_ms_per_call=media_cpu * 1000 / max(min(uac_ok, measured_calls), 1),
     )
+
+
+@dataclass
+class OverloadStep:
+    build: str
+    offered: float
+    calls: int
+    seconds: float
+    completed: int
+    admitted: int
+    refused: int
+    uac_failed: int
+    uas_failed: int
+    invite_retrans: int
+    cpu_ms_per_completed: float
+    p50_setup_ms: float
+    p99_setup_ms: float
+    p50_refuse_ms: float
+    p99_refuse_ms: float
+    rcvbuf_errors: int
+
+    @property
+    def goodput(self) -> float:
+        return self.completed / self.seconds
+
+
+def run_overload_step(
+    b2bua: B2bua, work: Path, inj: Path, rate: float, seconds: float, limit: int
+) -> OverloadStep:
+    """``seconds`` at ``rate`` with the scenario that takes a 503 for an answer."""
+    calls = max(int(rate * seconds), 1)
+    step_dir = Path(tempfile.mkdtemp(dir=work, prefix=f"overload-{b2bua.peer}-{int(rate)}-"))
+    uas = subprocess.Popen(
+        ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(b2bua.uas_port),
+         "-nostdin", "-trace_stat", "-stf", "uas.csv", "-fd", "1", *SIPP_TUNING],
+        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
+    )  # fmt: skip
+    time.sleep(0.3)
+    assert b2bua.proc is not None
+    pid = b2bua.proc.pid
+    cpu0 = cpu_seconds(pid)
+    err0 = udp_errors()
+    t0 = time.monotonic()
+    uac = subprocess.Popen(
+        ["sipp", "-sf", str(SIPP_DIR / "uac_overload.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
+         "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
+         "-d", "0", "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", "-trace_counts",
+         "-trace_rtt", "-rtt_freq", "1", "-timeout", str(int(seconds * 3 + 60)), "-timeout_error",
+         *SIPP_TUNING],
+        cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
+    )  # fmt: skip
+    try:
+        uac.wait(timeout=seconds * 4 + 90)
+    except subprocess.TimeoutExpired:
+        uac.kill()
+        uac.wait()
+    elapsed = time.monotonic() - t0
+    cpu1 = cpu_seconds(pid)
+    time.sleep(5.0)  # the callee sees the last BYEs; its 4 s timewait ends
+    uas.send_signal(signal.SIGUSR1)  # SIPp: stop gracefully
+    try:
+        uas.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        uas.kill()
+        uas.wait()
+    err1 = udp_errors()
+    uac_row = last_stat_row(step_dir / "uac.csv")
+    uas_row = last_stat_row(step_dir / "uas.csv")
+    counts: dict[str, str] = {}
+    for path in step_dir.glob("*_counts.csv"):
+        counts = last_stat_row(path)
+    setup: list[float] = []
+    refuse: list[float] = []
+    for rtt_file in step_dir.glob("*_rtt.csv"):
+        for line in rtt_file.read_text().splitlines()[1:]:
+            parts = line.split(";")
+            if len(parts) >= 3:
+                try:
+                    value = float(parts[1])
+                except ValueError:
+                    continue
+                (refuse if parts[2].strip() == "2" else setup).append(value)
+    completed = stat_int(counts, "11_200_Recv")
+    admitted = stat_int(counts, "2_100_Recv") + stat_int(counts, "3_180_Recv")
+    refused = stat_int(counts, "4_503_Recv")
+    uac_ok = stat_int(uac_row, "SuccessfulCall(C)")
+    uas_ok = stat_int(uas_row, "SuccessfulCall(C)")
+    uas_failed = stat_int(uas_row, "FailedCall(C)") + max(0, admitted - uas_ok)
+    cpu = sum(cpu1) - sum(cpu0)
+    return OverloadStep(
+        build=b2bua.peer,
+        offered=rate,
+        calls=calls,
+        seconds=elapsed,
+        completed=completed,
+        admitted=admitted,
+        refused=refused,
+        uac_failed=calls - uac_ok,
+        uas_failed=uas_failed,
+        invite_retrans=stat_int(counts, "1_INVITE_Retrans"),
+        cpu_ms_per_completed=cpu * 1000 / max(completed, 1),
+        p50_setup_ms=percentile(setup, 0.50),
+        p99_setup_ms=percentile(setup, 0.99),
+        p50_refuse_ms=percentile(refuse, 0.50),
+        p99_refuse_ms=percentile(refuse, 0.99),
+        rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
+    )
+
+
+def print_overload(s: OverloadStep) -> None:
+    print(
+        f"{s.build:8} offered {s.offered:6.0f}/s for {s.seconds:5.1f} s: goodput {s.goodput:7.1f}/s "
+        f"({s.completed} completed of {s.calls}), refused 503 {s.refused} "
+        f"(INVITE->503 p50 {s.p50_refuse_ms:.2f} ms p99 {s.p99_refuse_ms:.2f} ms), "
+        f"failed uac {s.uac_failed} uas {s.uas_failed} (of {s.admitted} answered 100), "
+        f"INVITE retrans {s.invite_retrans}, cpu {s.cpu_ms_per_completed:.3f} ms/completed call, "
+        f"INVITE->200 p50 {s.p50_setup_ms:.2f} ms p99 {s.p99_setup_ms:.2f} ms, "
+        f"udp rcv errors {s.rcvbuf_errors}",
+        flush=True,
+    )
+
+
+def overload(args: argparse.Namespace, work: Path, inj: Path) -> None:
+    builds: list[tuple[str, Path | None]] = [("ansim", None)]
+    if args.baseline:
+        builds.append(("baseline", Path(args.baseline).resolve()))
+    results: list[tuple[OverloadStep, OverloadStep]] = []
+    for name, tree in builds:
+        b2bua = B2bua("ansim", work, free_port(), args.bindings, tree=tree)
+        b2bua.start()
+        b2bua.peer = name
+        try:
+            clean = run_overload_step(b2bua, work, inj, args.clean_rate, args.seconds, args.limit)
+            print_overload(clean)
+            time.sleep(40.0)  # the clean step's transactions end
+            over = run_overload_step(b2bua, work, inj, 2 * args.clean_rate, args.seconds, args.limit)
+            print_overload(over)
+            results.append((clean, over))
+        finally:
+            b2bua.stop()
+    print()
+    for clean, over in results:
+        print(
+            f"{clean.build:8} at {over.offered:.0f}/s (twice {clean.offered:.0f}/s): goodput "
+            f"{over.goodput:.1f}/s = {100 * over.goodput / max(clean.goodput, 1e-9):.0f} % of its "
+            f"{clean.goodput:.1f}/s at the clean rate; {over.refused} refused with 503, "
+            f"{over.uas_failed} failed after 100 Trying, {over.uac_failed} failed at the caller"
+        )
 
 
 def print_step(s: Step) -> None:
@@ -370,7 +592,8 @@ def print_step(s: Step) -> None:
         f"{s.peer:6} offered {s.offered:7.0f}/s  achieved {s.achieved:7.1f}/s  calls {s.calls:6}  "
         f"failed uac {s.uac_failed} uas {s.uas_failed}  retrans {s.retrans:4}  "
         f"cpu {s.cpu_ms_per_call:6.3f} ms/call ({s.user_ms_per_call:.3f} user)  INVITE->200 p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:7.2f} ms  "
-        f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}",
+        f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}"
+        + (f"  relay {s.media_ms_per_call:.3f} ms/call" if s.media_ms_per_call else ""),
         flush=True,
     )
 
@@ -379,7 +602,15 @@ def ramp(
     peer: str, args: argparse.Namespace, work: Path, inj: Path, rates: list[float]
 ) -> list[Step]:
     uas_port = free_port()
-    b2bua = B2bua(peer, work, uas_port, args.bindings, args.profile if peer == "ansim" else None)
+    b2bua = B2bua(
+        peer,
+        work,
+        uas_port,
+        args.bindings,
+        args.profile if peer == "ansim" else None,
+        media=args.media if peer == "ansim" else None,
+        limits=args.limits and peer == "ansim",
+    )
     b2bua.start()
     steps: list[Step] = []
     try:
@@ -475,6 +706,23 @@ def main() -> None:
     ap.add_argument(
         "--concurrent", type=int, help="memory mode: hold this many calls open and report RSS"
     )
+    ap.add_argument(
+        "--overload",
+        action="store_true",
+        help="overload mode: a step at --clean-rate, then one at twice it (--seconds each)",
+    )
+    ap.add_argument("--clean-rate", type=float, default=2500.0, help="the highest clean rate")
+    ap.add_argument(
+        "--baseline", metavar="DIR", help="overload mode: also run the engine of this checkout"
+    )
+    ap.add_argument(
+        "--media", choices=("relay",), help="anchor every call's media with a relay process"
+    )
+    ap.add_argument(
+        "--limits",
+        action="store_true",
+        help="count every call in the shared limits store (caps and the marketing rule)",
+    )
     args = ap.parse_args()
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
@@ -499,6 +747,9 @@ def main() -> None:
         )
         if args.concurrent:
             memory(args, work, inj)
+            return
+        if args.overload:
+            overload(args, work, inj)
             return
         results: dict[str, list[Step]] = {}
         peers = ([] if args.only_peer else ["ansim"]) + ([args.peer] if args.peer else [])

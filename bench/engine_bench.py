@@ -10,6 +10,7 @@ counted is the process's, the writer thread's included. Use it to measure a hot-
 change before and after; bench/cps.py measures the engine end to end with SIPp.
 
     .venv/bin/python bench/engine_bench.py [--calls 20000] [--profile] [--cdr [--fsync]]
+        [--limits off|lists|counted]
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from b2bua.calls import CallEngine
 from b2bua.cdr import CdrWriter
 from b2bua.endpoint import SipEndpoint
+from b2bua.flood import FloodGuard, FloodLimits
+from b2bua.overload import OverloadDetector
 from b2bua.serve import age_out_gc, tune_gc
 from b2bua.sip.parser import parse_datagram
 from b2bua.trunks import TrunkConfig, TrunkTable
+from translate.abuse_store import AbuseStore
 from translate.bindings import Binding
+from translate.limits import Caps, Limits, LimitSettings, MarketingRule
 from translate.numbers import NumberPlan
 from translate.store import Store
 
@@ -154,6 +159,14 @@ def main() -> None:
     )
     ap.add_argument("--cdr", action="store_true", help="write CDRs (journal and SQLite)")
     ap.add_argument("--fsync", action="store_true", help="with --cdr: fdatasync the journal")
+    ap.add_argument(
+        "--limits",
+        choices=("off", "lists", "counted"),
+        default="off",
+        help="decide calls through translate.limits: lists (blocklists read, nothing "
+        "counted) or counted (caps per binding per hour and day, per virtual number per "
+        "hour, the marketing rule: a write transaction in the shared limits store per call)",
+    )
     args = ap.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="ansim-engine-bench-") as tmp,
@@ -170,7 +183,11 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
         source="api",
     )
     loop = FakeLoop()
-    ep = SipEndpoint()
+    # flood protection and overload control on, as `ansim serve` runs them: the carrier
+    # and the callee are trusted sources, and nothing is shed
+    ep = SipEndpoint(
+        flood=FloodGuard(FloodLimits(), ["127.0.0.0/8"]), overload=OverloadDetector()
+    )
     ep._loop = loop  # type: ignore[assignment]
     ep.add_sent_by("127.0.0.1", 5060)
     sent: list[tuple[bytes, Any]] = []
@@ -181,7 +198,7 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
         def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
             sent.append((data, ("udp", addr[0], addr[1])))
 
-    ep.transports.attach_udp(Wire())  # type: ignore[arg-type]
+    ep.transports.attach_udp(Wire())
     trunks = TrunkTable(
         TrunkConfig.model_validate(
             {
@@ -193,6 +210,17 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
         )
     )
     cdr = CdrWriter(tmp / "cdr.sqlite", fsync=args.fsync) if args.cdr else None
+    limits = None
+    if args.limits != "off":
+        settings = LimitSettings()
+        if args.limits == "counted":
+            big = Caps(calls_per_hour=10**6, calls_per_day=10**6)
+            settings = LimitSettings(
+                binding=big,
+                virtual=Caps(calls_per_hour=10**6),
+                marketing=MarketingRule(distinct=10**6),
+            )
+        limits = Limits(store, AbuseStore(tmp / "limits.lmdb"), settings)
     engine = CallEngine(
         ep,
         store,
@@ -201,6 +229,7 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
         advertise={"udp": ("127.0.0.1", 5060)},
         cdr=cdr,
         call_later=loop.call_later,
+        limits=limits,
     )
     ep.user = engine
 
@@ -265,6 +294,10 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
     if cdr is not None:
         cdr.close()
         print(f"CDRs: {cdr.written} written, {cdr.journal_errors} journal errors")
+    if limits is not None:
+        print(
+            f"limits: {args.limits}, {limits.errors} store errors, {dict(limits.refused)} refused"
+        )
     print(
         f"{args.calls} calls ({done} completed), one every {args.interval * 1000:g} ms simulated: "
         f"{cpu / args.calls * 1e6:.1f} us CPU per call, 6 datagrams in, 7 out; "

@@ -27,6 +27,7 @@ import getpass
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,30 @@ DEFAULT_AUDIT = "var/recordings-audit.log"
 PASSPHRASE_ENV = "ANSIM_RECORDING_KEY_PASSPHRASE"
 
 
-def register(subparsers: Any) -> None:
-    """Add the ``recordings`` and ``relay`` commands to an argparse subparsers object."""
+#: The recordings folder and the audit log the engine's configuration names, from the
+#: configuration folder (``ansim recordings --config DIR``); the entry point provides it.
+RecordingPaths = Callable[[Path], tuple[str, str]]
+
+
+def register(subparsers: Any, paths: RecordingPaths | None = None) -> None:
+    """Add the ``recordings`` and ``relay`` commands to an argparse subparsers object.
+    ``paths`` gives the folder and audit log of a configuration folder; without it
+    (or without ``--config``) they default to ``var/recordings`` and its audit log."""
     parser = subparsers.add_parser(
         "recordings", help="list, decrypt and purge encrypted call recordings"
     )
     sub = parser.add_subparsers(dest="recordings_command", metavar="SUBCOMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", default=DEFAULT_DIR, help="recordings folder (%(default)s)")
+    common.add_argument(
+        "--config",
+        default="config",
+        help="configuration folder whose media.recording names the folder and audit log "
+        "(default: config, when it exists)",
+    )
+    common.add_argument(
+        "--dir", default=None, help="recordings folder (default: the configuration's)"
+    )
+    common.set_defaults(_paths=paths)
 
     p = sub.add_parser("keygen", help="make an operator key pair for recordings")
     p.add_argument(
@@ -78,7 +95,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="file to write (WAV, or rtpdump)")
     p.add_argument("--format", choices=("wav", "rtpdump"), default="wav")
     p.add_argument("--channel", type=int, choices=(0, 1), default=0, help="rtpdump: which track")
-    p.add_argument("--audit", default=DEFAULT_AUDIT, help="audit log (%(default)s)")
+    p.add_argument("--audit", default=None, help="audit log (default: the configuration's)")
     p.add_argument(
         "--allow-truncated",
         action="store_true",
@@ -158,7 +175,21 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _defaults(args: argparse.Namespace) -> None:
+    """``--dir`` and ``--audit`` from the configuration folder when not given."""
+    directory, audit_log = DEFAULT_DIR, DEFAULT_AUDIT
+    paths = getattr(args, "_paths", None)
+    folder = Path(args.config)
+    if paths is not None and folder.is_dir():
+        directory, audit_log = paths(folder)
+    if args.dir is None:
+        args.dir = directory
+    if getattr(args, "audit", "") is None:
+        args.audit = audit_log
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    _defaults(args)
     key = _private_key(args.key) if args.key else None
     status = 0
     for entry in iter_recordings(args.dir):
@@ -185,6 +216,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    _defaults(args)
     reason = args.reason.strip()
     if not reason:
         print("--reason must say why", file=sys.stderr)
@@ -282,6 +314,7 @@ def _audit_result(log_path: str, entry: dict[str, Any], result: str) -> None:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    _defaults(args)
     removed = purge_recordings(args.dir, args.max_age_days * 86400, time.time())
     for entry in removed:
         print(f"deleted {entry.recording_id} ({_when(entry.created)})")

@@ -161,6 +161,11 @@ class RtpengineClient:
 
     async def command(self, command: str, **fields: Any) -> dict[str, Any]:
         """Any ng command; ``fields`` are its keys (use ``options`` for keys with spaces)."""
+        return await self.send(command, **fields)
+
+    def send(self, command: str, **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        """``command`` sent now, before this returns (so that it reaches rtpengine ahead
+        of whatever the caller sends next); the future holds the reply."""
         extra = fields.pop("options", None) or {}
         body = {k.replace("_", "-"): v for k, v in fields.items() if v is not None}
         body.update(extra)
@@ -172,6 +177,11 @@ class RtpengineClient:
         self._waiting[cookie] = fut
         self._transport.sendto(data)
         self._arm()
+        return asyncio.ensure_future(self._reply(command, cookie, fut))
+
+    async def _reply(
+        self, command: str, cookie: str, fut: asyncio.Future[dict[str, Any] | None]
+    ) -> dict[str, Any]:
         try:
             result = await fut
         finally:

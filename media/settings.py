@@ -12,13 +12,15 @@ process the entry point starts.
       media_timeout: 60            # s without RTP either way: the call is ended
       hold_timeout: null           # s, while no party is expected to send (null: never)
       relays:                      # one process each (the engine picks one per call)
-        - {control: var/run/relay-0.sock, address: 203.0.113.20, ports: 30000-34999}
-        - {control: var/run/relay-1.sock, address: 203.0.113.20, ports: 35000-39999}
+        - {control: ../var/run/relay-0.sock, address: 203.0.113.20, ports: 30000-34999}
+        - {control: ../var/run/relay-1.sock, address: 203.0.113.20, ports: 35000-39999}
       rtpengine: {ng: "127.0.0.1:2223"}
       recording:
-        directory: var/recordings
-        public_key: config/recording-pub.pem   # the operator's RSA public key
+        directory: ../var/recordings
+        public_key: recording-pub.pem   # the operator's RSA public key
         retention_days: 90
+
+Paths are relative to the configuration folder (the engine resolves them).
 """
 
 from __future__ import annotations
@@ -81,10 +83,10 @@ class RtpengineSettings(_Strict):
 class RecordingSettings(_Strict):
     """Where encrypted recordings go, the key they are wrapped for, and how long they stay."""
 
-    directory: str = "var/recordings"
+    directory: str = "../var/recordings"
     public_key: str | None = None
     retention_days: float | None = Field(None, gt=0)
-    audit_log: str = "var/recordings-audit.log"
+    audit_log: str = "../var/recordings-audit.log"
     chunk_seconds: float = Field(1.0, gt=0, le=10)
 
 
@@ -92,6 +94,13 @@ class MediaSettings(_Strict):
     """The engine configuration's ``media`` section."""
 
     mode: MediaMode = "passthrough"
+    latch: Literal["address", "strict", "any"] = Field(
+        "address",
+        description="which first packet latches a relayed leg: from the SDP's or the "
+        "signalling's IP (address), the SDP's IP and port only (strict), or from anywhere "
+        "(any: parties behind NAT, or whose media leaves from another address than their "
+        "SDP names)",
+    )
     media_timeout: float = Field(60.0, gt=0)
     hold_timeout: float | None = Field(None, gt=0)
     relays: list[RelayProcessSettings] = []

@@ -15,11 +15,13 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from translate.limits import LimitSettings
 from translate.settings import DEFAULT_CONFIG_DIR
 from translate.yaml_source import ConfigError
 
@@ -35,6 +37,9 @@ class SmppPaths:
 
     config: Path | None
     store: Path | None
+    #: The engine's caps and blocklists (``limits`` of ansim.yaml); None: the defaults,
+    #: their store beside the configuration folder (``../var/limits.lmdb``).
+    limits: LimitSettings | None = None
 
 
 def standalone_paths(folder: Path) -> SmppPaths:
@@ -103,25 +108,35 @@ def _run(args: argparse.Namespace, resolve: Resolve) -> int:
         print("ansim smpp: no translation store: give --store or translate_store",
               file=sys.stderr)
         return 2
+    from translate.abuse_store import AbuseStore, AbuseStoreError
+    from translate.limits import Limits
     from translate.store import Store, StoreError
 
+    settings = paths.limits or LimitSettings().resolved(Path(args.config))
     try:
         store = Store(os.path.abspath(store_path), readonly=True)
     except StoreError as exc:
         print(f"ansim smpp: {exc}", file=sys.stderr)
         return 2
     try:
+        abuse = AbuseStore(settings.store)
+    except AbuseStoreError as exc:
+        store.close()
+        print(f"ansim smpp: {exc}", file=sys.stderr)
+        return 2
+    try:
         import uvloop
 
-        return uvloop.run(_serve(config, store))
+        return uvloop.run(_serve(config, Limits(store, abuse, settings)))
     finally:
+        abuse.close()
         store.close()
 
 
-async def _serve(config: Any, store: Any) -> int:
+async def _serve(config: Any, limits: Any) -> int:
     from .service import ListenError, SmppService
 
-    service = SmppService(config, store)
+    service = SmppService(config, limits)
     try:
         await service.start()
     except ListenError as exc:
@@ -132,7 +147,15 @@ async def _serve(config: Any, store: Any) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except TimeoutError:
+            # Expired counters of the limits store go (the engine does the same).
+            try:
+                limits.prune(time.time())
+            except Exception as exc:  # a failing store must not stop the relay
+                log.error("pruning the limits store failed: %s", exc)
     await service.stop()
     print("ansim smpp: stopped", flush=True)
     return 0

@@ -52,7 +52,8 @@ CREATE TABLE IF NOT EXISTS sms (
     upstream_id TEXT,
     submitted_at REAL,
     dlr_state INTEGER,            -- message_state of the last receipt
-    done_at REAL
+    done_at REAL,
+    reason TEXT                   -- why a refused message was refused (translate.refusals)
 );
 CREATE INDEX IF NOT EXISTS sms_received_at ON sms(received_at);
 CREATE INDEX IF NOT EXISTS sms_upstream_id ON sms(upstream_id);
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS sms_events (
 );
 """
 #: Columns added after the first layout: (name, type), added to an older table at start.
-OWNER_COLUMNS = (("tenant", "TEXT"), ("pool", "TEXT"), ("out_id", "TEXT"))
+ADDED_COLUMNS = (("tenant", "TEXT"), ("pool", "TEXT"), ("out_id", "TEXT"), ("reason", "TEXT"))
 
 _INSERT = (
     "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
@@ -81,6 +82,11 @@ _DELIVERED = (
     "INSERT OR IGNORE INTO sms_events (event_id, type, at, sms_id, tenant)"
     " SELECT 'ev_' || id || '.delivered', 'sms.delivered', ?, id, tenant FROM sms"
     " WHERE id = ? AND tenant IS NOT NULL AND status = 'delivered'"
+)
+_REFUSED = (
+    "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
+    " presented, binding_id, data_coding, length, part, received_at, status, error, reason)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SUBMITTED = "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
 _FINISHED = "UPDATE sms SET status=?, error=?, done_at=? WHERE id=?"
@@ -124,6 +130,10 @@ class SmsRecords:
         'queued'; the writer adds the owner's."""
         self._queue.put((_INSERT, row))
 
+    def refused(self, row: tuple[Any, ...], reason: str) -> None:
+        """A refused message: the 14 columns of ``accepted`` and the refusal's reason."""
+        self._queue.put((_REFUSED, (*row, reason)))
+
     def submitted(self, message_id: str, upstream: str, upstream_id: str, at: float) -> None:
         self._queue.put((_SUBMITTED, (upstream, upstream_id, at, message_id)))
 
@@ -147,8 +157,8 @@ class SmsRecords:
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(sms)")}
-            for name, kind in OWNER_COLUMNS:
-                if name not in have:
+            for name, kind in ADDED_COLUMNS:
+                if name not in have:  # a table made before these columns existed
                     db.execute(f"ALTER TABLE sms ADD COLUMN {name} {kind}")
         except BaseException as exc:
             self._error = exc

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from translate.bindings import Refusal, Route
+from translate.limits import SMS
 from translate.numbers import NumberError, NumberPlan
 
 from . import metrics as m
@@ -135,10 +136,10 @@ class HeldReceipt:
 
 
 class Translator(Protocol):
-    """What the relay needs of translate.store.Store."""
+    """What the relay needs of translate: the decision for a message (the lookup, the
+    blocklists, the marketing rule and the caps: translate.limits.Limits)."""
 
-    def lookup(self, virtual: str, caller: str, now: float, *,
-               count: bool = True) -> Route | Refusal: ...
+    def decide(self, virtual: str, caller: str, now: float, medium: str) -> Route | Refusal: ...
 
 
 class Relay:
@@ -303,7 +304,7 @@ class Relay:
             expires = now + self._default_validity
         elif validity < expires:
             expires = validity
-        route = self.store.lookup(virtual, caller, now, count=False)
+        route = self.store.decide(virtual, caller, now, SMS)
         msg_id = self.queue.new_id()
         info = concat_info(sm)
         part = f"{info.seq}/{info.total}" if info is not None else None
@@ -311,9 +312,9 @@ class Relay:
             status = REFUSAL_STATUS.get(route.reason, Status.RX_P_APPN)
             m.SUBMIT_REFUSED.inc()
             session.respond_to(cid, seq, status)
-            self.records.accepted((msg_id, "mt", link.system_id, caller, virtual, None, None,
-                                   route.binding_id, sm.data_coding, user_data_length(sm),
-                                   part, now, "refused", status))
+            self.records.refused((msg_id, "mt", link.system_id, caller, virtual, None, None,
+                                  route.binding_id, sm.data_coding, user_data_length(sm),
+                                  part, now, "refused", status), route.reason)
             return
         sm.command_id = Cmd.SUBMIT_SM
         sm.sequence = 0
@@ -809,7 +810,7 @@ class Relay:
             return Status.RINVSRCADR
         if isinstance(virtual, NumberError):
             return Status.RINVDSTADR
-        route = self.store.lookup(virtual, caller, now, count=False)
+        route = self.store.decide(virtual, caller, now, SMS)
         if isinstance(route, Refusal):
             m.MO.labels("refused").inc()
             return REFUSAL_STATUS.get(route.reason, Status.RX_P_APPN)

@@ -1,4 +1,5 @@
-"""The SMPP relay as a service the engine starts: ``SmppService(config, store)``.
+"""The SMPP relay as a service the engine starts: ``SmppService(config, limits)``, with
+the ``translate.limits.Limits`` that decides each message (lookup, caps, blocklists).
 
 ``await service.start()`` opens the queue and records, puts stored messages back in
 line, listens for carriers and binds to the upstreams. ``await service.stop()`` is

@@ -191,8 +191,19 @@ class Ansim(EngineProcess):
         timers: dict[str, float] | None = None,
         tcp: bool = False,
         tcp_idle_timeout: float | None = None,
+        tls_port: int | None = None,
+        config: dict[str, Any] | None = None,
+        media: dict[str, Any] | None = None,
+        log_level: str = "warning",
+        env: dict[str, str] | None = None,
+        trunk_settings: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(workdir, listen_flags=False, log_name="ansim.log")
+        super().__init__(workdir, listen_flags=False, log_name="ansim.log", env=env)
+        self.tls_port = tls_port
+        self.trunk_settings = trunk_settings or {}  # more top-level keys of trunks.yaml
+        self.more_config = config or {}  # more sections of ansim.yaml
+        self.media = media
+        self.log_level = log_level
         self.tcp_listen = tcp
         self.tcp_idle_timeout = tcp_idle_timeout
         self.metrics_port = free_port(socket.SOCK_STREAM) if metrics else None
@@ -214,22 +225,33 @@ class Ansim(EngineProcess):
         sip: dict[str, Any] = {"listen": [f"udp:127.0.0.1:{self.port}"]}
         if self.tcp_listen:
             sip["listen"].append(f"tcp:127.0.0.1:{self.port}")
+        if self.tls_port is not None:
+            sip["listen"].append(f"tls:127.0.0.1:{self.tls_port}")
         if self.tcp_idle_timeout is not None:
             sip["tcp_idle_timeout"] = self.tcp_idle_timeout
         if self.timers:
             sip["timers"] = self.timers
         self.extra_config = {
             "sip": sip,
-            "logging": {"level": "warning"},
+            "logging": {"level": self.log_level},
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}" if self.metrics_port else None},
             "trunks": "trunks.yaml",
         }
+        for key, value in self.more_config.items():
+            section = self.extra_config.get(key)
+            if isinstance(value, dict) and isinstance(section, dict):
+                self.extra_config[key] = {**section, **value}
+            else:
+                self.extra_config[key] = value
+        if self.media is not None:
+            self.extra_config["media"] = self.media
         trunks = {
             "trunks": self.trunks,
             "routes": self.routes,
             "unknown_source": "reject",
             "pass_headers": self.pass_headers,
             "pass_bodies": self.pass_bodies,
+            **self.trunk_settings,
         }
         self.files = {
             "trunks.yaml": yaml.safe_dump(trunks, sort_keys=False),
@@ -524,6 +546,7 @@ class Sipp:
         call_id: str | None = None,
         extra: Sequence[str] = (),
         transport: str = "udp",
+        ip: str = "127.0.0.1",
     ) -> SippRun:
         """Start ``tests/sipp/<scenario>.xml`` on 127.0.0.1:``port`` (uas when ``remote`` is None).
 
@@ -537,7 +560,7 @@ class Sipp:
             "-sf",
             str(SIPP_DIR / f"{scenario}.xml"),
             "-i",
-            "127.0.0.1",
+            ip,
             "-p",
             str(port),
             "-m",

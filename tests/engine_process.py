@@ -99,6 +99,7 @@ class EngineProcess:
         log_name: str = "engine.log",
         cwd: Path | None = None,
         config_arg: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
@@ -115,6 +116,7 @@ class EngineProcess:
         self.config_arg = config_arg
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
+        self.env = env or {}
 
     @property
     def udp(self) -> tuple[str, int]:
@@ -158,7 +160,7 @@ class EngineProcess:
         cmd = [str(ANSIM), "serve", "--config", self.config_arg or str(self.config_dir)]
         if self.listen_flags:
             cmd += ["--sip", f"udp:127.0.0.1:{self.port}", "--sip", f"tcp:127.0.0.1:{self.port}"]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd,

@@ -219,6 +219,7 @@ class RtpengineProcess:
 
     def __init__(self, folder: Path, ng_port: int, port_min: int, port_max: int) -> None:
         self.ng_port = ng_port
+        self.ports = range(port_min, port_max + 1)
         self.log = folder / "rtpengine.log"
         self.folder = folder
         self.proc = subprocess.Popen(
@@ -269,13 +270,37 @@ class RtpengineProcess:
 
 
 @contextmanager
-def rtpengine_process(folder: Path) -> Iterator[RtpengineProcess]:
+def rtpengine_process(folder: Path, low: int | None = None) -> Iterator[RtpengineProcess]:
     from tests.conftest import free_port
 
     ng = free_port()
-    low = 10000 + (ng % 90) * 100
+    if low is None:
+        low = 10000 + (ng % 90) * 100
     daemon = RtpengineProcess(folder, ng, low, low + 99)
     try:
         yield daemon
     finally:
         daemon.stop()
+
+
+def write_rtp_pcap(path: Path, seconds: float, freq: float = 440.0) -> int:
+    """A pcap (Ethernet, IPv4, UDP) of ``seconds`` of G.711 µ-law RTP, one packet per
+    20 ms, for SIPp's ``play_pcap_audio`` (which rewrites addresses and ports and keeps
+    the timing); returns the number of packets."""
+    count = int(seconds * 50)
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    ssrc = int.from_bytes(os.urandom(4), "big")
+    for i in range(count):
+        payload = ulaw_tone(freq, 160, i * 160)
+        rtp = build_rtp(0, 1000 + i, 8000 + i * 160, ssrc, payload, i == 0)
+        udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0, 64, 17, 0,
+            socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1"),
+        )  # fmt: skip
+        frame = b"\x00" * 12 + b"\x08\x00" + ip + udp
+        at = i * 0.020
+        out.append(struct.pack("<IIII", int(at), int((at % 1) * 1e6), len(frame), len(frame)))
+        out.append(frame)
+    path.write_bytes(b"".join(out))
+    return count

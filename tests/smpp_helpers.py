@@ -330,11 +330,15 @@ class InProcess:
 
         from sms_smpp.config import load_config
         from sms_smpp.service import SmppService
+        from translate.abuse_store import AbuseStore
+        from translate.limits import Limits, LimitSettings
 
         cfg = load_config(config)
         self.store = Store(cfg.translate_store, readonly=True)
+        settings = LimitSettings(store=str(config.parent / "limits.lmdb"))
+        self.abuse = AbuseStore(settings.store)
         self.loop = uvloop.new_event_loop()
-        self.service = SmppService(cfg, self.store)
+        self.service = SmppService(cfg, Limits(self.store, self.abuse, settings))
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(20)
@@ -358,6 +362,7 @@ class InProcess:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+            self.abuse.close()
             self.store.close()
 
 

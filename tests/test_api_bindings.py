@@ -75,7 +75,7 @@ def test_axb_from_pool_reaches_the_engine(server: ApiServer, api: httpx.Client) 
     assert abs(expires - (time.time() + 600)) < 5
     store = server.context.store
     assert store.lookup(made["x"], made["a"], time.time()) == Route(
-        made["b"], made["x"], made["id"], "axb", False, None, "A->B"
+        made["b"], made["x"], made["id"], "axb", False, None, "A->B", tenant="acme"
     )
     # Another process, as an engine worker would: the binding is committed.
     out = subprocess.run(
@@ -204,9 +204,22 @@ def test_update_changes_and_clears(server: ApiServer, api: httpx.Client) -> None
     assert rules(details) == {("a", "party-conflict")}
     assert api.get(f"/v1/bindings/{made['id']}").json()["a"] == party(1)
     details = error(
-        api.patch(f"/v1/bindings/{made['id']}", json={"record": True}), 422, "validation"
+        api.patch(f"/v1/bindings/{made['id']}", json={"record": True, "media": "passthrough"}),
+        422,
+        "validation",
     )
-    assert rules(details) == {("record", "recording-unsupported")}
+    assert rules(details) == {("media", "record-passthrough")}
+    assert api.get(f"/v1/bindings/{made['id']}").json()["record"] is False
+    recorded = api.patch(f"/v1/bindings/{made['id']}", json={"record": True})
+    assert recorded.status_code == 200, recorded.text
+    assert (recorded.json()["record"], recorded.json()["media"]) == (True, None)
+    details = error(
+        api.patch(f"/v1/bindings/{made['id']}", json={"media": "passthrough"}), 422, "validation"
+    )
+    assert rules(details) == {("media", "record-passthrough")}
+    relayed = api.patch(f"/v1/bindings/{made['id']}", json={"record": False, "media": "relay"})
+    assert (relayed.json()["record"], relayed.json()["media"]) == (False, "relay")
+    assert api.get(f"/v1/bindings/{made['id']}").json()["media"] == "relay"
     details = error(api.patch(f"/v1/bindings/{made['id']}", json={"a": None}), 422, "validation")
     assert rules(details) == {("a", "missing-field")}
     details = error(
@@ -237,7 +250,7 @@ SINGLE_RULES: list[tuple[dict[str, Any], str | None, str]] = [
     ({"present": "caller"}, "present", "present-ax-only"),
     ({"b": "+821000000001"}, "b", "same-party"),
     ({"x": "+821000000001", "pool": None}, "x", "virtual-is-party"),
-    ({"record": True}, "record", "recording-unsupported"),
+    ({"record": True, "media": "passthrough"}, "media", "record-passthrough"),
     ({"expires_in": 60, "expires_at": "2099-01-01T00:00:00Z"}, "expires_at", "one-of"),
     ({"expires_at": "2001-01-01T00:00:00+09:00"}, "expires_at", "expired"),
     ({"hours": "09:00-18:00"}, "timezone", "timezone-required"),
@@ -371,10 +384,11 @@ def test_batch_all_or_nothing(server: ApiServer, api: httpx.Client) -> None:
     ]
     items[3]["b"] = "bad"
     items[7]["record"] = True
+    items[7]["media"] = "passthrough"
     details = error(api.post("/v1/bindings/batch", json={"items": items}), 422, "validation")
     assert rules(details) == {
         ("items[3].b", "bad-number"),
-        ("items[7].record", "recording-unsupported"),
+        ("items[7].media", "record-passthrough"),
     }
     # Refusals found in the store: the pairs before them are undone too.
     items = [

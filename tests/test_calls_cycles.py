@@ -33,6 +33,9 @@ X, A, C = "+8250700000001", "+821000000001", "+821100000001"
 PER_CALL_MODULES = frozenset(
     {
         "b2bua.calls",
+        "b2bua.call",
+        "b2bua.bridge",
+        "b2bua.indialog",
         "b2bua.sip.message",
         "b2bua.sip.uri",
         "b2bua.sip.via",

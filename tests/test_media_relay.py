@@ -223,6 +223,14 @@ def test_early_media_flows_before_the_answer(
             # The B-leg's offer goes out with the relay's port before B has answered.
             lb = await client.leg("early", "b", peer="a")
             a.send(a.rtp(b"x" * 160), (la.address, la.port))  # nowhere to go yet: dropped
+            # Control and media arrive on different sockets: wait until the relay has
+            # seen the packet before B's address is given, or the packet could be sent on.
+            for _ in range(100):
+                legs = (await client.query("early"))["legs"]
+                if legs["a"]["rx_packets"] + legs["a"]["dropped"] >= 1:
+                    break
+                await asyncio.sleep(0.01)
+            assert legs["a"]["rx_packets"] + legs["a"]["dropped"] == 1
             # 183 Session Progress with SDP: B's address is known, ringback flows to A.
             await client.leg("early", "b", remote=b.address)
             b.send(b.rtp(b"ring" * 40), (lb.address, lb.port))

@@ -73,7 +73,7 @@ class Observer(threading.Thread):
                 store.release()  # the next lookup takes a new snapshot, kept for the round
                 loaded = store.loaded("yaml")
                 self.digests.append("" if loaded is None else loaded["digest"])
-                first = store.lookup(virtual(0), CALLER, time.time(), count=False)
+                first = store.lookup(virtual(0), CALLER, time.time())
                 lead = next(
                     (
                         x
@@ -86,7 +86,7 @@ class Observer(threading.Thread):
                     self.bad.append(f"round {len(self.seen)}: binding 0 is {first}")
                     continue
                 for i in range(1, COUNT):
-                    got = store.lookup(virtual(i), CALLER, time.time(), count=False)
+                    got = store.lookup(virtual(i), CALLER, time.time())
                     if not isinstance(got, Route) or got.callee != callee(lead, i):
                         self.bad.append(
                             f"round {len(self.seen)}: binding 0 from map {lead}, binding {i}: {got}"

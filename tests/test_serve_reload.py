@@ -65,7 +65,7 @@ def messages(engine: EngineProcess) -> list[str]:
 def decide(engine: EngineProcess, virtual: str) -> Route | Refusal:
     """The store's decision, read from this process (the engine holds the writer)."""
     with Store(engine.var / "numbers.lmdb", readonly=True, snapshot_max_age=0) as store:
-        return store.lookup(virtual, CALLER, time.time(), count=False)
+        return store.lookup(virtual, CALLER, time.time())
 
 
 def bound(engine: EngineProcess, virtual: str) -> bool:

@@ -14,7 +14,10 @@ from typing import Any
 
 import yaml
 from engine_process import ANSIM, EngineProcess
+from media_helpers import make_keys
 
+from media.recording import RecordingWriter
+from media.recordings import iter_recordings
 from translate.bindings import Refusal, Route
 from translate.store import Store
 
@@ -47,7 +50,7 @@ ERRORS = [
 
 def decide(store_path: Path, virtual: str) -> Route | Refusal:
     with Store(store_path, readonly=True, snapshot_max_age=0) as store:
-        return store.lookup(virtual, CALLER, time.time(), count=False)
+        return store.lookup(virtual, CALLER, time.time())
 
 
 def records(log: Path) -> list[dict[str, Any]]:
@@ -152,3 +155,20 @@ def test_the_same_store_and_maps_from_any_working_directory(tmp_path: Path) -> N
     assert sorted(p.name for p in site.iterdir()) == sorted(
         ["config", "var", "from-elsewhere.log", "from-root.log", "from-config.log"]
     )
+
+
+def test_the_engine_deletes_recordings_past_their_retention(tmp_path: Path) -> None:
+    folder = tmp_path / "recordings"
+    folder.mkdir(mode=0o700)
+    _, _, key = make_keys(tmp_path)
+    now = time.time()
+    for name, age_days in (("old", 40), ("recent", 5)):
+        writer = RecordingWriter(key.public_key(), name, now - age_days * 86400, {"call": name})
+        (folder / f"{name}.rec").write_bytes(writer.header() + writer.finish())
+    config = {"media": {"recording": {"directory": str(folder), "retention_days": 30}}}
+    with EngineProcess(tmp_path / "engine", config=config) as engine:
+        deadline = time.monotonic() + 10
+        while len(list(iter_recordings(folder))) > 1:
+            assert time.monotonic() < deadline, engine.log_text()
+            time.sleep(0.1)
+    assert [e.recording_id for e in iter_recordings(folder)] == ["recent"]

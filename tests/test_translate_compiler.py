@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from translate_helpers import NOW, write_map
 
-from translate.bindings import RECORDING_UNSUPPORTED, Binding, Hours
+from translate.bindings import Binding, Hours
 from translate.compiler import compile_maps, map_files
 from translate.mapfile import json_schema
 from translate.numbers import CN
@@ -251,29 +251,44 @@ def test_rule_bad_number_for_a_number_cut_short(tmp_path: Path) -> None:
     ]
 
 
-def test_rule_recording_unsupported(tmp_path: Path) -> None:
+def test_record_and_media_are_compiled_and_inherited(tmp_path: Path) -> None:
+    text = """
+    defaults: {record: true}
+    ax:
+      - x: 050-7000-1001
+        a: 010-1111-0001
+      - x: 050-7000-1002
+        a: 010-1111-0002
+        record: false
+        media: rtpengine
+    axb:
+      - {id: t1, x: 050-7000-2001, a: 010-1111-0003, b: 010-1111-0004, media: relay}
+    """
+    path = write_map(tmp_path, "m.yaml", text)
+    by_id = {b.id: b for b in compile_maps([path], now=NOW).bindings}
+    assert (by_id["ax:+825070001001"].record, by_id["ax:+825070001001"].media) == (True, None)
+    assert (by_id["ax:+825070001002"].record, by_id["ax:+825070001002"].media) == (
+        False,
+        "rtpengine",
+    )
+    assert (by_id["t1"].record, by_id["t1"].media) == (True, "relay")
+
+
+def test_rule_bad_media_and_record_passthrough(tmp_path: Path) -> None:
     text = """
     ax:
       - x: 050-7000-1001
         a: 010-1111-0001
-        record: true
+        media: anchored
       - x: 050-7000-1002
         a: 010-1111-0002
-        record: false
+        record: true
+        media: passthrough
     """
-    assert errors(tmp_path, text) == [
-        f"m.yaml:4:13: recording-unsupported: ax[0].record: {RECORDING_UNSUPPORTED}"
-    ]
-    text = """
-    defaults: {record: true}
-    axb:
-      - {id: t1, x: 050-7000-2001, a: 010-1111-0003, b: 010-1111-0004}
-      - {id: t2, x: 050-7000-2001, a: 010-1111-0005, b: 010-1111-0006}
-    """
-    # Said once, where it is written, not once for every binding that inherits it.
-    assert errors(tmp_path, text) == [
-        f"m.yaml:1:20: recording-unsupported: defaults.record: {RECORDING_UNSUPPORTED}"
-    ]
+    found = errors(tmp_path, text)
+    assert len(found) == 2, found
+    assert found[0].startswith("m.yaml:4:12: invalid-value: ax[0].media: ")
+    assert found[1].startswith("m.yaml:8:12: record-passthrough: ax[1].media: ")
 
 
 def test_rule_bad_plan(tmp_path: Path) -> None:

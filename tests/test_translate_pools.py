@@ -229,7 +229,7 @@ def test_allocation_avoids_numbers_either_party_holds(store: Store) -> None:
         binding, _ = store.get(bid) or (None, None)
         assert binding is not None
         assert store.lookup(binding.virtual, binding.a, NOW) == Route(
-            binding.b or "", binding.virtual, bid, "axb", False, None, "A->B"
+            binding.b or "", binding.virtual, bid, "axb", False, None, "A->B", tenant="acme"
         )
 
 

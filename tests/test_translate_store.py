@@ -46,20 +46,30 @@ def test_ax_any_caller_reaches_a_and_sees_x(store: Store) -> None:
         assert store.lookup(X1, caller, NOW) == Route(A, X1, "ax-1", "ax", False, 600, "N->A")
 
 
-def test_record_true_is_refused_through_the_api(store: Store) -> None:
+def test_record_and_media_reach_the_route_through_the_api(store: Store) -> None:
+    store.put(ax(record=True, media="rtpengine"), now=NOW)
+    assert store.lookup(X1, C, NOW) == Route(A, X1, "ax-1", "ax", True, None, "N->A", "rtpengine")
+
+
+def test_record_with_passthrough_is_refused(store: Store) -> None:
     with pytest.raises(ConflictError) as info:
-        store.put(ax(record=True), now=NOW)
-    assert [c.rule for c in info.value.conflicts] == ["recording-unsupported"]
-    assert "calls cannot be recorded yet" in str(info.value)
+        store.put(ax(record=True, media="passthrough"), now=NOW)
+    assert [c.rule for c in info.value.conflicts] == ["record-passthrough"]
     assert store.lookup(X1, C, NOW) == Refusal("unknown", None)
 
 
-def test_the_layout_keeps_the_record_flag() -> None:
-    # Kept for when recording exists: the stored form round-trips it already.
-    binding = ax(record=True, present="caller")
-    assert decode_binding(binding.id, encode_binding(binding, "api")) == (binding, "api")
-    flags = msgpack.unpackb(route_value(binding, A))[0]
-    assert flags & FLAG_RECORD and flags & FLAG_PRESENT_CALLER
+def test_the_layout_keeps_the_record_flag_and_media() -> None:
+    for media in (None, "passthrough", "relay", "rtpengine"):
+        binding = ax(record=media != "passthrough", present="caller", media=media)
+        assert decode_binding(binding.id, encode_binding(binding, "api")) == (binding, "api")
+        flags = msgpack.unpackb(route_value(binding, A))[0]
+        assert bool(flags & FLAG_RECORD) == binding.record and flags & FLAG_PRESENT_CALLER
+
+
+def test_a_binding_stored_before_media_modes_decodes() -> None:
+    old = msgpack.packb(["ax", X1, A, None, False, True, None, None, None, None, "yaml"])
+    binding, source = decode_binding("ax-1", old)
+    assert (binding.record, binding.media, source) == (True, None, "yaml")
 
 
 def test_ax_present_caller(store: Store) -> None:
@@ -136,16 +146,19 @@ def test_expired_at_lookup_time(store: Store, binding: object) -> None:
     assert result.binding_id is not None
 
 
-def test_calls_per_hour_limit(store: Store) -> None:
-    store.put(ax(calls_per_hour=3), now=NOW)
-    for i in range(3):
-        assert isinstance(store.lookup(X1, C, NOW + i), Route)
-    assert store.lookup(X1, C, NOW + 10) == Refusal("limit", "ax-1")
-    assert isinstance(store.lookup(X1, C, NOW + 10, count=False), Route)
-    # the window slides: the first call leaves it an hour after it was made
-    assert store.lookup(X1, C, NOW + 3599.9) == Refusal("limit", "ax-1")
-    assert isinstance(store.lookup(X1, C, NOW + 3600), Route)
-    assert store.lookup(X1, C, NOW + 3600.5) == Refusal("limit", "ax-1")
+def test_calls_per_hour_and_tenant_reach_the_route_uncounted(store: Store) -> None:
+    """The store only reads the binding's cap and tenant: counting is translate.limits'."""
+    from dataclasses import replace
+
+    store.put(replace(ax(calls_per_hour=3), tenant="acme"), now=NOW)  # type: ignore[type-var]
+    for i in range(10):
+        result = route(store.lookup(X1, C, NOW + i))
+        assert (result.calls_per_hour, result.tenant) == (3, "acme")
+    got = store.get("ax-1")
+    assert got is not None and got[0].tenant == "acme"
+    assert route(store.lookup(X1, C, NOW)) == Route(
+        A, X1, "ax-1", "ax", False, None, "N->A", "", 3, "acme"
+    )
 
 
 def test_allowed_hours(store: Store) -> None:

@@ -16,10 +16,13 @@ E.164, or a national-only number written the same way, see translate.numbers):
     default B (``b``), and B sees X.
 
 Each binding has an operator- or API-chosen ``id``, an optional expiry (epoch seconds),
-a ``record`` flag and optional limits: maximum call length, calls per hour, allowed hours.
-Bindings made through the API also carry their owner: the ``tenant`` (the platform that
-made it, which alone may see or change it) and an ``out_id``, free text the platform
-uses for its own reference (an order id). Neither takes part in a lookup.
+a ``record`` flag, an optional media mode (``passthrough``, ``relay``, ``rtpengine``:
+how the engine carries the call's media, overriding the trunk's) and optional limits:
+maximum call length, calls per hour, allowed hours. Bindings made through the API also
+carry their owner: the ``tenant`` (the platform that made it, which alone may see or
+change it, and whose caps and blocklist apply to its calls and messages:
+``translate.limits``) and an ``out_id``, free text the platform uses for its own
+reference (an order id). Neither takes part in a lookup.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from translate.numbers import is_number, mask
 
 __all__ = [
     "KINDS",
+    "MEDIA_MODES",
     "NAME_PATTERN",
-    "RECORDING_UNSUPPORTED",
+    "RECORD_PASSTHROUGH",
     "Binding",
     "Hours",
     "Kind",
@@ -47,10 +51,11 @@ __all__ = [
 
 Kind = Literal["ax", "axb", "axn"]
 KINDS: Final[tuple[Kind, ...]] = ("ax", "axb", "axn")
-#: Why ``record=True`` is refused (rule ``recording-unsupported``) until media exists.
-RECORDING_UNSUPPORTED: Final = (
-    "record: true is refused: calls cannot be recorded yet; remove it or write record: false"
-)
+#: How a binding may ask the engine to carry its calls' media (None: the trunk decides).
+MediaMode = Literal["passthrough", "relay", "rtpengine"]
+MEDIA_MODES: Final[tuple[MediaMode, ...]] = ("passthrough", "relay", "rtpengine")
+#: Why ``record=True`` with ``media: passthrough`` is refused (rule ``record-passthrough``).
+RECORD_PASSTHROUGH: Final = "a recorded call cannot be passthrough: its media must reach ansim"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,7 @@ class Binding:
     hours: Hours | None = None
     tenant: str | None = None
     out_id: str | None = None
+    media: MediaMode | None = None
 
     def parties(self) -> tuple[str, ...]:
         """Real numbers that have a caller-specific route on X: both of an axb, A of an axn."""
@@ -145,6 +151,8 @@ class Binding:
             parts.append("present=caller")
         if self.record:
             parts.append("record")
+        if self.media is not None:
+            parts.append(f"media={self.media}")
         if self.expires is not None:
             when = dt.datetime.fromtimestamp(self.expires, dt.UTC)
             parts.append(f"expires={when.isoformat(timespec='seconds')}")
@@ -154,6 +162,8 @@ class Binding:
             parts.append(f"calls_per_hour={self.calls_per_hour}")
         if self.hours is not None:
             parts.append(f"hours={self.hours} {self.hours.timezone}")
+        if self.tenant is not None:
+            parts.append(f"tenant={self.tenant}")
         return " ".join(parts)
 
 
@@ -180,8 +190,10 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
         out.append(("present-ax-only", "present", "present: caller is only for ax"))
     if binding.b is not None and binding.a == binding.b:
         out.append(("same-party", "b", "a and b are the same number"))
-    if binding.record:
-        out.append(("recording-unsupported", "record", RECORDING_UNSUPPORTED))
+    if binding.media is not None and binding.media not in MEDIA_MODES:
+        out.append(("bad-media", "media", f"media must be one of {', '.join(MEDIA_MODES)}"))
+    if binding.record and binding.media == "passthrough":
+        out.append(("record-passthrough", "media", RECORD_PASSTHROUGH))
     if binding.virtual in (binding.a, binding.b):
         out.append(("virtual-is-party", "virtual", "the virtual number is also a real party"))
     for field in ("max_seconds", "calls_per_hour"):
@@ -215,8 +227,10 @@ class Route(NamedTuple):
     longest the call may last (None: no limit), ``direction`` who calls whom in the
     binding's terms: "N->A" (anyone to A of an ax or axn), "A->B" (A to B of an axb, A to
     the default B of an axn), "B->A" (B to A of an axb), or "" for an axb or axn entry
-    written before directions were recorded. A named tuple: the store builds one per
-    lookup, and a tuple is the cheapest object to build.
+    written before directions were recorded; ``media`` the binding's media mode ("" when
+    it names none: the trunk's applies); ``calls_per_hour`` the binding's own cap and
+    ``tenant`` its tenant ("" for none), for ``translate.limits``. A named tuple: the
+    store builds one per lookup, and a tuple is the cheapest object to build.
     """
 
     callee: str
@@ -226,13 +240,16 @@ class Route(NamedTuple):
     record: bool
     max_seconds: int | None
     direction: str = ""
+    media: str = ""
+    calls_per_hour: int | None = None
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A lookup's answer when the call must not go ahead; ``reason`` is one of "unknown",
-    "expired", "not_party", "limit", "hours", each answered as ``translate.refusals``
-    says."""
+    """A lookup's (or ``translate.limits``') answer when the call or message must not go
+    ahead; ``reason`` is a key of ``translate.refusals.REFUSALS``, which says how each
+    is answered."""
 
     reason: str
     binding_id: str | None

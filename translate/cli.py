@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import translate.numbers as numbers
-from translate.bindings import Refusal
+from translate.abuse_store import AbuseStore, AbuseStoreError
+from translate.bindings import Refusal, Route
 from translate.compiler import compile_maps
+from translate.limits import CALL, SMS, Limits, LimitSettings
 from translate.numbers import NumberError, NumberPlan, normalise
 from translate.progress import ProgressBar
 from translate.refusals import answer
@@ -35,6 +37,8 @@ __all__ = ["Resolve", "main", "register", "standalone_settings"]
 
 #: Reads the configuration folder: its ``numbers`` settings, paths absolute.
 Resolve = Callable[[Path], NumbersSettings]
+#: Reads the configuration folder: its ``limits`` settings, paths absolute.
+ResolveLimits = Callable[[Path], LimitSettings]
 
 
 def standalone_settings(folder: Path) -> NumbersSettings:
@@ -43,7 +47,16 @@ def standalone_settings(folder: Path) -> NumbersSettings:
     return NumbersSettings().resolved(folder)
 
 
-def register(subparsers: Any, resolve: Resolve = standalone_settings) -> None:
+def standalone_limits(folder: Path) -> LimitSettings:
+    """The default limits settings taken from ``folder``."""
+    return LimitSettings().resolved(folder)
+
+
+def register(
+    subparsers: Any,
+    resolve: Resolve = standalone_settings,
+    resolve_limits: ResolveLimits = standalone_limits,
+) -> None:
     """Add the ``numbers`` command and its subcommands to an argparse subparsers object."""
     numbers_parser = subparsers.add_parser(
         "numbers", help="check, load and inspect number maps and the translation store"
@@ -61,7 +74,7 @@ def register(subparsers: Any, resolve: Resolve = standalone_settings) -> None:
     common.add_argument("--trunk-prefix")
     common.add_argument("--international-prefix")
     common.add_argument("--show-numbers", action="store_true", help="print real numbers unmasked")
-    common.set_defaults(resolve=resolve)
+    common.set_defaults(resolve=resolve, resolve_limits=resolve_limits)
 
     p = sub.add_parser("check", parents=[common], help="validate maps; exit 1 listing all errors")
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (--maps)")
@@ -75,10 +88,11 @@ def register(subparsers: Any, resolve: Resolve = standalone_settings) -> None:
     )
     p.set_defaults(func=cmd_load)
 
-    p = sub.add_parser("lookup", parents=[common], help="decide a call from C to X")
+    p = sub.add_parser("lookup", parents=[common], help="decide a call (or an SMS) from C to X")
     p.add_argument("virtual", metavar="X")
     p.add_argument("--from", dest="caller", required=True, metavar="C")
     p.add_argument("--at", help="ISO 8601 time or epoch seconds (default: now)")
+    p.add_argument("--sms", action="store_true", help="decide an SMS (its caps) instead of a call")
     p.set_defaults(func=cmd_lookup)
 
     p = sub.add_parser("show", parents=[common], help="list the bindings on X")
@@ -224,8 +238,8 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         return 1
     try:
         with Store(settings.store, readonly=True) as store:
-            decision = store.lookup(virtual, caller, now, count=False)
-    except StoreError as exc:
+            decision = _decide(args, store, virtual, caller, now)
+    except (StoreError, AbuseStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     mask = numbers.mask
@@ -243,6 +257,19 @@ def cmd_lookup(args: argparse.Namespace) -> int:
         f" max_seconds={decision.max_seconds or '-'})"
     )
     return 0
+
+
+def _decide(
+    args: argparse.Namespace, store: Store, virtual: str, caller: str, now: float
+) -> Route | Refusal:
+    """The engine's decision now (blocklists, marketing blocks and caps included, from the
+    limits store when there is one), with nothing counted."""
+    folder = Path(args.config or DEFAULT_CONFIG_DIR)
+    limits = args.resolve_limits(folder) if folder.is_dir() else standalone_limits(folder)
+    if not os.path.exists(os.path.join(limits.store, "data.mdb")):
+        return store.lookup(virtual, caller, now)
+    with AbuseStore(limits.store, readonly=True) as abuse:
+        return Limits(store, abuse, limits).peek(virtual, caller, now, SMS if args.sms else CALL)
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -23,8 +23,9 @@ reported at once as ``file:line:column: rule: where: detail``. The rules:
 ``timezone-required``  hours, or an expiry without an offset, and no timezone
 ``bad-timezone``       a timezone that is not an IANA name
 ``bad-hours``          hours that are not HH:MM-HH:MM
-``recording-unsupported``  ``record: true``: calls cannot be recorded yet, and a map
-                       that asks for it must not go live as if they were
+``bad-media``          a media mode that is not passthrough, relay or rtpengine
+``record-passthrough`` ``record: true`` with ``media: passthrough`` (a recorded call's
+                       media must reach ansim)
 =====================  ==============================================================
 
 Real numbers are masked in messages (the position says where they are) unless
@@ -45,7 +46,6 @@ from zoneinfo import ZoneInfo
 import pydantic
 
 from translate.bindings import (
-    RECORDING_UNSUPPORTED,
     Binding,
     Hours,
     binding_problems,
@@ -363,9 +363,8 @@ class _Compiler:
                 tz_name = None
         expires = self._expiry(entry, defaults, zone, positions, loc)
         hours = self._hours(entry, defaults, tz_name, positions, loc)
-        record, record_loc = _inherit(entry, defaults, "record", loc)
-        if record:
-            self.error(positions, record_loc, "recording-unsupported", RECORDING_UNSUPPORTED)
+        record, _ = _inherit(entry, defaults, "record", loc)
+        media, _ = _inherit(entry, defaults, "media", loc)
         if len(self.errors) > before:
             given = None if entry.id is None else str(entry.id)
             self._shadow(kind, given, numbers, positions, loc)
@@ -388,11 +387,12 @@ class _Compiler:
             a=numbers["a"],
             b=numbers.get("b"),
             present=present or "virtual",
-            record=False,
+            record=bool(record),
             expires=expires,
             max_seconds=_inherit(entry, defaults, "max_seconds", loc)[0],
             calls_per_hour=_inherit(entry, defaults, "calls_per_hour", loc)[0],
             hours=hours,
+            media=media,
         )
         for rule, name, message in binding_problems(binding):
             field_name = {"virtual": "x"}.get(name, name)

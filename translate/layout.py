@@ -22,6 +22,8 @@ __all__ = [
     "FORMAT",
     "HEAD_MARK",
     "KIND_MASK",
+    "MEDIA_CODES",
+    "MEDIA_SHIFT",
     "SEP",
     "decode_binding",
     "encode_binding",
@@ -45,6 +47,9 @@ FLAG_PRESENT_CALLER: Final = 0b1000
 # DIRECTIONS); 0 in entries written before the direction was recorded.
 DIRECTION_SHIFT: Final = 4
 DIRECTIONS: Final = ("", "N->A", "A->B", "B->A")
+# Bits 6-7: the binding's media mode (an index of MEDIA_CODES); 0: none named.
+MEDIA_SHIFT: Final = 6
+MEDIA_CODES: Final = ("", "passthrough", "relay", "rtpengine")
 _KIND_CODE: Final[dict[str, int]] = {kind: code for code, kind in enumerate(KINDS)}
 _MS: Final = struct.Struct(">Q")
 
@@ -75,8 +80,8 @@ def expiry_key_parts(key: bytes | memoryview) -> tuple[float, str, str]:
 def route_value(binding: Binding, callee: str) -> bytes:
     """The routes value for one caller-specific or head entry of ``binding``.
 
-    ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours]`` where
-    flags = kind code | record << 2 | present-caller << 3 | direction << 4 and hours =
+    ``[flags, callee, binding_id, expires, max_seconds, calls_per_hour, hours, tenant]`` where
+    flags = kind code | record << 2 | present-caller << 3 | direction << 4 | media << 6 and hours =
     [start, end, tz]. The direction follows from whom the entry reaches: B is reached from
     A (axb, axn), A from B in an axb, and from anyone else in an ax or axn.
     """
@@ -92,6 +97,8 @@ def route_value(binding: Binding, callee: str) -> bytes:
         flags |= FLAG_RECORD
     if binding.present == "caller":
         flags |= FLAG_PRESENT_CALLER
+    if binding.media is not None:
+        flags |= MEDIA_CODES.index(binding.media) << MEDIA_SHIFT
     hours = binding.hours
     fields: list[Any] = [
         flags,
@@ -101,6 +108,7 @@ def route_value(binding: Binding, callee: str) -> bytes:
         binding.max_seconds,
         binding.calls_per_hour,
         None if hours is None else [hours.start, hours.end, hours.timezone],
+        binding.tenant,
     ]
     while fields[-1] is None:
         fields.pop()
@@ -128,8 +136,9 @@ def encode_binding(binding: Binding, source: str) -> bytes:
         None if hours is None else [hours.start, hours.end, hours.timezone],
         source,
     ]
-    if binding.tenant is not None or binding.out_id is not None:
-        fields += (binding.tenant, binding.out_id)
+    # Owner and media mode follow only when set, so map bindings stay as short as before.
+    if binding.tenant is not None or binding.out_id is not None or binding.media is not None:
+        fields += (binding.tenant, binding.out_id, binding.media)
     packed: bytes = msgpack.packb(fields)
     return packed
 
@@ -139,6 +148,7 @@ def decode_binding(binding_id: str, raw: bytes | memoryview) -> tuple[Binding, s
     fields = msgpack.unpackb(raw)
     kind, virtual, a, b, caller, record, expires, max_seconds, per_hour, hours, source = fields[:11]
     tenant, out_id = fields[11:13] if len(fields) > 11 else (None, None)
+    media = fields[13] if len(fields) > 13 else None
     binding = Binding(
         id=binding_id,
         kind=kind,
@@ -153,5 +163,6 @@ def decode_binding(binding_id: str, raw: bytes | memoryview) -> tuple[Binding, s
         hours=None if hours is None else Hours(*hours),
         tenant=tenant,
         out_id=out_id,
+        media=media,
     )
     return binding, source

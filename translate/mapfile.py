@@ -70,9 +70,13 @@ class _Strict(BaseModel):
 class _Common(_Strict):
     record: bool | None = Field(
         None,
-        description="Record calls on this binding. Calls cannot be recorded yet: "
-        "true is refused (rule recording-unsupported); false is accepted",
-        json_schema_extra={"not": {"const": True}},
+        description="Record calls on this binding, encrypted (its media is anchored: "
+        "relay unless media says rtpengine)",
+    )
+    media: Literal["passthrough", "relay", "rtpengine"] | None = Field(
+        None,
+        description="How the engine carries the media of calls on this binding, "
+        "overriding the trunk's media mode",
     )
     expires: Expiry | None = None
     max_seconds: Positive | None = Field(None, description="Longest call allowed, seconds")

@@ -7,6 +7,9 @@ Nobody keeps a table of their own, so the three cannot disagree.
 
 ``bad_number`` is not a lookup result: it is the answer when the dialled number does
 not normalise to a telephone number (garbage, or a number cut short for its range).
+``limit``, ``virtual_limit``, ``tenant_limit``, ``blocked`` and ``marketing`` are the
+answers of ``translate.limits`` (caps, blocklists, the marketing-pattern rule), asked
+by calls and SMS alike.
 The SMPP statuses are SMPP 3.4 command_status values (section 5.1.3); this package
 imports nothing of sms_smpp, so they are written here as numbers with their names.
 """
@@ -79,11 +82,43 @@ REFUSALS: Final[dict[str, RefusalAnswer]] = _table(
     ),
     RefusalAnswer(
         "limit",
-        "the binding's calls-per-hour limit is reached in this process",
+        "a cap of the binding (calls or SMS per hour or per day) is reached",
         486,
         "Busy Here",
         0x58,
         "ESME_RTHROTTLED",
+    ),
+    RefusalAnswer(
+        "virtual_limit",
+        "a cap of the virtual number (calls or SMS per hour or per day) is reached",
+        486,
+        "Busy Here",
+        0x58,
+        "ESME_RTHROTTLED",
+    ),
+    RefusalAnswer(
+        "tenant_limit",
+        "a cap of the virtual number's tenant (calls or SMS per hour or per day) is reached",
+        486,
+        "Busy Here",
+        0x58,
+        "ESME_RTHROTTLED",
+    ),
+    RefusalAnswer(
+        "blocked",
+        "the caller is on the global blocklist or on the blocklist of X's tenant",
+        403,
+        "Forbidden",
+        0x66,
+        "ESME_RX_R_APPN",
+    ),
+    RefusalAnswer(
+        "marketing",
+        "the caller is blocked on X (or its tenant) by the marketing-pattern rule",
+        403,
+        "Forbidden",
+        0x66,
+        "ESME_RX_R_APPN",
     ),
     RefusalAnswer(
         "bad_number",

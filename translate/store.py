@@ -16,7 +16,7 @@ a number. Five named databases:
     ``X\\0C``     -> caller-specific route for caller C on X: each party of an ``axb``
                     pair (to the other party), and A of an ``axn`` (to its default B).
     Value: msgpack ``[flags, callee, binding_id, expires?, max_seconds?, calls_per_hour?,
-    hours?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
+    hours?, tenant?]``, trailing absent fields dropped; flags = kind code (0 ax, 1 axb, 2 axn)
     | record << 2 | present-caller << 3 | direction << 4 (who calls whom through the
     entry, ``translate.layout.DIRECTIONS``). The route is precomputed per caller, and
     ``X\\0C`` < ``X\\1`` < any other number's keys, so one seek to ``X\\0C`` finds an
@@ -83,6 +83,8 @@ from translate.layout import (
     FORMAT,
     HEAD_MARK,
     KIND_MASK,
+    MEDIA_CODES,
+    MEDIA_SHIFT,
     SEP,
     decode_binding,
     encode_binding,
@@ -93,7 +95,7 @@ from translate.layout import (
     route_value,
     source_key,
 )
-from translate.limits import CallRateLimiter, within_hours
+from translate.limits import within_hours
 from translate.numbers import mask
 from translate.owners import TABLE as OWNERS_TABLE
 from translate.owners import OwnerIndex
@@ -134,16 +136,17 @@ _NOT_PARTY: Final = Refusal("not_party", None)
 _unpackb = msgpack.unpackb
 _new_route = tuple.__new__  # Route's fields in order, without its Python-level __new__
 _monotonic = time.monotonic
-#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction).
-#: An ax entry written before directions were recorded can only be "N->A".
+#: Route flags decoded once: flags -> (kind, record, callee sees the caller, direction,
+#: media mode). An ax entry written before directions were recorded can only be "N->A".
 _FLAGS: Final = tuple(
     (
         KINDS[f & KIND_MASK] if f & KIND_MASK < len(KINDS) else "",
         bool(f & FLAG_RECORD),
         bool(f & FLAG_PRESENT_CALLER),
-        DIRECTIONS[f >> DIRECTION_SHIFT] or ("N->A" if f & KIND_MASK == 0 else ""),
+        DIRECTIONS[(f >> DIRECTION_SHIFT) & 3] or ("N->A" if f & KIND_MASK == 0 else ""),
+        MEDIA_CODES[f >> MEDIA_SHIFT],
     )
-    for f in range(64)
+    for f in range(256)
 )
 
 Progress = Callable[[int], None]
@@ -273,7 +276,6 @@ class Store:
         except BaseException:
             self._env.close()
             raise
-        self._limiter = CallRateLimiter()
 
     def _open_dbs(self) -> None:
         create = not self.readonly
@@ -392,14 +394,13 @@ class Store:
 
     # ----------------------------------------------------------------- hot path
 
-    def lookup(
-        self, virtual: str, caller: str, now: float, *, count: bool = True
-    ) -> Route | Refusal:
+    def lookup(self, virtual: str, caller: str, now: float) -> Route | Refusal:
         """Decide a call from ``caller`` to ``virtual`` (both E.164) at epoch time ``now``.
 
         Returns the Route to place, or a Refusal whose reason is one of
-        ``translate.refusals.REFUSALS``. With ``count`` False (SMS, inspection)
-        the call is not counted against calls-per-hour limits.
+        ``translate.refusals.REFUSALS``. Nothing is counted here: the caps on calls and
+        messages are ``translate.limits``', which decides with the Route (its
+        ``calls_per_hour`` and ``tenant``).
         """
         cursor = self._cursor
         if cursor is None or _monotonic() >= self._reader_until:
@@ -421,19 +422,34 @@ class Store:
         if raw is None:
             return self._unrouted(cursor, virtual)
         rec = _unpackb(raw)
-        max_seconds = None
-        if len(rec) > 3:  # expiry and limits: absent from most bindings
+        max_seconds = per_hour = None
+        tenant = ""
+        n = len(rec)
+        if n > 3:  # expiry and limits: absent from most bindings
             expires = rec[3]
             if expires is not None and now >= expires:
                 return Refusal("expired", rec[2])
-            if len(rec) > 4:
-                refusal = self._check_limits(rec, now, count)
-                if refusal is not None:
-                    return refusal
+            if n > 4:
                 max_seconds = rec[4]
-        kind, record, to_caller, direction = _FLAGS[rec[0]]
+                if n > 5:
+                    per_hour = rec[5]
+                    if n > 6:
+                        hours = rec[6]
+                        if hours is not None and not within_hours(
+                            hours[0], hours[1], hours[2], now
+                        ):
+                            return Refusal("hours", rec[2])
+                        if n > 7:
+                            tenant = rec[7]
+        kind, record, to_caller, direction, media = _FLAGS[rec[0]]
         present = caller if to_caller else virtual
-        return _new_route(Route, (rec[1], present, rec[2], kind, record, max_seconds, direction))
+        return _new_route(
+            Route,
+            (
+                rec[1], present, rec[2], kind, record, max_seconds, direction, media, per_hour,
+                tenant,
+            ),
+        )  # fmt: skip
 
     def _new_snapshot(self) -> lmdb.Cursor:
         self.release()
@@ -463,20 +479,6 @@ class Store:
         if cursor.set_range(prefix) and bytes(cursor.key()).startswith(prefix):
             return _NOT_PARTY
         return _UNKNOWN
-
-    def _check_limits(self, rec: list[Any], now: float, count: bool) -> Refusal | None:
-        if len(rec) > 6:
-            start, end, timezone = rec[6]
-            if not within_hours(start, end, timezone, now):
-                return Refusal("hours", rec[2])
-        if (
-            count
-            and len(rec) > 5
-            and rec[5] is not None
-            and not self._limiter.admit(rec[2], rec[5], now)
-        ):
-            return Refusal("limit", rec[2])
-        return None
 
     # ----------------------------------------------------------------- reading
 

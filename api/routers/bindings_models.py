@@ -87,7 +87,12 @@ class BindingCreate(_Strict):
     area_strict: bool = Field(False, description="With area: only numbers of that area")
     expires_in: ExpiresIn | None = None
     expires_at: Moment | None = Field(None, description="When the binding ends")
-    record: bool = Field(False, description="Record calls (refused: not available yet)")
+    record: bool = Field(
+        False, description="Record calls (encrypted); the call's media must be relay or rtpengine"
+    )
+    media: Literal["passthrough", "relay", "rtpengine"] | None = Field(
+        None, description="How the call's media is carried; null: the trunk's mode"
+    )
     max_seconds: MaxSeconds | None = None
     calls_per_hour: PerHour | None = None
     hours: Hours | None = None
@@ -106,6 +111,7 @@ class BindingUpdate(_Strict):
     expires_in: ExpiresIn | None = None
     expires_at: Moment | None = Field(None, description="null: never expires")
     record: bool | None = None
+    media: Literal["passthrough", "relay", "rtpengine"] | None = None
     max_seconds: MaxSeconds | None = None
     calls_per_hour: PerHour | None = None
     hours: Hours | None = None
@@ -130,6 +136,9 @@ class BindingOut(BaseModel):
     pool: str | None = Field(description="The pool X belongs to")
     present: Literal["virtual", "caller"]
     record: bool
+    media: Literal["passthrough", "relay", "rtpengine"] | None = Field(
+        description="How the call's media is carried; null: the trunk's mode"
+    )
     expires_at: dt.datetime | None
     max_seconds: int | None
     calls_per_hour: int | None

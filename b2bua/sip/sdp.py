@@ -320,6 +320,21 @@ def parse_sdp(body: bytes) -> SessionDescription:
 
 # -- building ----------------------------------------------------------------------------
 
+
+def anchored_section(desc: SessionDescription) -> int:
+    """The index of the section ansim anchors: the first audio section over RTP that is
+    not rejected; -1 when there is none."""
+    for i, media in enumerate(desc.media):
+        if media.kind == b"audio" and media.rtp and not media.rejected:
+            return i
+    return -1
+
+
+def anchored_targets(desc: SessionDescription, anchor: MediaTarget) -> list[MediaTarget | None]:
+    """``anchor`` for the anchored section, None (a rejected stream) for the others."""
+    index = anchored_section(desc)
+    return [anchor if i == index else None for i in range(len(desc.media))]
+
 _REJECTED_CONNECTION = b"c=IN IP4 0.0.0.0"
 
 
@@ -328,20 +343,26 @@ class SdpBuilder:
     kept. ``cname`` is the RTCP CNAME the media relay writes toward this leg; without
     one, no ``a=ssrc`` is written."""
 
-    __slots__ = ("address", "addrtype", "cname", "origin")
+    __slots__ = ("address", "addrtype", "anchor", "cname", "origin")
 
     def __init__(self, session_id: int, address: bytes, cname: bytes | None = None) -> None:
         self.origin = OriginRewriter(session_id)
         self.address = address  # ansim's own address toward the leg, for o=
         self.addrtype = address_type(address)
         self.cname = cname
+        # Where the leg sends its audio when ansim anchors it (the media engine's port
+        # for the leg): the first audio section is written with it and every other
+        # section as a rejected stream. None: addresses written as received.
+        self.anchor: MediaTarget | None = None
 
     def build(
-        self, desc: SessionDescription, targets: Sequence[MediaTarget] | None = None
+        self, desc: SessionDescription, targets: Sequence[MediaTarget | None] | None = None
     ) -> bytes:
         """The SDP for the leg. ``targets`` (one per media section; a section without
         one is rejected) replaces the party's media addresses and ports; without it
-        they are written as received."""
+        they are written as received, unless the builder has an ``anchor``."""
+        if targets is None and self.anchor is not None:
+            targets = anchored_targets(desc, self.anchor)
         origin = self.origin
         out = [
             b"v=0",

@@ -447,6 +447,15 @@ class TransactionLayer:
         txn.deadline = None
         self.server.pop(txn.key, None)
 
+    def has_server(self, req: Request) -> bool:
+        """Whether ``req`` matches a live server transaction (a retransmission)."""
+        return _server_key(req) in self.server
+
+    @staticmethod
+    def server_key(req: Request) -> tuple:
+        """The key that matches ``req`` to its server transaction (§17.2.3)."""
+        return _server_key(req)
+
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         """The INVITE server transaction a CANCEL refers to (§9.2)."""
         key = _server_key(cancel)
