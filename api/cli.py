@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -135,8 +136,14 @@ def cmd_api(args: argparse.Namespace) -> int:
     handler.setFormatter(_JsonFormatter())
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler])
     try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        print(f"ansim: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
         store = Store(loaded.store)
     except StoreError as exc:
+        sock.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
@@ -160,10 +167,28 @@ def cmd_api(args: argparse.Namespace) -> int:
         # handler it found; with this one the process ends with status 0, as `ansim serve`.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        server.run()
+        server.run(sockets=[sock])
         return 0 if server.started else 1
     finally:
+        sock.close()
         store.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port that other API processes may share (SO_REUSEPORT:
+    the kernel spreads connections over them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def _key_line(k: KeyRecord) -> str:

@@ -16,6 +16,8 @@ import uvicorn
 from api.app import create_app
 from api.context import ApiContext
 from api.settings import ApiSettings
+from b2bua.cdr import CallRecord, CdrWriter
+from sms_smpp.records import SmsRecords
 from translate.store import Store, Transaction
 
 ALL_SCOPES = frozenset(
@@ -142,3 +144,25 @@ class ApiServer:
     def client(self, token: str | None) -> httpx.Client:
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=20)
+
+
+def write_records(server: ApiServer, path: Path, binding: dict[str, Any]) -> tuple[str, str]:
+    """One call record and one SMS record of acme's binding, written by the engine's own
+    writers (owners found in the store as the engine finds them)."""
+    store = server.store
+    assert store is not None
+    now = time.time()
+    cdr = CdrWriter(path, attribute=store.attribution)
+    record = CallRecord(
+        "walk-call@127.0.0.2", "b-walk@ansim", "bridge", "axb", "A->B", binding["x"],
+        party(1), party(2), binding["x"], binding["id"], "carrier", "udp", "127.0.0.2", 5060,
+        "carrier", now - 60, now - 58, now - 55, now, 2000, 5000, 55000, 200, 16, "caller",
+        "caller_bye",
+    )  # fmt: skip
+    cdr.add(record)
+    cdr.close()
+    sms = SmsRecords(str(path), attribute=store.attribution)
+    sms.accepted(("walk-sms-1", "mt", "carrier", party(1), binding["x"], party(2),
+                  binding["x"], binding["id"], 0, 5, None, now, "queued", None))  # fmt: skip
+    sms.close()
+    return record.record_id, "walk-sms-1"

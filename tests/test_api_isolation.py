@@ -5,7 +5,6 @@ first tenant's objects and never a sight of its data."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import ALL_SCOPES, ApiServer, party, pool_numbers
+from api_helpers import ALL_SCOPES, ApiServer, party, pool_numbers, write_records
 from fastapi.routing import APIRoute, iter_route_contexts
-
-from b2bua.cdr import CallRecord, CdrWriter
-from sms_smpp.records import SmsRecords
 
 #: Routes anyone may call.
 PUBLIC = {("GET", "/healthz"), ("GET", "/docs")}
@@ -71,7 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
             hook.raise_for_status()
         binding = made.json()
-        record_id, sms_id = _records(server, folder / "cdr.sqlite", binding)
+        record_id, sms_id = write_records(server, folder / "cdr.sqlite", binding)
         with server.client(admin) as api:
             keys = api.get("/v1/admin/keys", params={"tenant": "acme"}).json()["items"]
         key_id = keys[0]["key_id"]
@@ -89,28 +85,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             hook_id,
             [binding["id"], party(1), party(2), "acme-order-1", key_id, record_id, hook_id],
         )
-
-
-def _records(server: ApiServer, path: Path, binding: dict[str, Any]) -> tuple[str, str]:
-    """One call record and one SMS record of acme's binding, written by the engine's own
-    writers (owners found in the store as the engine finds them)."""
-    store = server.store
-    assert store is not None
-    now = time.time()
-    cdr = CdrWriter(path, attribute=store.attribution)
-    record = CallRecord(
-        "walk-call@127.0.0.2", "b-walk@ansim", "bridge", "axb", "A->B", binding["x"],
-        party(1), party(2), binding["x"], binding["id"], "carrier", "udp", "127.0.0.2", 5060,
-        "carrier", now - 60, now - 58, now - 55, now, 2000, 5000, 55000, 200, 16, "caller",
-        "caller_bye",
-    )  # fmt: skip
-    cdr.add(record)
-    cdr.close()
-    sms = SmsRecords(str(path), attribute=store.attribution)
-    sms.accepted(("walk-sms-1", "mt", "carrier", party(1), binding["x"], party(2),
-                  binding["x"], binding["id"], 0, 5, None, now, "queued", None))  # fmt: skip
-    sms.close()
-    return record.record_id, "walk-sms-1"
 
 
 def _routes(world: World) -> list[tuple[str, str, APIRoute]]:

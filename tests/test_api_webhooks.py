@@ -18,6 +18,7 @@ from api.app import housekeeping
 from api.settings import ApiSettings, WebhookSettings
 from api.webhooks import verify
 from b2bua.cdr import CallRecord, CdrWriter
+from sms_smpp.records import SmsRecords
 
 SETTINGS = ApiSettings(webhooks=WebhookSettings(retry_min=0.3, retry_max=1.0, poll=0.05))
 ALL = [
@@ -115,6 +116,22 @@ def test_events_signed_and_retried_until_answered(tmp_path: Path) -> None:
             assert len({r.headers["ansim-event-id"] for r in tries}) == 1
             assert all(_signed(hook["secret"], r) for r in tries)
             assert tries[-1].event["data"]["call_id"] == "call-1@127.0.0.2"
+        # An SMS through the binding: received, then delivered (the upstream's receipt).
+        assert server.store is not None
+        sms = SmsRecords(str(cdr), attribute=server.store.attribution)
+        now = time.time()
+        sms.accepted(("sms-1", "mt", "carrier", party(1), binding["x"], party(2), binding["x"],
+                      binding["id"], 0, 5, None, now, "queued", None))  # fmt: skip
+        sms.submitted("sms-1", "upstream-a", "u-1", now)
+        sms.receipt("sms-1", "delivered", 2, now + 1)
+        sms.close()
+        for kind in ("sms.received", "sms.delivered"):
+            tries = receiver.wait(kind)
+            assert all(_signed(hook["secret"], r) for r in tries)
+            event = tries[-1].event
+            assert (event["binding_id"], event["out_id"]) == (binding["id"], "o-1")
+            assert event["data"]["sms"]["id"] == "sms-1"
+        assert receiver.wait("sms.delivered")[-1].event["data"]["sms"]["status"] == "delivered"
         # A binding that expires: binding.expired once the housekeeping removed it.
         short = api.post(
             "/v1/bindings",

@@ -88,6 +88,7 @@ class SmsRecordOut(_Record):
     submitted_at: dt.datetime | None
     dlr_state: int | None
     done_at: dt.datetime | None
+    reason: str | None = Field(None, description="Why a refused message was refused")
     tenant: str | None
     pool: str | None
     out_id: str | None
