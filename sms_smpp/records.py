@@ -85,14 +85,16 @@ _DELIVERED = (
 )
 _REFUSED = (
     "INSERT OR IGNORE INTO sms (id, direction, system_id, source, destination, callee,"
-    " presented, binding_id, data_coding, length, part, received_at, status, error, reason)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " presented, binding_id, data_coding, length, part, received_at, status, error, reason,"
+    " tenant, pool, out_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SUBMITTED = "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
 _FINISHED = "UPDATE sms SET status=?, error=?, done_at=? WHERE id=?"
 _RECEIPT = "UPDATE sms SET status=?, dlr_state=?, done_at=? WHERE id=?"
 
 _STOP = ("stop",)
+#: Statements of new records, whose rows the writer ends with the owner's columns.
+_OWNED = (_INSERT, _REFUSED)
 
 
 class SmsRecords:
@@ -131,7 +133,8 @@ class SmsRecords:
         self._queue.put((_INSERT, row))
 
     def refused(self, row: tuple[Any, ...], reason: str) -> None:
-        """A refused message: the 14 columns of ``accepted`` and the refusal's reason."""
+        """A refused message: the 14 columns of ``accepted`` and the refusal's reason; the
+        writer adds the owner's (no event: the message was not taken)."""
         self._queue.put((_REFUSED, (*row, reason)))
 
     def submitted(self, message_id: str, upstream: str, upstream_id: str, at: float) -> None:
@@ -210,7 +213,7 @@ class SmsRecords:
 
     def _owned(self, items: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """The batch with each new record's owner columns filled."""
-        ids = [item[1][7] for item in items if item[0] is _INSERT and item[1][7]]
+        ids = [item[1][7] for item in items if item[0] in _OWNED and item[1][7]]
         owners: Mapping[str, Attribution] = {}
         if ids and self._attribute is not None:
             try:
@@ -219,13 +222,14 @@ class SmsRecords:
                 log.error("cannot find the owners of SMS records: %s", exc)
         out: list[tuple[Any, ...]] = []
         for item in items:
-            if item[0] is _INSERT:
+            sql = item[0]
+            if sql in _OWNED:
                 row = item[1]
                 owner = owners.get(row[7]) if row[7] else None
                 if owner is None:
-                    item = (_INSERT, (*row, None, None, None))
+                    item = (sql, (*row, None, None, None))
                 else:
-                    item = (_INSERT, (*row, owner.tenant, owner.pool, owner.out_id))
+                    item = (sql, (*row, owner.tenant, owner.pool, owner.out_id))
             out.append(item)
         return out
 

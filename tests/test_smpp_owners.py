@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from smpp_helpers import Ansim, Esme, NodeSmsc, digits, node_available, wait_for, write_config
 
-from translate.bindings import Binding
+from translate.bindings import Binding, Hours
 from translate.pools import Pool
 from translate.store import Store
 
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not node_available(), reason="node and tests/pee
 
 X_POOLED = "+825071230001"
 X_MAP = "+825071230002"
+X_CLOSED = "+825071230003"
 RIDER = "+821033334444"
 DRIVER = "+821055556666"
 PARENT = "+821099998888"
@@ -43,6 +44,10 @@ def test_owned_messages_are_recorded_with_their_owner_and_events(tmp_path: Path)
             store.pools.create(t.txn, Pool("acme", "trips", 10, 0.0, now))
             store.pools.add_number(t.txn, "acme", "trips", X_POOLED, None)
             t.put(Binding("b_trip", "axb", X_POOLED, RIDER, DRIVER, tenant="acme", out_id="o-7"))
+            minute = int(now // 60) % 1440  # hours that exclude now: refused, with its owner
+            closed = Hours((minute + 60) % 1440, (minute + 120) % 1440, "UTC")
+            t.put(Binding("b_closed", "axb", X_CLOSED, RIDER, DRIVER, hours=closed,
+                          tenant="acme", out_id="o-8"))  # fmt: skip
         store.put(Binding("school-1", "ax", X_MAP, TEACHER), now=now, source="yaml")
     smsc = NodeSmsc(tmp_path / "upstream.jsonl")
     relay = Ansim(write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port), tmp_path / "relay.log")
@@ -55,6 +60,9 @@ def test_owned_messages_are_recorded_with_their_owner_and_events(tmp_path: Path)
             esme.read_until(lambda p=pdu: esme.resp_for(p) is not None)
             assert esme.resp_for(pdu).status == 0
             sent.append(esme.resp_for(pdu).message_id.decode())
+        refused = esme.submit(RIDER, X_CLOSED, b"too late")
+        esme.read_until(lambda: esme.resp_for(refused) is not None)
+        assert esme.resp_for(refused).status == 0x64  # ESME_RX_T_APPN: hours
         # The binding goes before the records are written: its owner is kept all the same.
         with Store(tmp_path / "translate") as store:
             assert store.unbind("b_trip")
@@ -73,6 +81,11 @@ def test_owned_messages_are_recorded_with_their_owner_and_events(tmp_path: Path)
     )  # fmt: skip
     assert (owned["callee"], owned["status"]) == (DRIVER, "delivered")
     assert (unowned["tenant"], unowned["pool"], unowned["out_id"]) == (None, None, None)
+    (closed_row,) = [r for r in records.values() if r["destination"] == X_CLOSED]
+    assert (closed_row["status"], closed_row["reason"], closed_row["binding_id"]) == (
+        "refused", "hours", "b_closed",
+    )  # fmt: skip
+    assert (closed_row["tenant"], closed_row["out_id"]) == ("acme", "o-8")
     events = _rows(db, "SELECT * FROM sms_events ORDER BY seq")
     assert [(e["type"], e["sms_id"], e["tenant"]) for e in events] == [
         ("sms.received", sent[0], "acme"),
