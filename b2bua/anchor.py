@@ -13,7 +13,9 @@ else ``media.mode``; a recorded call is never passthrough) decides who carries i
     ``a=ssrc ... cname:`` with the CNAME the relay writes into the RTCP it forwards to
     that party. Every SDP a party sends (offer, answer, re-INVITE, hold, resume) updates
     its leg (remote address, RTCP, direction, telephone-event, codecs), and the message
-    carrying it goes on once the relay has answered.
+    carrying it goes on once the relay has answered. SDES keys (``a=crypto``) are
+    terminated per leg (``b2bua.sdes``): each party is sent ansim's own lines, and the
+    relay gets the party's key and ansim's for the leg.
 ``rtpengine``
     an rtpengine daemon over its ng protocol (``media.rtpengine``): the party's SDP goes
     to rtpengine as an offer or an answer, and the address and port rtpengine gives
@@ -52,6 +54,7 @@ from media.rtpengine_tap import RecordingTap, start_recording_tap, stop_recordin
 from media.settings import MediaSettings, relay_argv, resolve_mode
 
 from .call import Call, CallState, Leg
+from .sdes import LegSdes, SdesError, crypto_lines, mirror, receive
 from .sip.bodies import SDP, outgoing_body, parse_content_type, split_multipart
 from .sip.message import Request, SipMessage
 from .sip.sdp import (
@@ -62,7 +65,7 @@ from .sip.sdp import (
     anchored_section,
     parse_sdp,
 )
-from .sip.sdp_attributes import Flag, Rtcp, Rtpmap
+from .sip.sdp_attributes import Attribute, Flag, Rtcp, Rtpmap
 from .sip.sdp_fields import address_type
 from .trunks import Trunk
 
@@ -91,6 +94,10 @@ _START_TIMEOUT = 10.0
 
 class MediaUnavailable(Exception):
     """The call's media cannot be anchored (no relay configured, no rtpengine)."""
+
+
+class MediaNotAcceptable(MediaUnavailable):
+    """The caller's media cannot be carried as offered (SRTP without a usable suite)."""
 
 
 def session_of(msg: SipMessage) -> SessionDescription | None:
@@ -186,6 +193,7 @@ class CallMedia:
     __slots__ = (
         "closed",
         "ended",
+        "engine_srtp",
         "id",
         "mode",
         "mux",
@@ -194,6 +202,7 @@ class CallMedia:
         "recording",
         "relay",
         "relay_index",
+        "sdes",
         "tap",
         "targets",
     )
@@ -208,6 +217,10 @@ class CallMedia:
         # Whether each party's last SDP had rtcp-mux: a leg muxes only when both did.
         self.mux: dict[str, bool] = {"a": False, "b": False}
         self.offerer = "a"  # whose offer rtpengine holds (the from-tag of its answer)
+        # Relay mode: each leg's SDES keys and what ansim writes toward it (b2bua.sdes).
+        self.sdes: dict[str, LegSdes] = {"a": LegSdes(), "b": LegSdes()}
+        # rtpengine mode: the profile and a=crypto lines rtpengine wrote for each leg.
+        self.engine_srtp: dict[str, tuple[bytes | None, list[Attribute]]] = {}
         self.recording: str | None = None
         self.tap: RecordingTap | None = None
         self.ended = False  # the call ended: no continuation runs
@@ -273,6 +286,10 @@ class MediaAnchor:
             builder.cname = None
         else:
             builder.anchor, builder.cname = target
+        if media.mode == "relay":
+            builder.srtp = media.sdes[leg_name].builder_lines()
+        else:
+            builder.srtp = media.engine_srtp.get(leg_name)
 
     def update(
         self,
@@ -295,8 +312,13 @@ class MediaAnchor:
             then(now)
             return
         rebuild = None
-        if media.mode == "rtpengine" and out is not None and to_leg is not None:
-            rebuild = (to_leg, msg, out, kind)
+        if out is not None and to_leg is not None:
+            if media.mode == "rtpengine":
+                rebuild = (to_leg, msg, out, kind)
+            elif media.sdes[to_leg.name].proto is None:
+                # The far party's profile is not known yet (a late offer): ``out`` is
+                # written again once this SDP has given it (sdes.mirror).
+                rebuild = (to_leg, msg, out, kind)
         self._spawn(self._update(call, leg, desc, isinstance(msg, Request), then, rebuild))
 
     def _rebuild(self, call: Call, leg: Leg, src: SipMessage, out: SipMessage, kind: int) -> None:
@@ -311,8 +333,18 @@ class MediaAnchor:
         """The party of ``leg_name`` is gone (a failed UAC leg): its media goes nowhere
         until the next one answers."""
         media: CallMedia = call.media
+        if media.mode == "relay" and not media.ended:
+            # The next party is offered keys of its own, not those the last one was.
+            other = "b" if leg_name == "a" else "a"
+            media.sdes[leg_name] = LegSdes()
+            trunk = call.trunks[0] if leg_name == "b" and call.trunks else None  # the next one
+            mirror(media.sdes[leg_name], media.sdes[other], trunk.srtp if trunk else None)
         if media.mode == "relay" and media.relay is not None and not media.ended:
-            self._spawn(self._command(media.relay.leg(media.id, leg_name, remote=None, rtcp=None)))
+            self._spawn(
+                self._command(
+                    media.relay.leg(media.id, leg_name, remote=None, rtcp=None, srtp=None)
+                )
+            )
 
     def send_dtmf(self, call: Call, leg: Leg, digit: str, duration_ms: int) -> bool:
         """Send ``digit`` toward ``leg``'s party as RFC 4733 events (relay mode only)."""
@@ -422,9 +454,14 @@ class MediaAnchor:
             if not media.ended and call.state == CallState.ROUTING and not call.cancelled:
                 engine = self.engine
                 assert engine is not None
-                engine.reject(
-                    call, 503, b"Service Unavailable", "media_unavailable", self.loop.time()
-                )
+                if isinstance(exc, MediaNotAcceptable):
+                    engine.reject(
+                        call, 488, b"Not Acceptable Here", "srtp_unsupported", self.loop.time()
+                    )
+                else:
+                    engine.reject(
+                        call, 503, b"Service Unavailable", "media_unavailable", self.loop.time()
+                    )
                 engine.ep.flush()
             return
         if media.ended:
@@ -448,6 +485,11 @@ class MediaAnchor:
         if desc is not None:
             fields, a.events_pt = leg_fields(desc)
             media.mux["a"] = fields.pop("mux", False)
+            try:
+                trunk = call.trunks[0] if call.trunks else None  # the first one tried
+                fields["srtp"] = self._sdes(media, "a", desc, trunk)
+            except SdesError as exc:
+                raise MediaNotAcceptable(str(exc)) from None
         trunk = call.trunks[0] if call.trunks else None
         source = trunk.peer()[1] if trunk is not None else None
         # Both legs at once: the relay takes the commands in the order they were sent.
@@ -472,6 +514,24 @@ class MediaAnchor:
             result = await relay.record(media.id, meta=self._meta(call))
             media.recording = str(result.get("recording"))
 
+    @staticmethod
+    def _sdes(
+        media: CallMedia, leg_name: str, desc: SessionDescription, trunk: Trunk | None
+    ) -> dict[str, Any] | None:
+        """The relay's ``srtp`` field for the SDP ``leg_name``'s party sent; a leg whose
+        party has sent none yet is given this one's profile (``sdes.mirror``), or for
+        the callee's leg what its trunk's ``srtp`` says."""
+        index = anchored_section(desc)
+        state = media.sdes[leg_name]
+        if index >= 0:
+            receive(state, desc.media[index])
+        other_name = "b" if leg_name == "a" else "a"
+        other = media.sdes[other_name]
+        if other.proto is None:
+            policy = trunk.srtp if trunk is not None and other_name == "b" else None
+            mirror(other, state, policy)
+        return state.relay_field()
+
     def _target(self, info: LegInfo) -> tuple[MediaTarget, bytes | None]:
         relays = self.relays
         address = info.address
@@ -493,10 +553,12 @@ class MediaAnchor:
             raise MediaUnavailable("an INVITE without an offer cannot be anchored by rtpengine")
         _, a.events_pt = leg_fields(desc)
         reply = await ng.offer(media.id, "a", _plain(desc))
-        target = target_of(parse_sdp(str(reply.get("sdp", "")).encode()))
+        given = parse_sdp(str(reply.get("sdp", "")).encode())
+        target = target_of(given)
         if target is None:
             raise MediaUnavailable("rtpengine gave no audio address for the offer")
         media.targets["b"] = (target, None)
+        media.engine_srtp["b"] = _engine_srtp(given)
         media.offerer = "a"
 
     async def _update(
@@ -517,6 +579,7 @@ class MediaAnchor:
                 was = media.mux["a"] and media.mux["b"]
                 media.mux[leg.name] = fields.pop("mux", False)
                 both = media.mux["a"] and media.mux["b"]
+                fields["srtp"] = self._sdes(media, leg.name, desc, call.trunk)
                 await relay.leg(media.id, leg.name, mux=both, **fields)
                 if both != was:  # rtcp-mux is settled for the other party's leg too
                     await relay.leg(media.id, other, mux=both)
@@ -548,9 +611,11 @@ class MediaAnchor:
             media.offerer = leg.name
         else:
             reply = await ng.answer(media.id, media.offerer, leg.name, _plain(desc))
-        target = target_of(parse_sdp(str(reply.get("sdp", "")).encode()))
+        given = parse_sdp(str(reply.get("sdp", "")).encode())
+        target = target_of(given)
         if target is not None:
             media.targets[other] = (target, None)
+            media.engine_srtp[other] = _engine_srtp(given)
         if not offer and media.record and media.tap is None and self.relays is not None:
             relay = self._relay_for(media)
             media.tap = await start_recording_tap(
@@ -583,6 +648,17 @@ class MediaAnchor:
         """Wait (bounded) for the commands under way, the deletes of ended calls included."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+
+
+def _engine_srtp(desc: SessionDescription) -> tuple[bytes | None, list[Attribute]]:
+    """The profile and the SDES lines rtpengine wrote into its SDP for a leg (it keys
+    each leg itself): what the party of that leg is sent instead of the other party's."""
+    index = anchored_section(desc)
+    if index < 0:
+        return None, []
+    section = desc.media[index]
+    lines: list[Attribute] = list(crypto_lines(section))
+    return section.proto, lines
 
 
 def _plain(desc: SessionDescription) -> str:

@@ -396,7 +396,7 @@ class CallEngine:
         if call.state != CallState.ANSWERED:
             return
         now = self.ep.now()
-        if now - (call.answer_at or now) >= 64 * self.t1:
+        if now - (call.answer_at or now) >= 64 * self.t1 - 0.001:  # a timer may fire a hair early
             # No ACK: the call is torn down on both legs.
             call.ended_by = "engine"
             call.reason = "no_ack"
@@ -408,7 +408,9 @@ class CallEngine:
         if txn.response is not None:
             self.layer.respond(txn, txn.response, now)
         call.retrans_interval = min(call.retrans_interval * 2, self.t2)
-        self.set_timer(call, call.retrans_interval, self._retransmit_2xx)
+        # The last wait ends at 64*T1 after the answer, not at the next retransmission.
+        left = (call.answer_at or now) + 64 * self.t1 - now
+        self.set_timer(call, min(call.retrans_interval, left), self._retransmit_2xx)
         self.ep.flush()
 
     # -- actions on UAC legs -----------------------------------------------------------------

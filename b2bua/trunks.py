@@ -105,6 +105,12 @@ class Trunk(_Strict):
         "media overrides it",
     )
     record: bool = Field(False, description="record every call from this trunk (encrypted)")
+    srtp: Literal["mandatory", "optional", "off"] | None = Field(
+        None,
+        description="relay mode: what calls to this trunk are offered: mandatory (RTP/SAVP "
+        "with ansim's SDES keys), optional (RTP/AVP with them: best effort), off (plain "
+        "RTP); null: the caller's profile",
+    )
     auth: InboundAuth | None = Field(
         None,
         description="digest credentials this trunk's INVITEs must carry (challenged with 407 "

@@ -14,6 +14,14 @@ highest clean rate. Every step is bounded in calls and time.
     .venv/bin/python bench/cps.py                       # ansim alone
     .venv/bin/python bench/cps.py --peer sippy          # ansim, then sippy, same ramp, ratios
     .venv/bin/python bench/cps.py --concurrent 5000     # memory: RSS per 1,000 concurrent calls
+    .venv/bin/python bench/cps.py --rates 100 --seconds 25 --warmup 0 --loss 5 --reorder 2 --direct
+
+With --loss or --reorder (root only) everything runs in a network namespace made for the
+run (``bench/lossy_net.py``) where that percentage of UDP datagrams is dropped, or delayed
+by --delay-ms so that later ones overtake it; --direct then runs SIPp calling SIPp
+straight through the same ramp and the same network, for comparison. Each step also
+prints the CDRs ansim wrote for it and how many datagrams the namespace dropped and delayed.
+
     .venv/bin/python bench/cps.py --overload --clean-rate 2500 --baseline ../ansim-base
     .venv/bin/python bench/cps.py --media relay         # media anchored by one relay process
 
@@ -43,6 +51,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -52,7 +61,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lossy_net import LossyNet  # noqa: E402
+
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+# The callee may see an ACK or an INVITE retransmission after the BYE (reordered): logged,
+# not a reason to abort the call (see bench/sipp/uas_cps.xml).
+UAS_BEHAVIOURS = ["-default_behaviors", "all,-abortunexp"]
 SIPP_TUNING = ["-buff_size", "4194304", "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -70,6 +85,11 @@ def free_port() -> int:
         return port
     raise RuntimeError("no free port")
 
+
+# The lossy namespace the run is in (--loss, --reorder), for its counters; None: loopback as is.
+NET: LossyNet | None = None
+# Extra SIPp options (--trace: message and error logs in each step's folder).
+SIPP_TRACE: list[str] = []
 
 # CPUs for the B2BUA under test and for the SIPp load generators (see --pin); None: any.
 PINNING: dict[str, set[int] | None] = {"b2bua": None, "load": None}
@@ -162,6 +182,8 @@ class Step:
     uac_failed: int
     uas_ok: int
     uas_failed: int
+    cdrs: int | None
+    net: dict[str, int] | None
     retrans: int
     cpu_ms_per_call: float
     user_ms_per_call: float
@@ -222,7 +244,8 @@ class B2bua:
         self.peer = peer
         self.tree = tree  # another checkout's sources to run instead of this one
         self.profile = profile
-        self.port = free_port()
+        # "direct": no B2BUA, the carrier's SIPp calls the callee's
+        self.port = uas_port if peer == "direct" else free_port()
         self.work = work
         self.proc: subprocess.Popen[bytes] | None = None
         self.spy: subprocess.Popen[bytes] | None = None
@@ -230,6 +253,8 @@ class B2bua:
         self.bindings = bindings
 
     def start(self) -> None:
+        if self.peer == "direct":
+            return
         log = open(self.work / f"{self.peer}.log", "wb")  # noqa: SIM115
         if self.peer == "ansim":
             cfg = self.work / "config"
@@ -293,6 +318,21 @@ class B2bua:
             ]
             self.spy = subprocess.Popen([*spy, "--pid", str(self.proc.pid)], stdout=log, stderr=log)
 
+    def cdr_count(self) -> int | None:
+        """CDR rows ansim has written so far (None for the other peers)."""
+        if self.peer != "ansim":
+            return None
+        path = self.work / "cdr.sqlite"
+        if not path.exists():
+            return 0
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return int(db.execute("SELECT count(*) FROM calls").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
+
     def stop(self) -> None:
         if self.spy is not None:
             self.spy.send_signal(signal.SIGINT)
@@ -354,29 +394,32 @@ def run_step(
     uas_port = b2bua.uas_port
     uas = subprocess.Popen(
         ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(calls),
-         "-nostdin", "-trace_stat", "-stf", "uas.csv", "-fd", "1", *SIPP_TUNING],
+         "-nostdin", "-trace_stat", "-stf", "uas.csv", "-fd", "1", *SIPP_TUNING, *UAS_BEHAVIOURS,
+         *[a.replace("%s", "uas") for a in SIPP_TRACE]],
         cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
     )  # fmt: skip
     time.sleep(0.3)
-    assert b2bua.proc is not None
-    pid = b2bua.proc.pid
-    cpu0 = cpu_seconds(pid)
-    media0 = children_cpu(pid)
+    pid = b2bua.proc.pid if b2bua.proc is not None else None
+    cpu0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    media0 = children_cpu(pid) if pid is not None else 0.0
     err0 = udp_errors()
+    cdr0 = b2bua.cdr_count()
+    net0 = NET.counters() if NET is not None else None
     t0 = time.monotonic()
     uac = subprocess.Popen(
         ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
          "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
          "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", "-trace_rtt",
-         "-rtt_freq", "1", "-timeout", str(int(total * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING],
+         "-rtt_freq", "1", "-timeout", str(int(total * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING,
+         *[a.replace("%s", "uac") for a in SIPP_TRACE]],
         cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
     )  # fmt: skip
     measured_calls = calls
     if warmup > 0:
         while time.monotonic() - t0 < warmup and uac.poll() is None:
             time.sleep(0.05)
-        cpu0 = cpu_seconds(pid)
-        media0 = children_cpu(pid)
+        cpu0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+        media0 = children_cpu(pid) if pid is not None else 0.0
         measured_calls = max(int(rate * seconds), 1)
     try:
         uac.wait(timeout=total * 4 + hold_ms / 1000 + 60)
@@ -384,8 +427,8 @@ def run_step(
         uac.kill()
         uac.wait()
     elapsed = time.monotonic() - t0
-    cpu1 = cpu_seconds(pid)
-    media_cpu = children_cpu(pid) - media0
+    cpu1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
+    media_cpu = (children_cpu(pid) if pid is not None else 0.0) - media0
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     try:
@@ -398,6 +441,15 @@ def run_step(
             uas.kill()
             uas.wait()
     err1 = udp_errors()
+    cdrs = None
+    if cdr0 is not None:
+        # records are written by a thread off the loop: give the last ones a moment
+        deadline = time.monotonic() + 10
+        while (cdrs := (b2bua.cdr_count() or 0) - cdr0) < calls and time.monotonic() < deadline:
+            time.sleep(0.2)
+    net = None
+    if net0 is not None and NET is not None:
+        net = {k: v - net0.get(k, 0) for k, v in NET.counters().items()}
     uac_row = last_stat_row(step_dir / "uac.csv")
     uas_row = last_stat_row(step_dir / "uas.csv")
     rtts: list[float] = []
@@ -417,7 +469,12 @@ def run_step(
     uas_failed = stat_int(uas_row, "FailedCall(C)") + max(
         0, calls - uas_ok - stat_int(uas_row, "FailedCall(C)")
     )
-    ok = uac.returncode == 0 and uac_failed == 0 and uas_failed == 0
+    ok = (
+        uac.returncode == 0
+        and uac_failed == 0
+        and uas_failed == 0
+        and (cdrs is None or cdrs >= calls)
+    )
     duration = max(elapsed - hold_ms / 1000, 1e-9)
     return Step(
         peer=b2bua.peer,
@@ -428,6 +485,8 @@ def run_step(
         uac_failed=uac_failed,
         uas_ok=uas_ok,
         uas_failed=uas_failed,
+        cdrs=cdrs,
+        net=net,
         retrans=stat_int(uac_row, "Retransmissions(C)") + stat_int(uas_row, "Retransmissions(C)"),
         cpu_ms_per_call=cpu * 1000 / max(min(uac_ok, measured_calls), 1),
         user_ms_per_call=user * 1000 / max(min(uac_ok, measured_calls), 1),
@@ -590,7 +649,10 @@ def overload(args: argparse.Namespace, work: Path, inj: Path) -> None:
 def print_step(s: Step) -> None:
     print(
         f"{s.peer:6} offered {s.offered:7.0f}/s  achieved {s.achieved:7.1f}/s  calls {s.calls:6}  "
-        f"failed uac {s.uac_failed} uas {s.uas_failed}  retrans {s.retrans:4}  "
+        f"failed uac {s.uac_failed} uas {s.uas_failed}  "
+        + (f"cdrs {s.cdrs}  " if s.cdrs is not None else "")
+        + (f"datagrams lost {s.net['lost']} delayed {s.net['delayed']}  " if s.net else "")
+        + f"retrans {s.retrans:4}  "
         f"cpu {s.cpu_ms_per_call:6.3f} ms/call ({s.user_ms_per_call:.3f} user)  INVITE->200 p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:7.2f} ms  "
         f"udp rcv errors {s.rcvbuf_errors}  {'clean' if s.ok else 'FAILED'}"
         + (f"  relay {s.media_ms_per_call:.3f} ms/call" if s.media_ms_per_call else ""),
@@ -640,7 +702,7 @@ def memory(args: argparse.Namespace, work: Path, inj: Path) -> None:
         step_dir = Path(tempfile.mkdtemp(dir=work, prefix="mem-"))
         uas = subprocess.Popen(
             ["sipp", "-sf", str(SIPP_DIR / "uas_cps.xml"), "-i", "127.0.0.1", "-p", str(uas_port), "-m", str(n),
-             "-nostdin", *SIPP_TUNING], cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
+             "-nostdin", *SIPP_TUNING, *UAS_BEHAVIOURS], cwd=step_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_pin("load"),
         )  # fmt: skip
         time.sleep(0.3)
         uac = subprocess.Popen(
@@ -706,6 +768,37 @@ def main() -> None:
     ap.add_argument(
         "--concurrent", type=int, help="memory mode: hold this many calls open and report RSS"
     )
+    ap.add_argument("--loss", type=float, default=0.0, help="%% of UDP datagrams dropped")
+    ap.add_argument(
+        "--reorder", type=float, default=0.0, help="%% of UDP datagrams delayed by --delay-ms"
+    )
+    ap.add_argument(
+        "--delay-ms",
+        type=lambda s: tuple(float(x) for x in s.split(",")),
+        default=(10.0, 80.0),
+        help="MIN,MAX: a delayed datagram waits a random time in this range (%(default)s)",
+    )
+    ap.add_argument(
+        "--direct",
+        action="store_true",
+        help="also run SIPp calling SIPp directly through the same ramp (compare under --loss)",
+    )
+    ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (SIPp logs, CDRs)")
+    ap.add_argument(
+        "--scenarios",
+        metavar="DIR",
+        help="take the SIPp scenarios from DIR instead of bench/sipp (e.g. an older version)",
+    )
+    ap.add_argument(
+        "--capture",
+        metavar="FILE",
+        help="with --loss/--reorder: dumpcap every datagram sent and those dropped to FILE",
+    )
+    ap.add_argument(
+        "--trace",
+        action="store_true",
+        help="SIPp error and message logs in each step's folder (with --keep)",
+    )
     ap.add_argument(
         "--overload",
         action="store_true",
@@ -724,6 +817,33 @@ def main() -> None:
         help="count every call in the shared limits store (caps and the marketing rule)",
     )
     args = ap.parse_args()
+    if args.scenarios:
+        global SIPP_DIR
+        SIPP_DIR = Path(args.scenarios).resolve()
+    if args.trace:
+        SIPP_TRACE.extend(
+            ["-trace_err", "-error_file", "%s.err", "-trace_msg", "-message_file", "%s.msg"]
+        )
+    if args.loss or args.reorder:
+        global NET
+        capture = Path(args.capture).resolve() if args.capture else None
+        with (
+            LossyNet(args.loss, args.reorder, args.delay_ms, capture=capture) as net,
+            net.entered(),
+        ):
+            NET = net
+            print(
+                f"network namespace {net.name}: {args.loss}% of UDP datagrams lost, "
+                f"{args.reorder}% delayed {args.delay_ms[0]:g}-{args.delay_ms[1]:g} ms",
+                flush=True,
+            )
+            run(args)
+            NET = None
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) >= 2:
@@ -733,6 +853,9 @@ def main() -> None:
         raise SystemExit("sipp not found (Debian package sip-tester)")
     with tempfile.TemporaryDirectory(prefix="ansim-cps-") as tmp:
         work = Path(tmp)
+        if args.keep:
+            work = Path(args.keep).resolve()
+            work.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         inj = build_store(work, args.bindings)
         b2bua_cpus, load_cpus = PINNING["b2bua"], PINNING["load"]
@@ -752,11 +875,14 @@ def main() -> None:
             overload(args, work, inj)
             return
         results: dict[str, list[Step]] = {}
-        peers = ([] if args.only_peer else ["ansim"]) + ([args.peer] if args.peer else [])
+        peers = (
+            ([] if args.only_peer else ["ansim"])
+            + ([args.peer] if args.peer else [])
+            + (["direct"] if args.direct else [])
+        )
         for peer in peers:
-            results[peer] = ramp(
-                peer, args, work, inj, args.rates if peer == "ansim" else args.peer_rates
-            )
+            rates = args.peer_rates if peer == "sippy" else args.rates
+            results[peer] = ramp(peer, args, work, inj, rates)
         print()
         best: dict[str, Step | None] = {}
         for peer, steps in results.items():

@@ -22,6 +22,11 @@ Each step runs three systems in turn with the same generator:
 ``ansim-rec``
     the same, with every call recorded (encrypted to a 2048-bit RSA key, written to
     a temporary folder).
+``ansim-srtp``
+    the same relay with both legs of every call on SRTP (AES_CM_128_HMAC_SHA1_80): the
+    relay decrypts each packet with the sending party's key and encrypts it with the
+    receiving leg's own. The generator encrypts what it sends and decrypts what it
+    receives (pylibsrtp), which costs it CPU too: it saturates at fewer calls.
 ``rtpengine``
     through the Debian rtpengine daemon in userspace mode (``--table=-1``, all its
     threads), every call set up with an ng offer and answer.
@@ -100,6 +105,19 @@ def cpu_seconds(pid: int) -> float:
 # -- generator -------------------------------------------------------------------------
 
 
+# SRTP keys of the ansim-srtp system: what each side sends with, and what the relay
+# sends it with (the same for every call: one libsrtp session a side, one stream a SSRC).
+SRTP_SUITE = "AES_CM_128_HMAC_SHA1_80"
+SRTP_KEYS = {side: (os.urandom(30), os.urandom(30)) for side in (0, 1)}
+
+
+def srtp_session(key: bytes, inbound: bool) -> Any:
+    from pylibsrtp import Policy, Session
+
+    ssrc = Policy.SSRC_ANY_INBOUND if inbound else Policy.SSRC_ANY_OUTBOUND
+    return Session(Policy(key, ssrc, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80))
+
+
 def sender(
     sock_a: socket.socket,
     sock_b: socket.socket,
@@ -108,9 +126,14 @@ def sender(
     stop_ns: int,
     result: Any,
     cpu: int | None,
+    srtp: bool = False,
 ) -> None:
     """Send each stream's packets every 20 ms, spread over the period, until ``stop_ns``."""
     pin(cpu)
+    protect = None
+    if srtp:
+        tx = {side: srtp_session(SRTP_KEYS[side][0], False).protect for side in (0, 1)}
+        protect = [tx[side] for side, _ in targets]
     n = len(targets)
     buf = bytearray(PACKET)
     view = memoryview(buf)
@@ -137,7 +160,10 @@ def sender(
             pack_hdr(buf, 0, 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, i)
             pack_t(buf, 12, now_ns(), seq)
             try:
-                sendtos[i](view, addrs[i])
+                if protect is not None:
+                    sendtos[i](protect[i](bytes(view)), addrs[i])
+                else:
+                    sendtos[i](view, addrs[i])
                 sent += 1
             except OSError:
                 pass
@@ -160,16 +186,19 @@ def receiver(
     stop_ns: int,
     result: Any,
     cpu: int | None,
+    srtp: bool = False,
 ) -> None:
     """Read both sides until no packet for 0.5 s after ``stop_ns``; latency histogram in µs."""
     pin(cpu)
     for s in socks:
         s.setblocking(False)
     ep = select.epoll()
-    fds = {}
-    for s in socks:
+    fds: dict[int, Any] = {}
+    for side, s in enumerate(socks):
         ep.register(s.fileno(), select.EPOLLIN)
         fds[s.fileno()] = s.recv_into
+        if srtp:
+            fds[s.fileno()] = _decrypting(s, srtp_session(SRTP_KEYS[side][1], True).unprotect)
     buf = bytearray(2048)
     hist = array.array("q", bytes(8 * (HIST_US + 1)))
     received = 0
@@ -214,6 +243,22 @@ def receiver(
     )
 
 
+def _decrypting(sock: socket.socket, unprotect: Any) -> Any:
+    """A ``recv_into`` that leaves the decrypted packet in the buffer (0: dropped)."""
+    recv = sock.recv
+
+    def recv_into(buf: bytearray) -> int:
+        data = recv(2048)
+        try:
+            plain = unprotect(data)
+        except Exception:
+            return 0
+        buf[: len(plain)] = plain
+        return len(plain)
+
+    return recv_into
+
+
 def percentile(hist: array.array[int], total: int, q: float) -> float:
     if total == 0:
         return float("nan")
@@ -234,6 +279,7 @@ def run_load(
     seconds: float,
     pid: int | None,
     pin_cpu: bool,
+    srtp: bool = False,
 ) -> dict[str, Any]:
     import multiprocessing as mp
 
@@ -244,9 +290,12 @@ def run_load(
     stop = measure_from + int(seconds * 1e9)
     gen_cpu = 0 if pin_cpu else None
     rx = ctx.Process(
-        target=receiver, args=([sock_a, sock_b], len(targets), measure_from, stop, q_recv, gen_cpu)
+        target=receiver,
+        args=([sock_a, sock_b], len(targets), measure_from, stop, q_recv, gen_cpu, srtp),
     )
-    tx = ctx.Process(target=sender, args=(sock_a, sock_b, targets, start, stop, q_send, gen_cpu))
+    tx = ctx.Process(
+        target=sender, args=(sock_a, sock_b, targets, start, stop, q_send, gen_cpu, srtp)
+    )
     rx.start()
     tx.start()
     cpu0 = None
@@ -303,14 +352,31 @@ def direct_targets(
 
 
 async def relay_targets(
-    control: str, calls: int, a: socket.socket, b: socket.socket, record: bool = False
+    control: str,
+    calls: int,
+    a: socket.socket,
+    b: socket.socket,
+    record: bool = False,
+    srtp: bool = False,
 ) -> list[tuple[int, tuple[str, int]]]:
     client = await RelayClient.connect(control)
     out: list[tuple[int, tuple[str, int]]] = []
+    keys: dict[int, dict[str, Any]] = {}
+    if srtp:  # leg a decrypts what side 0 sends, and encrypts what side 0 receives
+        keys = {
+            side: {
+                "srtp": {"suite": SRTP_SUITE, "rx": SRTP_KEYS[side][0], "tx": SRTP_KEYS[side][1]}
+            }
+            for side in (0, 1)
+        }
     try:
         for c in range(calls):
-            la = await client.leg(f"c{c}", "a", remote=a.getsockname(), peer="b", events=101)
-            lb = await client.leg(f"c{c}", "b", remote=b.getsockname(), peer="a", events=101)
+            la = await client.leg(
+                f"c{c}", "a", remote=a.getsockname(), peer="b", events=101, **keys.get(0, {})
+            )
+            lb = await client.leg(
+                f"c{c}", "b", remote=b.getsockname(), peer="a", events=101, **keys.get(1, {})
+            )
             out.append((0, (la.address, la.port)))
             out.append((1, (lb.address, lb.port)))
             if record:
@@ -458,7 +524,9 @@ def main() -> int:
         "--warmup", type=float, default=2.0, help="seconds before measuring (%(default)s)"
     )
     parser.add_argument(
-        "--systems", default="direct,ansim,ansim-rec,rtpengine", help="(%(default)s)"
+        "--systems",
+        default="direct,ansim,ansim-rec,rtpengine",
+        help="(%(default)s; also ansim-srtp)",
     )
     parser.add_argument(
         "--ports", default="40000-49999", help="media port range of the systems (%(default)s)"
@@ -499,16 +567,27 @@ def main() -> int:
                 try:
                     if system == "direct":
                         targets = direct_targets(calls, a, b)
-                    elif system in ("ansim", "ansim-rec"):
+                    elif system in ("ansim", "ansim-rec", "ansim-srtp"):
                         record = system == "ansim-rec"
                         proc, control = start_relay(folder, pin_cpu, args.ports, record)
                         pid = proc.pid
-                        targets = asyncio.run(relay_targets(control, calls, a, b, record))
+                        targets = asyncio.run(
+                            relay_targets(control, calls, a, b, record, system == "ansim-srtp")
+                        )
                     else:
                         proc, ng_port = start_rtpengine(folder, pin_cpu, args.ports)
                         pid = proc.pid
                         targets = asyncio.run(rtpengine_targets(ng_port, calls, a, b))
-                    r = run_load(a, b, targets, args.warmup, args.seconds, pid, pin_cpu)
+                    r = run_load(
+                        a,
+                        b,
+                        targets,
+                        args.warmup,
+                        args.seconds,
+                        pid,
+                        pin_cpu,
+                        system == "ansim-srtp",
+                    )
                 finally:
                     if proc is not None:
                         stop(proc)

@@ -19,8 +19,10 @@ Requests ``{"id": n, "op": OP, ...}``:
     packets are forwarded to), ``cname`` (the RTCP CNAME this party is shown; the relay
     picks an opaque one when none is given), ``latch`` (address|strict|any),
     ``source_ip`` (the party's signalling address, also accepted for latching),
-    ``channel`` (0 or 1: the recording track of this party's audio), and the call's
-    ``media_timeout``, ``hold_timeout``, ``stats_interval`` (seconds).
+    ``channel`` (0 or 1: the recording track of this party's audio), ``srtp`` (null:
+    plain RTP; ``{"suite", "rx", "tx"}``: SRTP, the party's key and ansim's key toward
+    it as raw bytes, see :mod:`media.srtp`), and the call's ``media_timeout``,
+    ``hold_timeout``, ``stats_interval`` (seconds).
     Creates the leg (a port pair) or updates it. → ``{"address", "port",
     "rtcp_port", "cname"}``.
 ``delete`` ``call`` [, ``leg``] → ``{"legs": {leg: stats}}``; a recording of the call

@@ -14,6 +14,10 @@ this way, against 3.8 µs with an asyncio ``DatagramProtocol`` (which allocates 
 datagram and its address tuple for every packet) and 3.5 µs with a bare
 ``select.epoll`` loop, so the loop's own machinery costs next to nothing.
 
+A leg on SRTP (:mod:`media.srtp`) has a packet handler of its own that decrypts into
+the same buffer and then takes the plain path, and senders that encrypt on the way
+out; plain legs keep the path above unchanged.
+
 The relay runs in a process of its own (``ansim relay``, or :func:`main`), so
 signalling never waits on packets; several can run side by side with their own control
 paths and port ranges, the engine choosing one per call.
@@ -353,15 +357,16 @@ class RelayServer:
                 self.loop.remove_reader(io.rtp_sock.fileno())
             self.loop.add_reader(io.rtp_sock.fileno(), self._rtp_reader(leg))
             io.rtp_gen = leg.generation
-        leg.tx = self._sender(io.rtp_sock, leg.rtp_target(), leg.latched is not None)
+        raw = self._sender(io.rtp_sock, leg.rtp_target(), leg.latched is not None)
+        srtp = leg.srtp
+        leg.tx = _protecting(raw, srtp.protect) if srtp is not None and raw is not None else raw
         if io.injector is not None and leg.tx is not None:
             leg.tx = self._injecting_sender(leg, leg.tx, io.injector)
         if leg.mux:
-            leg.rtcp_tx_fn = leg.tx if leg.rtp_target() is not None else None
+            rtcp_raw = raw if leg.rtp_target() is not None else None
         else:
-            leg.rtcp_tx_fn = self._sender(
-                io.rtcp_sock, leg.rtcp_target(), leg.latched_rtcp is not None
-            )
+            rtcp_raw = self._sender(io.rtcp_sock, leg.rtcp_target(), leg.latched_rtcp is not None)
+        leg.rtcp_tx_fn = _rtcp_sender(leg, rtcp_raw)
         rec = leg.call.recording
         leg.rec = (
             self._rec_fn(rec, leg.channel) if rec is not None and leg.channel is not None else None
@@ -419,13 +424,18 @@ class RelayServer:
 
         if leg.latched is None:
             recvfrom_into = sock.recvfrom_into
+            # An SRTP leg latches only on a packet that authenticates with its party's
+            # key: a stranger's packet cannot take the latch (nor can SRTCP, in mux).
+            srtp_rx = leg.srtp.unprotect if leg.srtp is not None else None
+            plain = self._plain_handler(leg)
 
             def on_unlatched() -> None:
                 try:
                     n, source = recvfrom_into(buf)
                 except OSError:
                     return
-                if n >= 2 and 192 <= buf[1] <= 223:
+                is_rtcp = n >= 2 and 192 <= buf[1] <= 223
+                if is_rtcp:
                     if not leg.mux:
                         leg.dropped += 1
                         return
@@ -436,6 +446,18 @@ class RelayServer:
                     leg.dropped += 1
                     return
                 if verdict == LATCH:
+                    first = handle
+                    if srtp_rx is not None:
+                        if is_rtcp or n < 12:
+                            handle(n)
+                            return
+                        clear = srtp_rx(bytes(self._views[n]))
+                        if clear is None:
+                            leg.dropped += 1
+                            return
+                        n = len(clear)
+                        buf[:n] = clear
+                        first = plain
                     leg.latch(source[:2], False)
                     try:
                         sock.connect(source[:2])
@@ -445,7 +467,7 @@ class RelayServer:
                     for other in leg.call.legs.values():
                         if other is not leg:
                             self._refresh(other)
-                    handle(n)
+                    first(n)
                     # Datagrams queued before connect() were not filtered by the kernel.
                     latched = source[:2]
                     for _ in range(256):
@@ -477,6 +499,31 @@ class RelayServer:
         return on_latched
 
     def _packet_handler(self, leg: Leg) -> Callable[[int], None]:
+        handle = self._plain_handler(leg)
+        srtp = leg.srtp
+        if srtp is None:
+            return handle
+        # SRTP: RTP is decrypted into the buffer, and the plain packet takes the path
+        # above (DTMF, recording, forwarding); SRTCP is decrypted in _rtcp_in.
+        buf = self._buf
+        views = self._views
+        unprotect = srtp.unprotect
+
+        def handle_srtp(n: int) -> None:
+            if n < 12 or 192 <= buf[1] <= 223:
+                handle(n)
+                return
+            plain = unprotect(bytes(views[n]))
+            if plain is None:
+                leg.dropped += 1
+                return
+            m = len(plain)
+            buf[:m] = plain
+            handle(m)
+
+        return handle_srtp
+
+    def _plain_handler(self, leg: Leg) -> Callable[[int], None]:
         buf = self._buf
         views = self._views
         rtcp = self._rtcp_in
@@ -533,12 +580,19 @@ class RelayServer:
         peer.tx_packets += 1
 
     def _rtcp_in(self, leg: Leg, n: int) -> None:
+        packet: Any = self._views[n]
+        srtp = leg.srtp
+        if srtp is not None:
+            packet = srtp.unprotect_rtcp(bytes(packet))
+            if packet is None:
+                leg.dropped += 1
+                return
         leg.rtcp_rx += 1
         peer = leg.peer
         if peer is None or peer.rtcp_tx_fn is None:
             return
         try:
-            out = rewrite_compound(self._views[n], peer.cname)
+            out = rewrite_compound(packet, peer.cname)
         except RtcpError:
             leg.dropped += 1
             return
@@ -570,7 +624,7 @@ class RelayServer:
                     leg.latch(source, True)
                     with contextlib.suppress(OSError):
                         sock.connect(source)
-                    leg.rtcp_tx_fn = self._sender(sock, source, True)
+                    leg.rtcp_tx_fn = _rtcp_sender(leg, self._sender(sock, source, True))
             elif source != leg.latched_rtcp:
                 leg.dropped += 1
                 return
@@ -717,9 +771,15 @@ class RelayServer:
             return
         sock = io.rtp_sock
         target = leg.rtp_target()
+        srtp = leg.srtp
         for packet in io.injector.due(time.monotonic()):
             if target is None:
                 continue
+            if srtp is not None:
+                protected = srtp.protect(packet)
+                if protected is None:
+                    continue
+                packet = protected
             try:
                 if leg.latched is not None:
                     sock.send(packet)
@@ -751,6 +811,27 @@ class RelayServer:
                         self._flush(rec)
         finally:
             self._timer = self.loop.call_later(_FLUSH_TICK_S, self._tick)
+
+
+def _protecting(
+    send: Callable[[Any], Any], protect: Callable[[bytes], bytes | None]
+) -> Callable[[Any], Any]:
+    """``send`` with each packet encrypted first (one the context refuses is not sent)."""
+
+    def send_srtp(data: Any) -> Any:
+        packet = protect(bytes(data))
+        if packet is not None:
+            return send(packet)
+        return None
+
+    return send_srtp
+
+
+def _rtcp_sender(leg: Leg, send: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
+    srtp = leg.srtp
+    if send is None or srtp is None:
+        return send
+    return _protecting(send, srtp.protect_rtcp)
 
 
 def _channels(call: Any) -> dict[str, Any]:

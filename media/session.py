@@ -28,6 +28,13 @@ Re-latching after a re-INVITE
     change) keeps the latch. ``0.0.0.0`` as the address (RFC 2543 hold) stops sending
     toward the party until an update gives an address again.
 
+SRTP
+    ``srtp`` (:func:`media.srtp.parse_keys`) gives the leg its suite, the party's key
+    and ansim's key toward it; null makes it plain RTP again. A key that changed starts
+    its context afresh (a re-key after a re-INVITE); one that did not keeps its replay
+    window. Each leg is SRTP or plain on its own (one party may use SRTP and the other
+    not).
+
 Direction and hold
     ``direction`` is the leg's SDP direction attribute as the party wrote it: a party
     that is ``sendonly`` or ``inactive`` is sent nothing; one that is ``recvonly`` or
@@ -49,6 +56,7 @@ from typing import Any
 
 from media.dtmf import DtmfDetector
 from media.events import DtmfDigit, Event, MediaTimeout, StatsReport
+from media.srtp import SrtpLeg, parse_keys
 
 __all__ = [
     "DIRECTIONS",
@@ -116,6 +124,8 @@ class Leg:
     # Bumped whenever the IO layer must rebuild this leg's receive path (latch changed).
     generation: int = 0
     detector: DtmfDetector | None = None
+    # SRTP: the leg's crypto contexts (media.srtp), None while its party uses plain RTP.
+    srtp: SrtpLeg | None = None
     rx_packets: int = 0
     rx_bytes: int = 0
     tx_packets: int = 0
@@ -198,6 +208,9 @@ class Leg:
             "rtcp_tx": self.rtcp_tx,
             "dropped": self.dropped,
             "dtmf_sent": self.dtmf_sent,
+            "srtp": self.srtp.keys.suite if self.srtp is not None else None,
+            "srtp_auth_failures": self.srtp.auth_failures if self.srtp is not None else 0,
+            "srtp_replays": self.srtp.replays if self.srtp is not None else 0,
             "latched": list(self.latched) if self.latched else None,
         }
 
@@ -242,6 +255,7 @@ _LEG_FIELDS = frozenset(
         "media_timeout",
         "hold_timeout",
         "stats_interval",
+        "srtp",
     )
 )
 
@@ -323,6 +337,10 @@ class SessionTable:
             if value is not None and (not isinstance(value, (int, float)) or value <= 0):
                 raise SessionError(f"{key} must be a positive number of seconds or null")
         mux = fields.get("mux", leg.mux)
+        try:
+            keys = parse_keys(fields["srtp"]) if "srtp" in fields else None
+        except ValueError as exc:
+            raise SessionError(str(exc)) from None
         codecs = fields.get("codecs", leg.codecs)
         if codecs is not None and (
             not isinstance(codecs, dict)
@@ -362,6 +380,16 @@ class SessionTable:
             changed.add(leg)
         if cname is not None:
             leg.cname = cname.encode()
+        if "srtp" in fields:
+            if keys is None:
+                if leg.srtp is not None:
+                    leg.srtp = None
+                    changed.add(leg)
+            elif leg.srtp is None:
+                leg.srtp = SrtpLeg(keys)
+                changed.add(leg)
+            elif leg.srtp.update(keys):
+                changed.add(leg)
         if codecs != leg.codecs:
             leg.codecs = dict(codecs) if codecs is not None else None
             changed.add(leg)

@@ -156,12 +156,12 @@ def expired_binding() -> Binding:
     )
 
 
-def trunk(name: str, port: int, **extra: Any) -> dict[str, Any]:
-    """A trunk entry toward 127.0.0.1:``port`` accepting calls from loopback."""
+def trunk(name: str, port: int, host: str = "127.0.0.1", **extra: Any) -> dict[str, Any]:
+    """A trunk entry toward ``host``:``port`` accepting calls from loopback."""
     return {
         "name": name,
         "accept_from": ["127.0.0.0/8"],
-        "address": f"127.0.0.1:{port}",
+        "address": f"{host}:{port}",
         "transport": "udp",
         "invite_timeout": 1.0,
         "no_answer_timeout": 30,
@@ -175,7 +175,7 @@ def trunk(name: str, port: int, **extra: Any) -> dict[str, Any]:
 class Ansim(EngineProcess):
     """One ``ansim serve`` child with a configuration of the test's own: trunks and
     routes, a number map, bindings put through the store's API before the start. It
-    listens on UDP, and with ``tcp`` on TCP too, at 127.0.0.1:``port``."""
+    listens on UDP, and with ``tcp`` on TCP too, at ``host`` (127.0.0.1) and a free port."""
 
     def __init__(
         self,
@@ -191,6 +191,8 @@ class Ansim(EngineProcess):
         timers: dict[str, float] | None = None,
         tcp: bool = False,
         tcp_idle_timeout: float | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
         tls_port: int | None = None,
         config: dict[str, Any] | None = None,
         media: dict[str, Any] | None = None,
@@ -198,7 +200,9 @@ class Ansim(EngineProcess):
         env: dict[str, str] | None = None,
         trunk_settings: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(workdir, listen_flags=False, log_name="ansim.log", env=env)
+        super().__init__(
+            workdir, listen_flags=False, log_name="ansim.log", env=env, host=host, port=port
+        )
         self.tls_port = tls_port
         self.trunk_settings = trunk_settings or {}  # more top-level keys of trunks.yaml
         self.more_config = config or {}  # more sections of ansim.yaml
@@ -219,14 +223,14 @@ class Ansim(EngineProcess):
 
     @property
     def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def write_config(self) -> Path:
-        sip: dict[str, Any] = {"listen": [f"udp:127.0.0.1:{self.port}"]}
+        sip: dict[str, Any] = {"listen": [f"udp:{self.host}:{self.port}"]}
         if self.tcp_listen:
-            sip["listen"].append(f"tcp:127.0.0.1:{self.port}")
+            sip["listen"].append(f"tcp:{self.host}:{self.port}")
         if self.tls_port is not None:
-            sip["listen"].append(f"tls:127.0.0.1:{self.tls_port}")
+            sip["listen"].append(f"tls:{self.host}:{self.tls_port}")
         if self.tcp_idle_timeout is not None:
             sip["tcp_idle_timeout"] = self.tcp_idle_timeout
         if self.timers:
@@ -485,6 +489,18 @@ class SippRun:
         return f"--- {self.name}: {' '.join(self.cmd)}\n{out}\n--- messages:\n{trace}"
 
 
+def sipp_counts(run: SippRun) -> dict[str, int]:
+    """Cumulative counters of SIPp's final statistics screen: "Successful call", "Failed
+    call" and "Total Calls created"."""
+    text = run.output.read_text(errors="replace")
+    out = {}
+    for name in ("Successful call", "Failed call", "Total Calls created"):
+        found = re.findall(rf"^\s*{name}\s*\|[^|\n]*\|\s*(\d+)", text, re.M)
+        assert found, f"no {name!r} in SIPp output\n{run.report()}"
+        out[name] = int(found[-1])
+    return out
+
+
 def _fold(messages: list[SipMsg]) -> list[SipMsg]:
     """``messages`` without retransmissions (same start line, CSeq and Via as one before)."""
     seen: set[tuple[str, str, str]] = set()
@@ -532,7 +548,7 @@ class Sipp:
 
     def start(
         self,
-        scenario: str,
+        scenario: str | Path,
         *,
         port: int,
         remote: str | None = None,
@@ -548,17 +564,19 @@ class Sipp:
         transport: str = "udp",
         ip: str = "127.0.0.1",
     ) -> SippRun:
-        """Start ``tests/sipp/<scenario>.xml`` on 127.0.0.1:``port`` (uas when ``remote`` is None).
+        """Start ``tests/sipp/<scenario>.xml`` (or the scenario file at a path) on
+        ``ip``:``port`` (uas when ``remote`` is None).
 
         ``call_id`` is SIPp's ``-cid_str`` (``%u`` call number, ``%p`` pid, ``%s`` address);
         ``transport`` "tcp" runs SIPp with ``-t t1`` (one TCP connection)."""
-        name = f"{scenario}-{port}"
+        path = scenario if isinstance(scenario, Path) else SIPP_DIR / f"{scenario}.xml"
+        name = f"{path.stem}-{port}"
         message_file = self.workdir / f"{name}.messages.log"
         output = self.workdir / f"{name}.out"
         cmd = [
             SIPP,
             "-sf",
-            str(SIPP_DIR / f"{scenario}.xml"),
+            str(path),
             "-i",
             ip,
             "-p",

@@ -38,31 +38,36 @@ STOP_TIMEOUT = 6.0  # issue 3: exit within 5 s of SIGTERM/SIGINT, with a little 
 
 
 def options_request(
-    port: int, local_port: int, *, call_id: str | None = None, transport: str = "UDP"
+    port: int,
+    local_port: int,
+    *,
+    call_id: str | None = None,
+    transport: str = "UDP",
+    host: str = "127.0.0.1",
 ) -> bytes:
-    """An out-of-dialog OPTIONS to 127.0.0.1:``port`` from 127.0.0.1:``local_port``."""
+    """An out-of-dialog OPTIONS to ``host``:``port`` from ``host``:``local_port``."""
     call_id = call_id or uuid.uuid4().hex
     branch = "z9hG4bK" + uuid.uuid4().hex[:16]
     return (
-        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/{transport} 127.0.0.1:{local_port};branch={branch};rport\r\n"
+        f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {host}:{local_port};branch={branch};rport\r\n"
         "Max-Forwards: 70\r\n"
-        f"From: <sip:probe@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
-        f"To: <sip:127.0.0.1:{port}>\r\n"
+        f"From: <sip:probe@{host}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:{host}:{port}>\r\n"
         f"Call-ID: {call_id}\r\n"
         "CSeq: 1 OPTIONS\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
 
 
-def udp_options(port: int, timeout: float = 1.0) -> Response | None:
-    """Send one OPTIONS over UDP to 127.0.0.1:``port``; the parsed response to it (whatever
+def udp_options(port: int, timeout: float = 1.0, host: str = "127.0.0.1") -> Response | None:
+    """Send one OPTIONS over UDP to ``host``:``port``; the parsed response to it (whatever
     its status), or None when none came within ``timeout`` seconds."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         call_id = uuid.uuid4().hex
-        request = options_request(port, sock.getsockname()[1], call_id=call_id)
-        sock.sendto(request, ("127.0.0.1", port))
+        request = options_request(port, sock.getsockname()[1], call_id=call_id, host=host)
+        sock.sendto(request, (host, port))
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             sock.settimeout(left)
@@ -80,7 +85,8 @@ def udp_options(port: int, timeout: float = 1.0) -> Response | None:
 
 
 class EngineProcess:
-    """One ``ansim serve`` child listening on udp and tcp 127.0.0.1:``port``.
+    """One ``ansim serve`` child listening on udp and tcp ``host``:``port`` (127.0.0.1 and
+    a free port unless told).
 
     ``config`` is merged over the generated ``ansim.yaml`` (one level deep: a dict value
     updates the section); ``files`` are written into the config folder before the
@@ -99,9 +105,11 @@ class EngineProcess:
         log_name: str = "engine.log",
         cwd: Path | None = None,
         config_arg: str | None = None,
+        host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.host = host
         self.port = port or free_port()
         self.extra_config = config or {}
         self.files = files or {}
@@ -120,11 +128,11 @@ class EngineProcess:
 
     @property
     def udp(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     @property
     def tcp(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     # -- configuration ---------------------------------------------------------------------
     def write_config(self) -> Path:
@@ -160,7 +168,12 @@ class EngineProcess:
         self.write_config()
         cmd = [str(ANSIM), "serve", "--config", self.config_arg or str(self.config_dir)]
         if self.listen_flags:
-            cmd += ["--sip", f"udp:127.0.0.1:{self.port}", "--sip", f"tcp:127.0.0.1:{self.port}"]
+            cmd += [
+                "--sip",
+                f"udp:{self.host}:{self.port}",
+                "--sip",
+                f"tcp:{self.host}:{self.port}",
+            ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -186,7 +199,7 @@ class EngineProcess:
                 raise RuntimeError(
                     f"ansim serve exited with {self.proc.returncode} before answering:\n{self.log_text()}"
                 )
-            if udp_options(self.port, timeout=0.3) is not None:
+            if udp_options(self.port, timeout=0.3, host=self.host) is not None:
                 return
         raise RuntimeError(
             f"ansim serve did not answer OPTIONS within {self.start_timeout} s:\n{self.log_text()}"
@@ -197,7 +210,7 @@ class EngineProcess:
 
     def options(self, timeout: float = 2.0) -> Response | None:
         """Ask the running engine for OPTIONS over UDP; the response or None."""
-        return udp_options(self.port, timeout)
+        return udp_options(self.port, timeout, self.host)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
         """Signal the engine and wait for it; asserts it exited 0 within ``timeout`` s."""

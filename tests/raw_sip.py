@@ -167,13 +167,30 @@ class Reply:
 
 
 class RawCallee(RawPeer):
-    """The callee's trunk: answers one INVITE with ``replies`` (the last one final), then
-    waits for the ACK and the BYE; runs in a thread between ``start`` and ``join``."""
+    """The callee's trunk: answers one INVITE with ``replies`` (the last one final), sends
+    ``late`` after the final (a provisional the network delayed past it), then waits for
+    the ACK and, after a 2xx, the BYE; runs in a thread between ``start`` and ``join``.
 
-    def __init__(self, replies: Sequence[Reply], port: int = 0, party: Party = CALLEE) -> None:
+    ``lose`` names requests the network loses on the way to it: ``{b"ACK": 1}`` drops the
+    first ACK as if it never arrived (it is kept in ``lost``), so the final is sent again
+    on its timer. The final is resent every T1 until ACKed (a 2xx by the UAS core, a
+    non-2xx by its transaction), as long as it waits."""
+
+    def __init__(
+        self,
+        replies: Sequence[Reply],
+        port: int = 0,
+        party: Party = CALLEE,
+        late: Sequence[Reply] = (),
+        lose: dict[bytes, int] | None = None,
+    ) -> None:
         super().__init__(port)
         self.replies = list(replies)
+        self.late = list(late)
         self.party = party
+        self.lose = dict(lose or {})
+        self.lost: list[tuple[float, Request]] = []
+        self.arrivals: list[tuple[float, Request]] = []  # every request kept, with its time
         self.requests: list[Request] = []
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -211,6 +228,17 @@ class RawCallee(RawPeer):
         except BaseException as exc:  # reported by join()
             self.error = exc
 
+    def _lost(self, msg: Request) -> bool:
+        """Whether ``msg`` is one the network loses (see ``lose``)."""
+        now = time.monotonic()
+        left = self.lose.get(msg.method, 0)
+        if left > 0:
+            self.lose[msg.method] = left - 1
+            self.lost.append((now, msg))
+            return True
+        self.arrivals.append((now, msg))
+        return False
+
     def _serve(self) -> None:
         deadline = time.monotonic() + self._timeout
         invite: Request | None = None
@@ -219,6 +247,8 @@ class RawCallee(RawPeer):
             got = self.recv(deadline)
             assert got is not None, "no INVITE"
             if isinstance(got[0], Request) and got[0].method == b"INVITE":
+                if self._lost(got[0]):
+                    continue
                 invite, source = got[0], got[1]
                 self.requests.append(invite)
         assert source is not None
@@ -226,6 +256,8 @@ class RawCallee(RawPeer):
             self.send(self._response(invite, reply), source)
         final = self._response(invite, self.replies[-1])
         self.send(final, source)
+        for reply in self.late:
+            self.send(self._response(invite, reply), source)
         resend = time.monotonic() + T1
         acked = False
         while True:
@@ -237,11 +269,15 @@ class RawCallee(RawPeer):
                 resend = time.monotonic() + T1
                 continue
             msg, addr = got
-            if not isinstance(msg, Request):
+            if not isinstance(msg, Request) or self._lost(msg):
                 continue
             self.requests.append(msg)
             if msg.method == b"ACK":
                 acked = True
+                if self.replies[-1].status >= 300:  # the transaction is over: no dialog
+                    return
+            elif msg.method == b"INVITE":  # a retransmission: the last response again
+                self.send(final, source)
             elif msg.method == b"BYE":
                 self.send(self._response(msg, Reply(200, "OK")), addr)
                 return

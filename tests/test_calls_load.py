@@ -11,7 +11,6 @@ speed is asserted. Run it by hand under the shared lock:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from call_env import (
     VIRTUAL_AX,
     Ansim,
     Sipp,
-    SippRun,
+    sipp_counts,
     trunk,
     user_part,
 )
@@ -37,17 +36,6 @@ RATE = 100
 def sipp(tmp_path: Path) -> Iterator[Sipp]:
     with Sipp(tmp_path) as runner:
         yield runner
-
-
-def sipp_counts(run: SippRun) -> dict[str, int]:
-    """Cumulative counters of SIPp's final statistics screen."""
-    text = run.output.read_text(errors="replace")
-    out = {}
-    for name in ("Successful call", "Failed call", "Total Calls created"):
-        found = re.findall(rf"^\s*{name}\s*\|[^|\n]*\|\s*(\d+)", text, re.M)
-        assert found, f"no {name!r} in SIPp output\n{run.report()}"
-        out[name] = int(found[-1])
-    return out
 
 
 def test_thousand_calls_at_100_per_second(

@@ -23,6 +23,9 @@ What is written (RFC 8866 order):
 - Attributes of the allow-list ``sdp_attributes.ATTRIBUTES``, each rebuilt from its
   parsed fields; everything else (``a=label``, ``a=tool``, ``a=X-*``, vendor attributes,
   ICE, ``a=msid``, ...) is left out.
+- With the relay anchoring the media (``SdpBuilder.srtp`` set), the anchored section's
+  profile and ``a=crypto`` lines are ansim's own for the leg (``b2bua.sdes``); the
+  sender's keys are never written.
 - ``a=ssrc`` only when the builder is given the CNAME to write (the media relay, which
   rewrites RTCP SDES to match): ``a=ssrc:<id> cname:<that cname>`` for each SSRC, and
   ``a=ssrc-group`` over them. With media end to end the party's own CNAME travels in
@@ -42,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .sdp_attributes import ATTRIBUTES, MEDIA, SESSION, Attribute, Rtcp
+from .sdp_attributes import ATTRIBUTES, MEDIA, SESSION, Attribute, Crypto, Rtcp
 from .sdp_fields import Address, address_type, is_word, parse_connection, uint
 
 
@@ -343,7 +346,7 @@ class SdpBuilder:
     kept. ``cname`` is the RTCP CNAME the media relay writes toward this leg; without
     one, no ``a=ssrc`` is written."""
 
-    __slots__ = ("address", "addrtype", "anchor", "cname", "origin")
+    __slots__ = ("address", "addrtype", "anchor", "cname", "origin", "srtp")
 
     def __init__(self, session_id: int, address: bytes, cname: bytes | None = None) -> None:
         self.origin = OriginRewriter(session_id)
@@ -354,6 +357,10 @@ class SdpBuilder:
         # for the leg): the first audio section is written with it and every other
         # section as a rejected stream. None: addresses written as received.
         self.anchor: MediaTarget | None = None
+        # With the relay anchoring the leg's media: the profile to write on the anchored
+        # section (None: the sender's) and ansim's own a=crypto lines for the leg, which
+        # replace the sender's (b2bua.sdes). None: crypto written as received.
+        self.srtp: tuple[bytes | None, list[Attribute]] | None = None
 
     def build(
         self, desc: SessionDescription, targets: Sequence[MediaTarget | None] | None = None
@@ -390,7 +397,11 @@ class SdpBuilder:
             head = b"m=%s %d" % (media.kind, port)
             if media.port_count:
                 head += b"/%d" % media.port_count
-            out.append(head + b" " + media.proto + b" " + b" ".join(media.formats))
+            srtp = self.srtp if target is not None else None
+            proto = media.proto
+            if srtp is not None and srtp[0] is not None:
+                proto = srtp[0]
+            out.append(head + b" " + proto + b" " + b" ".join(media.formats))
             if target is not None:
                 out.append(b"c=IN %s %s" % target.address)
             elif media.connection is not None:
@@ -402,7 +413,12 @@ class SdpBuilder:
                     if target.rtcp_port is not None:
                         out.append(b"a=rtcp:%d" % target.rtcp_port)
                     continue
+                if srtp is not None and isinstance(attr, Crypto):
+                    continue
                 out.append(attr.line())
+            if srtp is not None:
+                for attr in srtp[1]:
+                    out.append(attr.line())
             if cname is not None:
                 ssrcs = media.ssrcs
                 for ssrc in ssrcs:
