@@ -6,9 +6,10 @@ limit, ``/healthz``, ``/metrics``, the OpenAPI 3.1 document at ``/openapi.json``
 Swagger UI at ``/docs``. Swagger UI's files come from the fastapi-offline package and are
 served by the app itself: nothing is fetched from a CDN.
 
-The lifespan starts the store writer and a housekeeping task (every minute: purge of
-expired bindings, so pools count only live ones; pruning of idempotency records, audit
-records and cool-off records past their retention), and stops both.
+The lifespan starts the store writer, the webhook dispatcher (``api.delivery``) and a
+housekeeping task (every minute: purge of expired bindings, so pools count only live ones;
+pruning of idempotency records, audit records, cool-off records, the history of ended
+bindings and dead letters past their retention), and stops them.
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.context import ApiContext
 from api.control import Principal
+from api.delivery import WebhookDispatcher
 from api.deps import SECURITY_SCHEME, scoped
 from api.errors import ERROR_CODES, ApiError, error_responses, pydantic_details
 from api.metrics import RequestMetrics
-from api.routers import admin, bindings, pools
+from api.routers import admin, bindings, pools, records, webhooks
 from translate.store import Transaction
 
 __all__ = ["MAX_BODY", "create_app", "housekeeping"]
@@ -64,11 +66,12 @@ def housekeeping(ctx: ApiContext, cursor: bytes | None) -> Any:
 
     def work(t: Transaction) -> bytes | None:
         now = t.now
+        settings = ctx.settings
         t.purge_expired(limit=PRUNE_LIMIT)
-        ctx.control.prune_idempotency(
-            t.txn, now - ctx.settings.idempotency_hours * 3600, PRUNE_LIMIT
-        )
-        ctx.control.prune_audit(t.txn, now - ctx.settings.audit_days * 86400, PRUNE_LIMIT)
+        ctx.control.prune_idempotency(t.txn, now - settings.idempotency_hours * 3600, PRUNE_LIMIT)
+        ctx.control.prune_audit(t.txn, now - settings.audit_days * 86400, PRUNE_LIMIT)
+        ctx.store.history.prune(t.txn, now - settings.history_days * 86400, PRUNE_LIMIT)
+        ctx.webhooks.prune_dead(t.txn, now - settings.webhooks.dead_days * 86400, PRUNE_LIMIT)
         pools = ctx.store.pools
         longest = pools.longest_cooloff(t.txn)
         return pools.prune_cooloff(t.txn, now - longest, start=cursor or b"", limit=PRUNE_LIMIT)
@@ -76,19 +79,24 @@ def housekeeping(ctx: ApiContext, cursor: bytes | None) -> Any:
     return work
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
-    """The API app on ``ctx`` (store, control tables, writer, settings, metrics)."""
+def create_app(ctx: ApiContext, *, deliver: bool = True) -> FastAPI:
+    """The API app on ``ctx`` (store, control tables, writer, settings, metrics); with
+    ``deliver``, it also delivers webhooks while it runs (``api.delivery``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.writer.start()
-        task = asyncio.create_task(_housekeep(ctx))
+        tasks = [asyncio.create_task(_housekeep(ctx))]
+        if deliver:
+            tasks.append(asyncio.create_task(WebhookDispatcher(ctx).run()))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.get_running_loop().run_in_executor(None, ctx.writer.stop)
 
     app = FastAPI(
@@ -102,7 +110,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    for router in (bindings.router, pools.router, admin.router):
+    routers = (
+        bindings.router,
+        pools.router,
+        records.router,
+        records.stats_router,
+        webhooks.router,
+        admin.router,
+    )
+    for router in routers:
         app.include_router(router, max_body_size=MAX_BODY)
     _add_handlers(app)
     _add_service_routes(app, ctx)

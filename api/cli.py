@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 from api.control import ControlTables, KeyRecord, Principal, Tenant
 from api.keys import SCOPES
 from api.settings import Loaded, load_settings, parse_listen
-from translate.bindings import NAME_PATTERN, is_name
+from translate.bindings import NAME_PATTERN, is_name, time_zone
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
@@ -71,6 +72,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("tenant")
     p.add_argument("--numbers", nargs="*", default=[], metavar="PREFIX", help="E.164 prefixes")
+    p.add_argument("--timezone", help="IANA time zone of its statistics (default: unchanged, UTC)")
     p.set_defaults(func=cmd_tenants_set)
     p = sub.add_parser("list", parents=[where], help="list tenants")
     p.set_defaults(func=cmd_tenants_list)
@@ -83,7 +85,7 @@ def _loaded(args: argparse.Namespace) -> Loaded | None:
         print(f"ansim: configuration refused:\n{exc}", file=sys.stderr)
         return None
     if args.store:
-        loaded = Loaded(settings=loaded.settings, store=args.store, plan=loaded.plan)
+        loaded = loaded.model_copy(update={"store": args.store})
     return loaded
 
 
@@ -121,8 +123,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     loaded = _loaded(args)
     if loaded is None:
         return 2
+    listen = args.listen or loaded.settings.listen
+    if listen is None:
+        print("ansim: api.listen is null in ansim.yaml: give --listen HOST:PORT", file=sys.stderr)
+        return 2
     try:
-        host, port = parse_listen(args.listen or loaded.settings.listen)
+        host, port = parse_listen(listen)
     except ValueError as exc:
         print(f"ansim: --listen: {exc}", file=sys.stderr)
         return 2
@@ -130,12 +136,18 @@ def cmd_api(args: argparse.Namespace) -> int:
     handler.setFormatter(_JsonFormatter())
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, handlers=[handler])
     try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        print(f"ansim: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
         store = Store(loaded.store)
     except StoreError as exc:
+        sock.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        ctx = ApiContext.open(store, loaded.settings, loaded.plan)
+        ctx = ApiContext.open(store, loaded.settings, loaded.plan, cdr=loaded.cdr, sms=loaded.sms)
         config = uvicorn.Config(
             create_app(ctx),
             host=host,
@@ -155,10 +167,28 @@ def cmd_api(args: argparse.Namespace) -> int:
         # handler it found; with this one the process ends with status 0, as `ansim serve`.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)
-        server.run()
+        server.run(sockets=[sock])
         return 0 if server.started else 1
     finally:
+        sock.close()
         store.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port that other API processes may share (SO_REUSEPORT:
+    the kernel spreads connections over them)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def _key_line(k: KeyRecord) -> str:
@@ -226,19 +256,29 @@ def cmd_tenants_set(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: not E.164 prefixes: {' '.join(bad)}", file=sys.stderr)
         return 1
+    if args.timezone is not None:
+        try:
+            time_zone(args.timezone)
+        except ValueError as exc:
+            print(f"error: --timezone: {exc}", file=sys.stderr)
+            return 1
     opened = _open(args)
     if opened is None:
         return 1
     store, control = opened
     with store, store.transaction(time.time()) as t:
         found = control.ensure_tenant(t.txn, args.tenant, t.now)
-        tenant = Tenant(args.tenant, found.created, tuple(dict.fromkeys(args.numbers)))
+        zone = args.timezone or found.timezone
+        tenant = Tenant(args.tenant, found.created, tuple(dict.fromkeys(args.numbers)), zone)
         control.put_tenant(t.txn, tenant)
         who = Principal.operator(args.tenant)
         control.audit(
             t.txn, who, "tenant.put", f"{args.tenant} ({len(tenant.numbers)} prefixes)", t.now
         )
-    print(f"tenant {tenant.id}: numbers {' '.join(tenant.numbers) or '(none)'}")
+    print(
+        f"tenant {tenant.id}: numbers {' '.join(tenant.numbers) or '(none)'},"
+        f" time zone {tenant.timezone}"
+    )
     return 0
 
 

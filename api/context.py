@@ -2,9 +2,9 @@
 
 Everything the request handlers use comes from here, so a test builds an app on a real
 store in a temporary folder, and the process entry point builds it on the configured
-one. The engine's own services (call records, event sources for webhooks) will be
-handed in the same way, as interfaces this package defines: ``api`` never imports the
-engine.
+one. What the engine writes for the API (call and SMS records, the webhook outboxes
+beside them) is reached through files named here (``cdr``, ``sms``), read with the
+layouts this package knows of them (``api.records``): ``api`` never imports the engine.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from api.control import ControlTables
 from api.metrics import ApiMetrics
 from api.settings import ApiSettings
+from api.webhooks import WebhookTables
 from api.writer import StoreWriter
 from translate.numbers import NumberPlan
 from translate.store import Store
@@ -34,6 +35,18 @@ class ApiContext:
     settings: ApiSettings
     plan: NumberPlan
     clock: Callable[[], float] = time.time
+    #: The call records file (the engine's ``cdr``) and the SMS records file; None: none.
+    cdr: str | None = None
+    sms: str | None = None
+    #: The webhook tables (opened with the context: LMDB opens a table in a transaction
+    #: of its own, which must not happen inside the writer's).
+    hooks: WebhookTables | None = None
+
+    @property
+    def webhooks(self) -> WebhookTables:
+        if self.hooks is None:
+            self.hooks = WebhookTables(self.store)
+        return self.hooks
 
     @classmethod
     def open(
@@ -43,6 +56,8 @@ class ApiContext:
         plan: NumberPlan | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        cdr: str | None = None,
+        sms: str | None = None,
     ) -> ApiContext:
         """A context on ``store`` with its control tables, a writer and fresh metrics."""
         settings = settings or ApiSettings()
@@ -50,6 +65,8 @@ class ApiContext:
         writer = StoreWriter(
             store, max_batch=settings.max_batch, clock=clock, registry=metrics.registry
         )
+        control = ControlTables(store)
         return cls(
-            store, ControlTables(store), writer, metrics, settings, plan or NumberPlan(), clock
-        )
+            store, control, writer, metrics, settings, plan or NumberPlan(), clock, cdr, sms,
+            WebhookTables(store),
+        )  # fmt: skip

@@ -9,7 +9,8 @@ commits would leave a binding without its idempotency record (a retry binds twic
 without its audit record. It also makes one thing to back up. The cost: these writes
 queue for the same write lock as map reloads.
 
-``api_tenants``   ``tenant`` -> msgpack ``[created, [granted prefix, ...]]``
+``api_tenants``   ``tenant`` -> msgpack ``[created, [granted prefix, ...], timezone]`` (a record
+                  written before time zones has two fields: UTC)
 ``api_keys``      ``key_id`` -> msgpack ``[tenant, digest, [scope, ...], name, created, revoked]``
 ``api_idem``      ``k tenant\\0key`` -> msgpack ``[created, fingerprint, status, body]``;
                   ``t created_ms(8) tenant\\0key`` -> empty (pruning in time order)
@@ -59,11 +60,13 @@ def _ns(at: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """A platform using the API; ``numbers`` are the E.164 prefixes it may put in pools."""
+    """A platform using the API; ``numbers`` are the E.164 prefixes it may put in pools,
+    ``timezone`` (IANA) the one its statistics are counted in by default."""
 
     id: str
     created: float
     numbers: tuple[str, ...] = ()
+    timezone: str = "UTC"
 
     def may_use(self, number: str) -> bool:
         return any(number.startswith(prefix) for prefix in self.numbers)
@@ -134,20 +137,13 @@ class ControlTables:
 
     def tenant(self, txn: lmdb.Transaction, tenant_id: str) -> Tenant | None:
         raw = txn.get(tenant_id.encode(), db=self._tenants)
-        if raw is None:
-            return None
-        created, numbers = _unpack(raw)
-        return Tenant(tenant_id, created, tuple(numbers))
+        return None if raw is None else _decode_tenant(tenant_id, raw)
 
     def tenants(self, txn: lmdb.Transaction) -> list[Tenant]:
-        out: list[Tenant] = []
-        for key, value in txn.cursor(db=self._tenants):
-            created, numbers = _unpack(value)
-            out.append(Tenant(bytes(key).decode(), created, tuple(numbers)))
-        return out
+        return [_decode_tenant(bytes(k).decode(), v) for k, v in txn.cursor(db=self._tenants)]
 
     def put_tenant(self, txn: lmdb.Transaction, tenant: Tenant) -> None:
-        value = _pack([tenant.created, list(tenant.numbers)])
+        value = _pack([tenant.created, list(tenant.numbers), tenant.timezone])
         txn.put(tenant.id.encode(), value, db=self._tenants)
 
     def ensure_tenant(self, txn: lmdb.Transaction, tenant_id: str, now: float) -> Tenant:
@@ -305,6 +301,12 @@ class ControlTables:
             cursor.delete()
             done += 1
         return done
+
+
+def _decode_tenant(tenant_id: str, raw: Any) -> Tenant:
+    fields = _unpack(raw)
+    timezone = fields[2] if len(fields) > 2 else "UTC"
+    return Tenant(tenant_id, fields[0], tuple(fields[1]), timezone)
 
 
 def _decode_key(key_id: str, raw: Any) -> KeyRecord:

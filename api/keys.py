@@ -25,14 +25,17 @@ from typing import Final
 
 __all__ = ["SCOPES", "KeyToken", "digest", "new_token", "parse_token"]
 
-#: scope -> what it allows. Later steps add records:read, stats:read, webhooks:write.
+#: scope -> what it allows: the one table of scopes (routes, the CLI and the docs use it).
 SCOPES: Final[dict[str, str]] = {
     "bindings:read": "read bindings (they hold real numbers: every read is audited)",
     "bindings:write": "create, change and delete bindings",
     "pools:read": "read pools and their numbers",
     "pools:write": "create, change and delete pools; add and remove their numbers",
+    "records:read": "search and export call and SMS records (real numbers: audited)",
+    "stats:read": "read daily, monthly and yearly statistics",
+    "webhooks:write": "configure webhooks: receivers, events, secrets; read dead letters",
     "metrics:read": "read the Prometheus metrics at /metrics",
-    "admin": "manage tenants and keys of every tenant; read the audit log",
+    "admin": "manage tenants and keys of every tenant; read the audit log; statistics of all",
 }
 
 _PREFIX: Final = "ak_"

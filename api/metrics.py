@@ -5,7 +5,10 @@ tests can build several apps in one process), served at ``/metrics``.
   (route is the path template, ``/v1/bindings/{binding_id}``: no ids, no numbers);
 - ``ansim_api_pool_exhausted_total{tenant,pool}``: allocations refused for want of a number;
 - ``ansim_api_bindings_created_total{kind,allocated}``;
-- the writer's ``ansim_api_write_batch_size`` and ``ansim_api_write_batch_seconds``.
+- the writer's ``ansim_api_write_batch_size`` and ``ansim_api_write_batch_seconds``;
+- webhooks: ``ansim_api_webhook_queued_total`` (deliveries queued),
+  ``ansim_api_webhook_deliveries_total{result}`` (attempts: delivered, failed, dead,
+  dropped), ``ansim_api_webhook_dead_letters_total{tenant}``, ``ansim_api_webhook_pending``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["ApiMetrics", "RequestMetrics"]
 
@@ -46,6 +49,28 @@ class ApiMetrics:
             "ansim_api_bindings_created",
             "Bindings created through the API",
             ["kind", "allocated"],
+            registry=self.registry,
+        )
+        self.webhook_queued = Counter(
+            "ansim_api_webhook_queued",
+            "Webhook deliveries queued (one per event and receiver)",
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "ansim_api_webhook_deliveries",
+            "Webhook delivery attempts by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_dead = Counter(
+            "ansim_api_webhook_dead_letters",
+            "Webhook deliveries set aside undelivered after webhooks.dead_after",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "ansim_api_webhook_pending",
+            "Webhook deliveries queued and not yet delivered",
             registry=self.registry,
         )
 

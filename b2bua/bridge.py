@@ -119,6 +119,10 @@ class Bridge(Controller):
             engine.refuse(call, 503, b"Service Unavailable", "no_route", now)
             return
         engine.uas_leg(call, Numbers(caller, virtual))
+        if result.tenant and engine.events is not None:
+            engine.events.call_started(
+                call.a_invite.call_id, result, virtual, caller, engine.wall(now)
+            )
         media = engine.media
         if media is not None and media.anchors(call, trunk_in):
             # The legs' media are set up first; the UAC leg is placed once they are.
@@ -265,6 +269,11 @@ class Bridge(Controller):
                 engine.set_flow(leg, txn.dest)
             if call.ring_at is None:
                 call.ring_at = now
+                route = call.route
+                if engine.events is not None and isinstance(route, Route) and route.tenant:
+                    engine.events.call_ringing(
+                        call.a_invite.call_id, route.binding_id, engine.wall(now)
+                    )
             out = self.a_response(call, leg, resp, resp.status, reason(resp.status))
             if out is not None:
                 self._to_caller(call, leg, resp, out, now, False)

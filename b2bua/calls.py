@@ -30,6 +30,7 @@ from translate.store import Store
 
 from .bridge import Bridge
 from .call import SETUP_BUCKETS, Call, CallState, CallStats, Ids, Leg, Pending
+from .call_events import CallEvents
 from .cdr import CallRecord, CdrWriter
 from .controller import Controller
 from .endpoint import SipEndpoint
@@ -85,8 +86,11 @@ class CallEngine:
         max_call_seconds: int | None = None,
         media: Any = None,
         limits: Limits | None = None,
+        events: CallEvents | None = None,
     ) -> None:
         self.ep = endpoint
+        # The moments of tenants' calls, for their webhooks (b2bua.call_events); None: none.
+        self.events = events
         self.layer = endpoint.layer
         self.store = store
         # Caps, blocklists and the marketing rule around the store's lookup (None: the
@@ -370,6 +374,9 @@ class CallEngine:
         call.state = CallState.ANSWERED
         call.answer_at = now
         self.stats.observe_setup(now - call.invite_at)
+        route = call.route
+        if self.events is not None and isinstance(route, Route) and route.tenant:
+            self.events.call_answered(call.a_invite.call_id, route.binding_id, self.wall(now))
         if send:
             self.send_answer(call, out, now)
         limit = call.route.max_seconds if isinstance(call.route, Route) else None

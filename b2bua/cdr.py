@@ -21,6 +21,16 @@ The table's layout is versioned with SQLite's ``PRAGMA user_version`` (the first
 layout, which set no version, is version 1); opening an older file migrates it in one
 transaction. The file, its -wal and -shm files, and the journal are created readable
 by the engine's user only: they hold real numbers.
+
+Owners and events. A record of a call through a tenant's binding carries the tenant, the
+pool of its X and the binding's out_id, looked up by the writer thread when it writes the
+record (``attribute``, the translation store's ``Store.attribution``: the binding, or
+what the store kept of it once it ended), never on the event loop. The same file holds the
+webhook outbox, table ``events``: the engine's call events (``CdrWriter.event``, from
+``b2bua.call_events``) are journaled like records and written by the same thread, and
+each record of a tenant's call adds its ``call.completed`` event in the transaction that
+writes the record. Events of bindings without a tenant are not kept. The API process
+reads the table and delivers the webhooks.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -49,10 +59,12 @@ from typing import Any, Final
 
 import msgpack
 
+from translate.history import Attribution
+
 log = logging.getLogger(__name__)
 
 #: The layout of the ``calls`` table that this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _CREATE_CALLS: Final = """
 CREATE TABLE calls (
@@ -83,12 +95,39 @@ CREATE TABLE calls (
     status INTEGER NOT NULL,  -- final status the caller got (200 for an answered call)
     q850_cause INTEGER,       -- release cause, ITU-T Q.850
     ended_by TEXT,            -- caller, callee, engine, limit
-    reason TEXT               -- ansim's own word for how it ended (no_answer, b_486, ...)
+    reason TEXT,              -- ansim's own word for how it ended (no_answer, b_486, ...)
+    tenant TEXT,              -- the binding's owner (bindings made through the API),
+    pool TEXT,                --   the pool of X,
+    out_id TEXT               --   and the owner's own reference of the binding
+)
+"""
+# The webhook outbox: events of tenants' calls, in the order written (``seq``).
+_CREATE_EVENTS: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,   -- unique: receivers de-duplicate on it
+    type TEXT NOT NULL,       -- call.started, call.ringing, call.answered, call.completed
+    at REAL NOT NULL,         -- epoch seconds the event happened
+    tenant TEXT NOT NULL,
+    pool TEXT,
+    binding_id TEXT,
+    out_id TEXT,
+    call_id TEXT,             -- Call-ID of the caller's leg (a_call_id of the record)
+    record_id TEXT,           -- the call's record (call.completed)
+    data TEXT                 -- JSON: the event's own fields
 )
 """
 _INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS calls_invite_at ON calls (invite_at)",
     "CREATE UNIQUE INDEX IF NOT EXISTS calls_record_id ON calls (record_id)",
+    "CREATE INDEX IF NOT EXISTS calls_tenant_invite_at ON calls (tenant, invite_at)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id)",
+)
+# Version 2 -> 3: the owner's columns (empty for the records written before).
+_FROM_V2: Final = (
+    "ALTER TABLE calls ADD COLUMN tenant TEXT",
+    "ALTER TABLE calls ADD COLUMN pool TEXT",
+    "ALTER TABLE calls ADD COLUMN out_id TEXT",
 )
 # Version 1 -> 2: the layout as first shipped (no user_version) gains the columns above;
 # its duration in seconds becomes milliseconds, and ring and setup times are derived.
@@ -136,10 +175,24 @@ class CallRecord:
     q850_cause: int | None
     ended_by: str | None
     reason: str | None
+    tenant: str | None = None
+    pool: str | None = None
+    out_id: str | None = None
     record_id: str = ""
 
 
 COLUMNS: Final = ["record_id", *(f.name for f in fields(CallRecord) if f.name != "record_id")]
+#: Columns of ``events`` a writer fills (``seq`` is SQLite's).
+EVENT_COLUMNS: Final = (
+    "event_id", "type", "at", "tenant", "pool", "binding_id", "out_id", "call_id", "record_id",
+    "data",
+)  # fmt: skip
+_INSERT_EVENT: Final = (
+    f"INSERT OR IGNORE INTO events ({', '.join(EVENT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+#: Finds the owners of binding ids (translate's ``Store.attribution``).
+Attribute = Callable[[Iterable[str]], Mapping[str, Attribution]]
 # A record's fields in column order (dataclasses.astuple deep-copies each field: 50x slower).
 _ROW: Final = attrgetter(*COLUMNS)
 _INSERT: Final = (
@@ -223,6 +276,10 @@ def migrate(db: sqlite3.Connection) -> int:
             db.execute(_CREATE_CALLS)
             db.execute(_FROM_V1)
             db.execute("DROP TABLE calls_v1")
+        elif found == 2:
+            for sql in _FROM_V2:
+                db.execute(sql)
+        db.execute(_CREATE_EVENTS)
         for sql in _INDEXES:
             db.execute(sql)
         if found != SCHEMA_VERSION:
@@ -259,11 +316,19 @@ def journal_segments(db_path: str | Path) -> list[Path]:
 
 
 def read_segment(data: bytes) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of a journal segment's bytes. Reading stops at the space not
-    written yet (zeros) and at the first frame that is cut short or fails its checksum
-    (the tail of a write the process did not finish, or that power loss left unwritten)."""
+    """(columns, rows) of a journal segment's bytes (``read_frames`` without the events)."""
+    columns, rows, _ = read_frames(data)
+    return columns, rows
+
+
+def read_frames(data: bytes) -> tuple[list[str], list[list[Any]], list[list[Any]]]:
+    """(columns, record rows, event frames) of a journal segment's bytes. Reading stops at
+    the space not written yet (zeros) and at the first frame that is cut short or fails
+    its checksum (the tail of a write the process did not finish, or that power loss left
+    unwritten). An event is a map ``{"e": [event id, type, at, call id, binding id,
+    data]}``, which a reader that knows only records passes over."""
     if not data.startswith(JOURNAL_MAGIC):
-        return [], []
+        return [], [], []
     pos = len(JOURNAL_MAGIC)
     end = len(data)
     frames: list[Any] = []
@@ -281,17 +346,26 @@ def read_segment(data: bytes) -> tuple[list[str], list[list[Any]]]:
             break
         pos = start + n
     if not frames or not isinstance(frames[0], list):
-        return [], []
+        return [], [], []
     columns = [str(c) for c in frames[0]]
     rows = [r for r in frames[1:] if isinstance(r, list) and len(r) == len(columns)]
-    return columns, rows
+    events = [
+        f["e"]
+        for f in frames[1:]
+        if isinstance(f, dict) and isinstance(f.get("e"), list) and len(f["e"]) == 6
+    ]
+    return columns, rows, events
 
 
-def replay(db: sqlite3.Connection, segments: Iterable[Path]) -> tuple[int, int]:
-    """Insert the records of journal ``segments`` that ``db`` lacks, then delete the
-    segments; (records read, records inserted). A segment locked by a live process is
-    left alone. Safe to repeat: a record already in the table (by ``record_id``) is
-    skipped, so a crash during a replay only means the next start replays again."""
+def replay(
+    db: sqlite3.Connection, segments: Iterable[Path], attribute: Attribute | None = None
+) -> tuple[int, int]:
+    """Insert the records and events of journal ``segments`` that ``db`` lacks, then delete
+    the segments; (records read, records inserted). A segment locked by a live process is
+    left alone. Safe to repeat: a record already in the table (by ``record_id``) or an
+    event (by ``event_id``) is skipped, so a crash during a replay only means the next
+    start replays again. ``attribute`` gives records and events their owners, as the
+    writer thread would have."""
     table = {row[1] for row in db.execute("PRAGMA table_info(calls)")}
     read = inserted = 0
     for path in segments:
@@ -305,23 +379,90 @@ def replay(db: sqlite3.Connection, segments: Iterable[Path]) -> tuple[int, int]:
             except BlockingIOError:
                 continue  # a running engine's segment
             with open(fd, "rb", closefd=False) as f:
-                columns, rows = read_segment(f.read())
-            keep = [i for i, c in enumerate(columns) if c in table]
-            if rows and "record_id" in columns and keep:
-                names = [columns[i] for i in keep]
+                columns, rows, events = read_frames(f.read())
+            records = [dict(zip(columns, row, strict=True)) for row in rows]
+            owners = _owners(
+                attribute, [r.get("binding_id") for r in records] + [e[4] for e in events]
+            )
+            names = [c for c in columns if c in table]
+            extra = [c for c in ("tenant", "pool", "out_id") if c in table and c not in names]
+            event_rows = [_event_row(e, owners.get(e[4])) for e in events if e[4] in owners]
+            if records and "record_id" in columns and names:
+                names += extra
+                for r in records:
+                    owner = owners.get(r.get("binding_id") or "")
+                    if owner is not None:
+                        r["tenant"], r["pool"], r["out_id"] = owner.tenant, owner.pool, owner.out_id
+                    event = _completed_row(r, owner)
+                    if event is not None:
+                        event_rows.append(event)
                 sql = (
                     f"INSERT OR IGNORE INTO calls ({', '.join(names)})"
                     f" VALUES ({', '.join('?' * len(names))})"
                 )
                 with transaction(db, "IMMEDIATE"):
                     before = db.total_changes
-                    db.executemany(sql, ([row[i] for i in keep] for row in rows))
+                    db.executemany(sql, ([r.get(c) for c in names] for r in records))
                     inserted += db.total_changes - before
+                    db.executemany(_INSERT_EVENT, event_rows)
                 read += len(rows)
+            elif event_rows:
+                with transaction(db, "IMMEDIATE"):
+                    db.executemany(_INSERT_EVENT, event_rows)
             os.unlink(path)
         finally:
             os.close(fd)
     return read, inserted
+
+
+def _owners(attribute: Attribute | None, ids: Iterable[str | None]) -> Mapping[str, Attribution]:
+    """The owners of the binding ids among ``ids``; none when the store cannot say."""
+    wanted = {i for i in ids if i}
+    if attribute is None or not wanted:
+        return {}
+    try:
+        return attribute(wanted)
+    except Exception as exc:  # the store closed under us, or unreadable: records still go
+        log.error("cannot find the owners of call records: %s", exc)
+        return {}
+
+
+def _event_row(frame: list[Any], owner: Attribution | None) -> tuple[Any, ...]:
+    """The ``events`` row of a journaled event frame of an owned binding."""
+    event_id, kind, at, call_id, binding_id, data = frame
+    assert owner is not None
+    return (
+        "ev_" + event_id, kind, at, owner.tenant, owner.pool, binding_id, owner.out_id, call_id,
+        None, json.dumps(data, separators=(",", ":")),
+    )  # fmt: skip
+
+
+def _completed_row(record: Mapping[str, Any], owner: Attribution | None) -> tuple[Any, ...] | None:
+    """The ``call.completed`` event of a record (as a mapping of its columns), when owned."""
+    if owner is None or not record.get("record_id"):
+        return None
+    at = record.get("end_at") or record.get("invite_at") or 0.0
+    return (
+        "ev_" + record["record_id"], "call.completed", at, owner.tenant, owner.pool,
+        record.get("binding_id"), owner.out_id, record.get("a_call_id"), record["record_id"],
+        None,
+    )  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What the event loop hands the writer thread at once."""
+
+    records: list[CallRecord]
+    events: list[list[Any]]
+
+
+def _record_completed(r: CallRecord) -> tuple[Any, ...]:
+    """The ``call.completed`` event row of an owned record."""
+    return (
+        "ev_" + r.record_id, "call.completed", r.end_at or r.invite_at, r.tenant, r.pool,
+        r.binding_id, r.out_id, r.a_call_id, r.record_id, None,
+    )  # fmt: skip
 
 
 class _Segment:
@@ -362,6 +503,11 @@ class CdrWriter:
     with the event loop hundreds of times a second. A journal segment is replaced by a
     new one at a hand-over once it holds ``segment_bytes`` (or at once if it is full),
     and deleted by the thread once what it holds is committed.
+
+    ``event`` journals a call event the same way and hands it over with the records;
+    the thread finds the owners of records and events (``attribute``), fills the
+    records' owner columns, and writes the owned events and each owned record's
+    ``call.completed`` into ``events`` in the transaction that writes the records.
     """
 
     def __init__(
@@ -372,10 +518,13 @@ class CdrWriter:
         max_delay: float = 0.25,
         fsync: bool = False,
         segment_bytes: int = 1 << 20,
+        attribute: Attribute | None = None,
     ) -> None:
         self.path = str(path)
-        self._queue: queue.SimpleQueue[list[CallRecord] | _Segment | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Batch | _Segment | None] = queue.SimpleQueue()
         self._pending: list[CallRecord] = []
+        self._events: list[list[Any]] = []
+        self._attribute = attribute
         self._batch = batch
         self._max_delay = max_delay
         self._fsync = fsync
@@ -391,7 +540,7 @@ class CdrWriter:
         self.replayed = 0
         db = connect(self.path)
         try:
-            read, self.replayed = replay(db, journal_segments(self.path))
+            read, self.replayed = replay(db, journal_segments(self.path), attribute)
         finally:
             db.close()
         if read:
@@ -407,24 +556,41 @@ class CdrWriter:
     def add(self, record: CallRecord) -> None:
         self._n += 1
         record.record_id = self._prefix + str(self._n)
-        segment = self._segment
-        if segment is not None:
-            data = _frame(_packb(_ROW(record)))
-            start = segment.size
-            end = start + len(data)
-            if end > segment.capacity:
-                segment = self._rotate(len(data))
-            if segment is not None:
-                start = segment.size
-                end = start + len(data)
-                segment.map[start:end] = data
-                segment.size = end
-                if self._fsync:
-                    self._sync(segment)
+        self._journal(_frame(_packb(_ROW(record))))
         pending = self._pending
         pending.append(record)
         if len(pending) >= self._batch or time.monotonic() - self._handed >= self._max_delay:
             self.flush()
+
+    def event(
+        self, kind: str, call_id: str, binding_id: str, at: float, data: dict[str, Any]
+    ) -> None:
+        """Journal one call event (``b2bua.call_events``) and keep it for the thread; it is
+        written to ``events`` if its binding has a tenant."""
+        self._n += 1
+        frame = [self._prefix + str(self._n), kind, at, call_id, binding_id, data]
+        self._journal(_frame(_packb({"e": frame})))
+        events = self._events
+        events.append(frame)
+        if len(events) >= self._batch or time.monotonic() - self._handed >= self._max_delay:
+            self.flush()
+
+    def _journal(self, data: bytes) -> None:
+        segment = self._segment
+        if segment is None:
+            return
+        start = segment.size
+        end = start + len(data)
+        if end > segment.capacity:
+            segment = self._rotate(len(data))
+            if segment is None:
+                return
+            start = segment.size
+            end = start + len(data)
+        segment.map[start:end] = data
+        segment.size = end
+        if self._fsync:
+            self._sync(segment)
 
     def _sync(self, segment: _Segment) -> None:
         try:
@@ -446,9 +612,10 @@ class CdrWriter:
 
     def _hand_over(self) -> None:
         self._handed = time.monotonic()
-        if self._pending:
-            self._queue.put(self._pending)
+        if self._pending or self._events:
+            self._queue.put(_Batch(self._pending, self._events))
             self._pending = []
+            self._events = []
 
     def _rotate(self, need: int) -> _Segment | None:
         """Start a new segment (room for ``need`` bytes at least) and hand the current
@@ -517,18 +684,32 @@ class CdrWriter:
                 if isinstance(item, _Segment):
                     self._retire(item)
                 elif self._write(db, item):
-                    self.written += len(item)
+                    self.written += len(item.records)
         finally:
             db.close()
 
-    def _write(self, db: sqlite3.Connection, records: Sequence[CallRecord]) -> bool:
-        """Commit ``records``, retrying (they are in the journal meanwhile) until the
-        writer is told to close."""
+    def _write(self, db: sqlite3.Connection, batch: _Batch) -> bool:
+        """Commit a batch's records and events, retrying (they are in the journal
+        meanwhile) until the writer is told to close."""
+        records, events = batch.records, batch.events
+        owners = _owners(
+            self._attribute, [r.binding_id for r in records] + [e[4] for e in events]
+        )
+        rows = [_event_row(e, owners[e[4]]) for e in events if e[4] in owners]
+        if owners:
+            for r in records:
+                owner = owners.get(r.binding_id or "")
+                if owner is not None:
+                    r.tenant, r.pool, r.out_id = owner.tenant, owner.pool, owner.out_id
+                    rows.append(_record_completed(r))
         delay = 0.5
         while True:
             try:
                 with transaction(db):
-                    db.executemany(_INSERT, map(_ROW, records))
+                    if records:
+                        db.executemany(_INSERT, map(_ROW, records))
+                    if rows:
+                        db.executemany(_INSERT_EVENT, rows)
                 return True
             except sqlite3.Error as exc:
                 log.error("CDR write failed: %s", exc, extra={"records": len(records)})

@@ -23,6 +23,8 @@ from translate.yaml_source import ConfigError
 
 from . import native
 from .anchor import MediaAnchor, RelayPool
+from .api_process import ApiProcesses
+from .call_events import EventJournal
 from .calls import CallEngine
 from .cdr import CdrSchemaError, CdrWriter
 from .config import EngineConfig, Listen, load_engine_config
@@ -178,6 +180,7 @@ class Engine:
         self.calls: CallEngine | None = None
         self.smpp: SmppService | None = None
         self.relays: RelayPool | None = None
+        self.api: ApiProcesses | None = None
         self.rtpengine: RtpengineClient | None = None
         sip = config.sip
         flood = config.flood
@@ -240,7 +243,9 @@ class Engine:
             else None
         )
         try:
-            self.cdr = CdrWriter(self.config.cdr, fsync=self.config.cdr_fsync)
+            self.cdr = CdrWriter(
+                self.config.cdr, fsync=self.config.cdr_fsync, attribute=self.store.attribution
+            )
         except (CdrSchemaError, sqlite3.Error, OSError) as exc:
             log.error("cannot open the CDR file %s: %s", self.config.cdr, exc)
             await self._close()
@@ -284,6 +289,7 @@ class Engine:
             call_later=loop.call_later,
             media=anchor,
             limits=self.limits,
+            events=EventJournal(self.cdr),
         )
         anchor.bind(self.calls)
         self.endpoint.user = self.calls
@@ -299,6 +305,7 @@ class Engine:
         if not await self._start_smpp():
             await self._close()
             return 1
+        await self._start_api()
         tune_gc()
         log.info(
             "engine started",
@@ -334,6 +341,8 @@ class Engine:
                 if ticks % RETENTION_EVERY == 1:
                     self._retention(loop)
         log.info("stopping: finishing in-flight transactions")
+        if self.api is not None:
+            await self.api.stop()
         await self._stop_smpp()
         self.calls.shutdown(self.endpoint.now())
         await self.endpoint.drain(DRAIN_SECONDS)
@@ -460,6 +469,15 @@ class Engine:
         self.smpp = service
         log.info("SMPP relay started", extra={"port": service.port})
         return True
+
+    async def _start_api(self) -> None:
+        """The control API's processes on ``api.listen`` (none when it is null)."""
+        settings = self.config.api
+        if settings.listen is None:
+            return
+        self.api = ApiProcesses(self.config_dir, settings.workers)
+        await self.api.start()
+        log.info("control API started", extra={"listen": settings.listen, "workers": settings.workers})
 
     async def _stop_smpp(self) -> None:
         service = self.smpp

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from media.settings import MediaMode
-from translate.numbers import NumberPlan, is_e164, normalise
+from translate.numbers import NumberPlan, is_number, national_form, normalise
 from translate.yaml_source import load_model
 
 from .sip.bodies import BodyPolicy, pass_body_problem
@@ -150,7 +150,15 @@ class Trunk(_Strict):
         return (self.transport, host.strip("[]"), int(port))
 
     def write_number(self, e164: str) -> str:
-        """``e164`` as this trunk expects to see it."""
+        """``e164`` (a canonical number) as this trunk expects to see it. A national-only
+        number (no E.164 form, such as China's 700 range) is never written with "+": as
+        its national number toward a trunk of its own country, with the trunk's
+        international prefix toward any other."""
+        national = national_form(e164)
+        if national is not None:
+            if national[0] == self.plan.country_code:
+                return national[1]
+            return self.plan.international_prefix + e164[1:]
         if self.number_format == "national":
             cc = "+" + self.plan.country_code
             if e164.startswith(cc):
@@ -318,7 +326,7 @@ class TrunkTable:
 
     def normalise(self, raw: str, trunk: Trunk | None, default: NumberPlan) -> str | None:
         value = normalise(raw, self._plans[trunk.name] if trunk is not None else default)
-        return value if isinstance(value, str) and is_e164(value) else None
+        return value if isinstance(value, str) and is_number(value) else None
 
 
 def load_trunks(path: str | Path) -> TrunkTable:

@@ -117,7 +117,9 @@ def _free_port() -> int:
         return port
 
 
-def start_api(port: int, pin: bool) -> subprocess.Popen[bytes]:
+def start_api(port: int, pin: bool, workers: int = 1) -> list[subprocess.Popen[bytes]]:
+    """``workers`` ``ansim api`` processes sharing ``port`` (SO_REUSEPORT), as
+    ``ansim serve`` starts them for ``api.workers``; pinned to CPU 0 with ``pin``."""
     config = RUN / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "ansim.yaml").write_text(
@@ -125,19 +127,28 @@ def start_api(port: int, pin: bool) -> subprocess.Popen[bytes]:
     )
     command = [sys.executable, "-m", "b2bua.cli", "api", "--config", str(config)]
     preexec = (lambda: os.sched_setaffinity(0, {0})) if pin else None
-    proc = subprocess.Popen(
-        command, cwd=RUN, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec
-    )
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=RUN,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=preexec,
+        )
+        for _ in range(workers)
+    ]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 if b" 200 " in s.recv(1024):
-                    return proc
+                    time.sleep(2.0 if workers > 1 else 0.0)  # the others bind meanwhile
+                    return procs
         except OSError:
             time.sleep(0.1)
-    proc.kill()
+    for proc in procs:
+        proc.kill()
     raise SystemExit("ansim api did not start")
 
 
@@ -261,6 +272,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=os.cpu_count() >= 2)  # type: ignore[operator]
     parser.add_argument("--profile", metavar="FILE", help="py-spy record the API meanwhile")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="API processes on the port (api.workers)"
+    )
     args = parser.parse_args()
 
     info = build_cache(args.numbers, args.bindings)
@@ -273,10 +287,11 @@ def main() -> int:
     (RUN / "numbers.lmdb").mkdir()
     shutil.copyfile(CACHE / "numbers.lmdb" / "data.mdb", RUN / "numbers.lmdb" / "data.mdb")
     port = _free_port()
-    api = start_api(port, args.pin)
+    procs = start_api(port, args.pin and args.workers == 1, args.workers)
+    api = procs[0]
     spy = None
     try:
-        if args.pin:
+        if args.pin and args.workers == 1:
             os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
         if args.profile:
             spy = subprocess.Popen(
@@ -306,8 +321,8 @@ def main() -> int:
         async def drive() -> None:
             async def mark() -> None:
                 await asyncio.sleep(args.warmup)
-                cpu[0] = _cpu_seconds(api.pid)
-                cpu[2] = _cpu_seconds(api.pid, api.pid)
+                cpu[0] = sum(_cpu_seconds(p.pid) for p in procs)
+                cpu[2] = sum(_cpu_seconds(p.pid, p.pid) for p in procs)
                 loop = asyncio.get_running_loop()
                 batches[0] = await loop.run_in_executor(None, _metric, port, token, batch_metric)
 
@@ -318,15 +333,17 @@ def main() -> int:
         import uvloop
 
         uvloop.run(drive())
-        cpu[1] = _cpu_seconds(api.pid)
-        cpu[3] = _cpu_seconds(api.pid, api.pid)
+        cpu[1] = sum(_cpu_seconds(p.pid) for p in procs)
+        cpu[3] = sum(_cpu_seconds(p.pid, p.pid) for p in procs)
         batches[1] = _metric(port, token, batch_metric)
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
-        api.send_signal(signal.SIGTERM)
-        api.wait(30)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
         shutil.rmtree(RUN, ignore_errors=True)
     lat = sorted(client.latencies)
     ok = client.statuses.get(201, 0)
@@ -337,17 +354,24 @@ def main() -> int:
 
     print(
         f"binds: {ok:,} created in {args.seconds:.0f} s = {ok / args.seconds:,.0f} binds/s"
-        f" ({args.connections} connections, pinned: {args.pin})"
+        f" ({args.connections} connections, {args.workers} API process(es),"
+        f" pinned: {args.pin and args.workers == 1})"
     )
     print(
         f"latency: p50 {pct(0.5):.2f} ms, p90 {pct(0.9):.2f} ms, p99 {pct(0.99):.2f} ms, max {pct(1.0):.2f} ms"
     )
     print(f"answers: {dict(sorted(client.statuses.items()))}")
     loop_cpu = (cpu[3] - cpu[2]) / max(total, 1) * 1e6
+    # The metrics answer is one process's: requests per transaction only with one.
+    per_commit = (
+        f"; {total / max(batches[1] - batches[0], 1):.1f} requests per write transaction"
+        if args.workers == 1
+        else ""
+    )
     print(
-        f"API process CPU: {(cpu[1] - cpu[0]) / max(total, 1) * 1e6:.0f} us a request"
-        f" ({loop_cpu:.0f} on the event loop's thread, the rest on the store writer's);"
-        f" {total / max(batches[1] - batches[0], 1):.1f} requests per write transaction"
+        f"API CPU: {(cpu[1] - cpu[0]) / max(total, 1) * 1e6:.0f} us a request"
+        f" ({loop_cpu:.0f} on the event loops' threads, the rest on the store writers')"
+        + per_commit
     )
     return 0 if ok == total else 1
 

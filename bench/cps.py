@@ -93,6 +93,7 @@ SIPP_TRACE: list[str] = []
 
 # CPUs for the B2BUA under test and for the SIPp load generators (see --pin); None: any.
 PINNING: dict[str, set[int] | None] = {"b2bua": None, "load": None}
+ALL_CPUS: set[int] = os.sched_getaffinity(0)
 
 
 def _pin(role: str) -> Callable[[], None] | None:
@@ -120,9 +121,11 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def children_cpu(pid: int) -> float:
+def children_cpu(pid: int, but: tuple[int, ...] = ()) -> float:
     total = 0.0
     for child in children(pid):
+        if child in but:
+            continue
         try:
             user, system = cpu_seconds(child)
         except OSError:
@@ -192,6 +195,9 @@ class Step:
     rcvbuf_errors: int
     ok: bool
     media_ms_per_call: float = 0.0  # the engine's child processes (media relays)
+    api: dict[str, object] | None = None  # api_load.py's report (--api-load)
+    # % of one CPU over the measured part: engine, api, load, sipp, others, idle
+    cpu_shares: dict[str, float] | None = None
 
 
 def last_stat_row(path: Path) -> dict[str, str]:
@@ -224,6 +230,153 @@ LIMITS_SECTION = (
     " virtual: {{calls_per_hour: 1000000}}, marketing: {{distinct: 1000000, window: 86400}}}}\n"
 )
 
+# --api-load: the engine's control API binding and unbinding during a step (api_load.py).
+API_TENANT = "load"
+API_POOL = "load"
+API_PREFIX = "+82506"  # the pool's numbers: apart from the map's +82507...
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, every CPU summed."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])
+    return (total - fields[3] - fields[4]) / CLK_TCK, total / CLK_TCK
+
+
+def http_call(port: int, method: str, path: str, token: str = "", body: object = None) -> int:
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        return answer.status
+    finally:
+        conn.close()
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Bind process ``pid`` and every thread it has to ``cpus`` (threads it starts later
+    inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            continue
+
+
+class ApiSetup:
+    """The control API of the engine under test (``api.listen``, its process started by
+    ``ansim serve``), a tenant and its key made with ``ansim tenants`` and ``ansim keys``,
+    and the tenant's pool of ``numbers`` numbers apart from the map's for the load to bind
+    on; the API processes are moved to the CPUs ``cpus`` says (``b2bua``, ``load`` or
+    ``any``) once started."""
+
+    def __init__(self, numbers: int, cpus: str) -> None:
+        self.port = free_port()
+        self.numbers = numbers
+        self.cpus = cpus
+        self.token = ""
+        self.pids: list[int] = []
+
+    def make_key(self, cfg: Path) -> None:
+        ansim = str(ROOT / ".venv/bin/ansim")
+        subprocess.run(
+            [ansim, "tenants", "set", API_TENANT, "--config", str(cfg), "--numbers", API_PREFIX],
+            check=True,
+            capture_output=True,
+        )
+        made = subprocess.run(
+            [ansim, "keys", "create", "--config", str(cfg), "--tenant", API_TENANT,
+             "--scope", "bindings:write", "--scope", "pools:write", "--name", "cps.py load"],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        self.token = made.split("token (shown only now):", 1)[1].split()[0]
+
+    def ready(self, engine_pid: int) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if http_call(self.port, "GET", "/healthz") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the control API did not start")
+            time.sleep(0.2)
+        self.pids = children(engine_pid)
+        cpus = cpu_set(self.cpus)
+        for pid in self.pids:
+            pin_process(pid, cpus)
+        pool = {
+            "name": API_POOL,
+            "capacity": 1_000_000,
+            "cooloff_seconds": 0,
+            "numbers": [{"number": f"{API_PREFIX}{n:08d}"} for n in range(self.numbers)],
+        }
+        status = http_call(self.port, "POST", "/v1/pools", self.token, pool)
+        if status != 201:
+            raise RuntimeError(f"creating the pool answered {status}")
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            try:
+                total += sum(cpu_seconds(pid))
+            except OSError:
+                continue
+        return total
+
+
+def cpu_set(name: str) -> set[int]:
+    """The CPUs of ``--api-cpu``/``--load-cpu``: the B2BUA's, SIPp's, or any."""
+    chosen = PINNING.get(name) if name in ("b2bua", "load") else None
+    return set(chosen) if chosen is not None else set(ALL_CPUS)
+
+
+@dataclass
+class ApiLoad:
+    """``rate`` binds/s and as many unbinds/s through ``setup``'s API during a step."""
+
+    setup: ApiSetup
+    rate: float
+    connections: int
+    live: int
+    cpus: str
+    proc: subprocess.Popen[bytes] | None = None
+    parties: int = 0  # the first party number of the next run, so runs never reuse a pair
+
+    def start(self, step_dir: Path, seconds: float, measure_from: float) -> None:
+        cpus = cpu_set(self.cpus)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve().parent / "api_load.py"),
+             "--port", str(self.setup.port), "--token", self.setup.token, "--pool", API_POOL,
+             "--rate", str(self.rate), "--seconds", str(seconds), "--measure-from", str(measure_from),
+             "--connections", str(self.connections), "--live", str(self.live),
+             "--first", str(self.parties)],
+            stdout=subprocess.PIPE, stderr=open(step_dir / "api_load.log", "wb"),  # noqa: SIM115
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        )  # fmt: skip
+        self.parties += int(self.rate * seconds) + 1
+
+    def finish(self) -> dict[str, object]:
+        import json
+
+        assert self.proc is not None
+        out, _ = self.proc.communicate(timeout=60)
+        lines = out.decode().strip().splitlines()
+        if self.proc.returncode != 0 or not lines:
+            raise RuntimeError(f"api_load.py exited with {self.proc.returncode}")
+        report: dict[str, object] = json.loads(lines[-1])
+        return report
+
 
 class B2bua:
     """The process under test."""
@@ -238,7 +391,9 @@ class B2bua:
         tree: Path | None = None,
         media: str | None = None,
         limits: bool = False,
+        api: ApiSetup | None = None,
     ) -> None:
+        self.api = api
         self.media = media
         self.limits = limits
         self.peer = peer
@@ -268,6 +423,10 @@ class B2bua:
             if self.limits:
                 with (cfg / "ansim.yaml").open("a") as f:
                     f.write(LIMITS_SECTION.format(store=self.work / "limits.lmdb"))
+            if self.api is not None:
+                with (cfg / "ansim.yaml").open("a") as f:
+                    f.write(f"api: {{listen: '127.0.0.1:{self.api.port}'}}\n")
+                self.api.make_key(cfg)
             if self.media == "relay":
                 with (cfg / "ansim.yaml").open("a") as f:
                     f.write(
@@ -302,6 +461,8 @@ class B2bua:
             preexec_fn=_pin("b2bua"),
         )
         wait_udp(self.port, 20.0)
+        if self.api is not None:
+            self.api.ready(self.proc.pid)
         if self.profile:
             # py-spy samples the process; collapsed stacks go to the given file. --native
             # shows the compiled hot path's C functions (CPyDef_...), not only Python frames.
@@ -382,6 +543,7 @@ def run_step(
     hold_ms: int,
     limit: int,
     warmup: float = 0.0,
+    api_load: ApiLoad | None = None,
 ) -> Step:
     """One step: ``warmup`` seconds at ``rate``, then ``seconds`` more that are measured.
 
@@ -401,10 +563,13 @@ def run_step(
     time.sleep(0.3)
     pid = b2bua.proc.pid if b2bua.proc is not None else None
     cpu0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
-    media0 = children_cpu(pid) if pid is not None else 0.0
+    api_pids = tuple(b2bua.api.pids) if b2bua.api is not None else ()
+    media0 = children_cpu(pid, api_pids) if pid is not None else 0.0
     err0 = udp_errors()
     cdr0 = b2bua.cdr_count()
     net0 = NET.counters() if NET is not None else None
+    if api_load is not None:
+        api_load.start(step_dir, total, warmup)
     t0 = time.monotonic()
     uac = subprocess.Popen(
         ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
@@ -419,8 +584,18 @@ def run_step(
         while time.monotonic() - t0 < warmup and uac.poll() is None:
             time.sleep(0.05)
         cpu0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
-        media0 = children_cpu(pid) if pid is not None else 0.0
+        media0 = children_cpu(pid, api_pids) if pid is not None else 0.0
         measured_calls = max(int(rate * seconds), 1)
+    shares = None
+    if b2bua.api is not None and pid is not None:
+        # where the CPU goes, over the measured part but its last second (SIPp is still
+        # running then, so its processes can be read)
+        load_pid = api_load.proc.pid if api_load is not None and api_load.proc else None
+        snap0 = cpu_snapshot(pid, b2bua.api, load_pid, (uac.pid, uas.pid))
+        while time.monotonic() - t0 < total - 1.0 and uac.poll() is None:
+            time.sleep(0.05)
+        snap1 = cpu_snapshot(pid, b2bua.api, load_pid, (uac.pid, uas.pid))
+        shares = cpu_shares(snap0, snap1)
     try:
         uac.wait(timeout=total * 4 + hold_ms / 1000 + 60)
     except subprocess.TimeoutExpired:
@@ -428,7 +603,7 @@ def run_step(
         uac.wait()
     elapsed = time.monotonic() - t0
     cpu1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
-    media_cpu = (children_cpu(pid) if pid is not None else 0.0) - media0
+    media_cpu = (children_cpu(pid, api_pids) if pid is not None else 0.0) - media0
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = user + system
     try:
@@ -476,6 +651,11 @@ def run_step(
         and (cdrs is None or cdrs >= calls)
     )
     duration = max(elapsed - hold_ms / 1000, 1e-9)
+    api_report = api_load.finish() if api_load is not None else None
+    if api_report is not None:
+        for name in ("bind", "unbind"):
+            op = api_report[name]
+            ok = ok and isinstance(op, dict) and op["errors"] == 0
     return Step(
         peer=b2bua.peer,
         offered=rate,
@@ -495,7 +675,49 @@ def run_step(
         rcvbuf_errors=(err1[0] - err0[0]) + (err1[1] - err0[1]),
         ok=ok,
         media_ms_per_call=media_cpu * 1000 / max(min(uac_ok, measured_calls), 1),
+        api=api_report,
+        cpu_shares=shares,
     )
+
+
+def cpu_snapshot(
+    engine: int, api: ApiSetup, load: int | None, sipp: tuple[int, ...]
+) -> dict[str, float]:
+    def of(pids: tuple[int, ...]) -> float:
+        total = 0.0
+        for p in pids:
+            try:
+                total += sum(cpu_seconds(p))
+            except OSError:
+                continue
+        return total
+
+    busy, everything = machine_cpu()
+    return {
+        "t": time.monotonic(),
+        "engine": sum(cpu_seconds(engine)),
+        "api": api.cpu(),
+        "load": of((load,)) if load is not None else 0.0,
+        "sipp": of(sipp),
+        "busy": busy,
+        "all": everything,
+    }
+
+
+def cpu_shares(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """% of one CPU each part used between two snapshots; others: the rest of the
+    machine's busy time (other work on it, the kernel's threads)."""
+    wall = max(b["t"] - a["t"], 1e-9)
+    d = {k: b[k] - a[k] for k in a}
+    ours = d["engine"] + d["api"] + d["load"] + d["sipp"]
+    return {
+        "engine": 100 * d["engine"] / wall,
+        "api": 100 * d["api"] / wall,
+        "load": 100 * d["load"] / wall,
+        "sipp": 100 * d["sipp"] / wall,
+        "others": 100 * (d["busy"] - ours) / wall,
+        "idle": 100 * (d["all"] - d["busy"]) / wall,
+    }
 
 
 @dataclass
@@ -658,12 +880,41 @@ def print_step(s: Step) -> None:
         + (f"  relay {s.media_ms_per_call:.3f} ms/call" if s.media_ms_per_call else ""),
         flush=True,
     )
+    if s.api is not None:
+        for name in ("bind", "unbind"):
+            op = s.api[name]
+            assert isinstance(op, dict)
+            print(
+                f"       api {name:6} {op['per_second']:7.1f}/s (offered {s.api['rate']:.0f}/s)  "
+                f"p50 {op['p50_ms']} ms p99 {op['p99_ms']} ms max {op['max_ms']} ms  "
+                f"errors {op['errors']}  answers {op['statuses']}",
+                flush=True,
+            )
+        print(
+            f"       api load: unbinding from {s.api['unbinding_from_s']} s, "
+            f"{s.api['starved_unbinds']} unbinds with nothing to unbind, at most "
+            f"{s.api['most_waiting']} requests waiting for a connection, "
+            f"{s.api['lost_connections']} connections lost",
+            flush=True,
+        )
+    if s.cpu_shares is not None:
+        print(
+            "       CPU (% of one): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_shares.items()),
+            flush=True,
+        )
 
 
 def ramp(
     peer: str, args: argparse.Namespace, work: Path, inj: Path, rates: list[float]
 ) -> list[Step]:
+    """Each rate of ``rates`` in turn; with --api-load, each twice: without the API load
+    and then with it, on the same engine (its API processes idle in the first)."""
     uas_port = free_port()
+    api = load = None
+    if args.api_load and peer == "ansim":
+        api = ApiSetup(args.api_numbers, args.api_cpu)
+        load = ApiLoad(api, args.api_load, args.api_connections, args.api_live, args.load_cpu)
     b2bua = B2bua(
         peer,
         work,
@@ -672,6 +923,7 @@ def ramp(
         args.profile if peer == "ansim" else None,
         media=args.media if peer == "ansim" else None,
         limits=args.limits and peer == "ansim",
+        api=api,
     )
     b2bua.start()
     steps: list[Step] = []
@@ -680,6 +932,20 @@ def ramp(
             step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup)
             print_step(step)
             steps.append(step)
+            if load is not None:
+                time.sleep(1.0)
+                loaded = run_step(
+                    b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup, load
+                )
+                loaded.peer = "+api"
+                print_step(loaded)
+                print(
+                    f"       p99 INVITE->200 with the API load {loaded.p99_ms:.2f} ms, without"
+                    f" {step.p99_ms:.2f} ms: {100 * (loaded.p99_ms / step.p99_ms - 1):+.0f} %",
+                    flush=True,
+                )
+                steps.append(loaded)
+                step = loaded if step.ok else step
             if not step.ok:
                 break
             time.sleep(1.0)
@@ -816,6 +1082,27 @@ def main() -> None:
         action="store_true",
         help="count every call in the shared limits store (caps and the marketing rule)",
     )
+    ap.add_argument(
+        "--api-load",
+        type=float,
+        metavar="N",
+        help="run each step without and then with the control API (started by ansim serve)"
+        " binding N axb bindings/s from a pool and unbinding N/s (bench/api_load.py)",
+    )
+    ap.add_argument("--api-numbers", type=int, default=10_000, help="numbers of the API's pool")
+    ap.add_argument("--api-connections", type=int, default=32, help="the load's connections")
+    ap.add_argument(
+        "--api-live", type=int, default=2000, help="bindings the load makes before it unbinds"
+    )
+    cpu_choices = ("b2bua", "load", "any")
+    ap.add_argument(
+        "--api-cpu", choices=cpu_choices, default="any",
+        help="CPUs of the API processes: the B2BUA's, SIPp's, or any (%(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--load-cpu", choices=cpu_choices, default="any",
+        help="CPUs of the API load generator (%(default)s)",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.scenarios:
         global SIPP_DIR

@@ -14,20 +14,25 @@ import argparse
 import statistics
 import time
 
-from translate.numbers import KR, NumberPlan, normalise
+from translate.numbers import CN, KR, NumberPlan, normalise
 
-#: (label, input): the forms the engine sees most, then the rarer ones.
-FORMS: tuple[tuple[str, str], ...] = (
-    ("E.164 mobile", "+821047382916"),
-    ("national mobile", "01047382916"),
-    ("national 050x", "050770004001"),
-    ("dashed mobile", "010-4738-2916"),
-    ("Seoul landline", "0255501010"),
-    ("international 00", "00821047382916"),
-    ("foreign E.164", "+12125550100"),
-    ("sip URI", "sip:01047382916@carrier.example;user=phone"),
-    ("tel URI", "tel:+82-10-4738-2916"),
-    ("cut short (bad)", "0104738291"),
+#: (label, input, plan): the forms the engine sees most, then the rarer ones, then China's
+#: national-only 700 range (17 digits after +86) under a Chinese trunk's plan.
+FORMS: tuple[tuple[str, str, NumberPlan], ...] = (
+    ("E.164 mobile", "+821047382916", KR),
+    ("national mobile", "01047382916", KR),
+    ("national 050x", "050770004001", KR),
+    ("dashed mobile", "010-4738-2916", KR),
+    ("Seoul landline", "0255501010", KR),
+    ("international 00", "00821047382916", KR),
+    ("foreign E.164", "+12125550100", KR),
+    ("sip URI", "sip:01047382916@carrier.example;user=phone", KR),
+    ("tel URI", "tel:+82-10-4738-2916", KR),
+    ("cut short (bad)", "0104738291", KR),
+    ("CN mobile", "13800000001", CN),
+    ("CN 700 national", "700123456789012", CN),
+    ("CN 700 +86", "+86700123456789012", CN),
+    ("CN 700 context", "700123456789012;phone-context=+86", CN),
 )
 
 
@@ -55,9 +60,9 @@ def main() -> None:
     print(
         f"  {'(empty loop)':<18} {statistics.median(empty_loop_ns(args.count) for _ in range(args.runs)):7.0f}"
     )
-    for label, raw in FORMS:
-        result = normalise(raw, KR)
-        ns = statistics.median(per_call_ns(raw, KR, args.count) for _ in range(args.runs))
+    for label, raw, plan in FORMS:
+        result = normalise(raw, plan)
+        ns = statistics.median(per_call_ns(raw, plan, args.count) for _ in range(args.runs))
         print(f"  {label:<18} {ns:7.0f}  {raw!r} -> {str(result)!r}")
 
 

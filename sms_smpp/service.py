@@ -50,7 +50,8 @@ class SmppService:
         c = self.config
         self.queue = MessageQueue(c.queue.path, map_size=c.queue.map_size_mb << 20,
                                   fsync=c.queue.fsync)
-        self.records = SmsRecords(c.records)
+        # The store's attribution gives records of tenants' bindings their owner.
+        self.records = SmsRecords(c.records, attribute=getattr(self.store, "attribution", None))
         self.relay = Relay(c, self.store, c.numbers.plan(), self.queue, self.records, loop)
         restored = self.relay.load()
         if restored:

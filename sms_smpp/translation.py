@@ -10,7 +10,7 @@ sender (callback numbers, subaddresses, vendor TLVs) reaches the recipient.
 
 from __future__ import annotations
 
-from translate.numbers import NumberError, NumberPlan, normalise
+from translate.numbers import NumberError, NumberPlan, national_form, normalise
 from translate.refusals import REFUSALS
 
 from .pdu import DataSm, ShortMessage, Tag
@@ -30,24 +30,33 @@ RECEIPT_TLVS = frozenset({Tag.RECEIPTED_MESSAGE_ID, Tag.MESSAGE_STATE, Tag.NETWO
 REFUSAL_STATUS = {reason: row.smpp_status for reason, row in REFUSALS.items()}
 
 TON_INTERNATIONAL = 1
+TON_NATIONAL = 2
 NPI_ISDN = 1
 
 
 def address_number(ton: int, addr: str, plan: NumberPlan) -> str | NumberError:
-    """An SMPP address as E.164, by its type of number."""
+    """An SMPP address as a canonical number, by its type of number: international
+    digits get their "+", anything else is read by ``plan`` (national numbers, China's
+    700 national-only numbers included, with or without prefixes)."""
     if ton == TON_INTERNATIONAL and addr and addr[0] != "+":
         addr = "+" + addr
     return normalise(addr, plan)
 
 
+def address_of(number: str) -> tuple[int, int, str]:
+    """(TON, NPI, address) for a canonical number: international ISDN digits for an E.164
+    number; national ISDN with the national number for a national-only one (China's
+    700 range), which has no international form."""
+    national = national_form(number)
+    if national is not None:
+        return TON_NATIONAL, NPI_ISDN, national[1]
+    return TON_INTERNATIONAL, NPI_ISDN, number.lstrip("+")
+
+
 def set_addresses(pdu: ShortMessage, source: str, destination: str) -> None:
-    """Write E.164 source and destination as international ISDN addresses."""
-    pdu.source_addr_ton = TON_INTERNATIONAL
-    pdu.source_addr_npi = NPI_ISDN
-    pdu.source_addr = source.lstrip("+")
-    pdu.dest_addr_ton = TON_INTERNATIONAL
-    pdu.dest_addr_npi = NPI_ISDN
-    pdu.destination_addr = destination.lstrip("+")
+    """Write canonical source and destination numbers as ISDN addresses (``address_of``)."""
+    pdu.source_addr_ton, pdu.source_addr_npi, pdu.source_addr = address_of(source)
+    pdu.dest_addr_ton, pdu.dest_addr_npi, pdu.destination_addr = address_of(destination)
 
 
 def filter_tlvs(tlvs: dict[int, bytes], allowed: frozenset[int]) -> dict[int, bytes]:

@@ -16,10 +16,21 @@ import uvicorn
 from api.app import create_app
 from api.context import ApiContext
 from api.settings import ApiSettings
+from b2bua.cdr import CallRecord, CdrWriter
+from sms_smpp.records import SmsRecords
 from translate.store import Store, Transaction
 
 ALL_SCOPES = frozenset(
-    {"bindings:read", "bindings:write", "pools:read", "pools:write", "metrics:read"}
+    {
+        "bindings:read",
+        "bindings:write",
+        "pools:read",
+        "pools:write",
+        "metrics:read",
+        "records:read",
+        "stats:read",
+        "webhooks:write",
+    }
 )
 #: Pool numbers granted to the test tenants: +8250710000000 ... (+82507100 prefix).
 GRANT = "+82507100"
@@ -43,8 +54,10 @@ class ApiServer:
         settings: ApiSettings | None = None,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
+        cdr: Path | None = None,
     ) -> None:
         self.path = path
+        self.cdr = cdr
         self.settings = settings
         self.clock = clock
         self.host = host
@@ -57,7 +70,13 @@ class ApiServer:
 
     def __enter__(self) -> ApiServer:
         self.store = Store(self.path, map_size=256 << 20)
-        self.ctx = ApiContext.open(self.store, self.settings, clock=self.clock)
+        self.ctx = ApiContext.open(
+            self.store,
+            self.settings,
+            clock=self.clock,
+            cdr=None if self.cdr is None else str(self.cdr),
+            sms=None if self.cdr is None else str(self.cdr),
+        )
         self.app = app = create_app(self.ctx)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -125,3 +144,25 @@ class ApiServer:
     def client(self, token: str | None) -> httpx.Client:
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=20)
+
+
+def write_records(server: ApiServer, path: Path, binding: dict[str, Any]) -> tuple[str, str]:
+    """One call record and one SMS record of acme's binding, written by the engine's own
+    writers (owners found in the store as the engine finds them)."""
+    store = server.store
+    assert store is not None
+    now = time.time()
+    cdr = CdrWriter(path, attribute=store.attribution)
+    record = CallRecord(
+        "walk-call@127.0.0.2", "b-walk@ansim", "bridge", "axb", "A->B", binding["x"],
+        party(1), party(2), binding["x"], binding["id"], "carrier", "udp", "127.0.0.2", 5060,
+        "carrier", now - 60, now - 58, now - 55, now, 2000, 5000, 55000, 200, 16, "caller",
+        "caller_bye",
+    )  # fmt: skip
+    cdr.add(record)
+    cdr.close()
+    sms = SmsRecords(str(path), attribute=store.attribution)
+    sms.accepted(("walk-sms-1", "mt", "carrier", party(1), binding["x"], party(2),
+                  binding["x"], binding["id"], 0, 5, None, now, "queued", None))  # fmt: skip
+    sms.close()
+    return record.record_id, "walk-sms-1"

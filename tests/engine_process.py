@@ -144,6 +144,7 @@ class EngineProcess:
         maps.mkdir(exist_ok=True)
         config: dict[str, Any] = {
             "metrics": {"listen": None},
+            "api": {"listen": None},
             "numbers": {"store": str(var / "numbers.lmdb"), "maps": str(maps), "watch": False},
             "cdr": str(var / "cdr.sqlite"),
             "smpp": None,

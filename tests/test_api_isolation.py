@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import ALL_SCOPES, ApiServer, party, pool_numbers
+from api_helpers import ALL_SCOPES, ApiServer, party, pool_numbers, write_records
 from fastapi.routing import APIRoute, iter_route_contexts
 
 #: Routes anyone may call.
@@ -30,13 +30,16 @@ class World:
     admin: str
     binding: dict[str, Any]
     key_id: str
+    record_id: str
+    sms_id: str
+    hook_id: str
     secrets: list[str]  # what globex must never see
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    path: Path = tmp_path_factory.mktemp("isolation") / "numbers.lmdb"
-    with ApiServer(path) as server:
+    folder: Path = tmp_path_factory.mktemp("isolation")
+    with ApiServer(folder / "numbers.lmdb", cdr=folder / "cdr.sqlite") as server:
         acme = server.tenant("acme")
         globex = server.tenant("globex", numbers=("+82507101",))
         bare = server.tenant("acme", frozenset({"metrics:read"}))
@@ -58,10 +61,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 },
             )
             made.raise_for_status()
+            hook = api.post(
+                "/v1/webhooks",
+                json={"url": "http://127.0.0.9:9/hook", "events": ["call.completed"]},
+            )
+            hook.raise_for_status()
+        binding = made.json()
+        record_id, sms_id = write_records(server, folder / "cdr.sqlite", binding)
         with server.client(admin) as api:
             keys = api.get("/v1/admin/keys", params={"tenant": "acme"}).json()["items"]
-        binding = made.json()
         key_id = keys[0]["key_id"]
+        hook_id = hook.json()["id"]
         yield World(
             server,
             acme,
@@ -70,7 +80,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             admin,
             binding,
             key_id,
-            [binding["id"], party(1), party(2), "acme-order-1", key_id],
+            record_id,
+            sms_id,
+            hook_id,
+            [binding["id"], party(1), party(2), "acme-order-1", key_id, record_id, hook_id],
         )
 
 
@@ -92,6 +105,9 @@ def _path(world: World, path: str) -> str:
         "number": world.binding["x"],
         "tenant": "acme",
         "key_id": world.key_id,
+        "record_id": world.record_id,
+        "sms_id": world.sms_id,
+        "hook_id": world.hook_id,
     }
     out = path
     for name, value in values.items():
@@ -120,6 +136,8 @@ def _body(world: World, route: APIRoute) -> Any:
         "PoolNumberUpdate": {"area": "walk"},
         "TenantPut": {"numbers": []},
         "KeyCreate": {"tenant": "acme", "scopes": ["bindings:read"]},
+        "WebhookCreate": {"url": "http://127.0.0.9:9/new", "events": ["call.started"]},
+        "WebhookUpdate": {"description": "changed"},
     }
     assert name in bodies, f"give the isolation walk a body for {name}"
     return bodies[name]
@@ -167,7 +185,7 @@ def test_every_route_wants_its_scope(world: World) -> None:
 
 
 def test_another_tenant_finds_nothing_of_the_first(world: World) -> None:
-    objects = {"{binding_id}", "{pool}", "{number}"}
+    objects = {"{binding_id}", "{pool}", "{number}", "{record_id}", "{sms_id}", "{hook_id}"}
     for method, path, route in _routes(world):
         if (method, path) in PUBLIC | METRICS:
             continue
@@ -191,6 +209,21 @@ def test_another_tenant_finds_nothing_of_the_first(world: World) -> None:
         pool = api.get("/v1/pools/acme-trips").json()
         assert (pool["capacity"], pool["numbers"], pool["bindings"]) == (1000, 3, 1)
         assert [p["name"] for p in api.get("/v1/pools").json()["items"]] == ["acme-trips"]
+        assert api.get(f"/v1/webhooks/{world.hook_id}").json()["description"] == ""
+        calls = api.get("/v1/records/calls").json()["items"]
+        assert [c["record_id"] for c in calls] == [world.record_id]
+        assert [m["id"] for m in api.get("/v1/records/sms").json()["items"]] == [world.sms_id]
+        days = api.get("/v1/stats", params={"period": "day"}).json()["items"]
+        assert [(d["calls"], d["answered"], d["sms_received"]) for d in days] == [(1, 1, 1)]
+    # What globex searches and counts is its own: nothing.
+    with world.server.client(world.globex) as api:
+        assert api.get("/v1/records/calls").json()["items"] == []
+        assert api.get("/v1/records/sms").json()["items"] == []
+        assert api.get("/v1/stats").json()["items"] == []
+        hooks = api.get("/v1/webhooks").json()["items"]  # the walk made one of its own
+        assert [h["url"] for h in hooks] == ["http://127.0.0.9:9/new"]
+        export = api.get("/v1/records/calls/export")
+        assert export.status_code == 200 and world.record_id not in export.text
 
 
 def test_revoked_key_is_refused_at_once(world: World) -> None:

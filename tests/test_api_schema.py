@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import schemathesis
-from api_helpers import ALL_SCOPES, ApiServer, party, pool_numbers
+from api_helpers import ALL_SCOPES, ApiServer, party, pool_numbers, write_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -64,15 +64,20 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiServer, str]]:
-    path: Path = tmp_path_factory.mktemp("schema") / "numbers.lmdb"
-    with ApiServer(path) as server:
+    folder: Path = tmp_path_factory.mktemp("schema")
+    with ApiServer(folder / "numbers.lmdb", cdr=folder / "cdr.sqlite") as server:
         token = server.tenant("acme", ALL_SCOPES | {"admin"})
         with server.client(token) as api:
             numbers = [{"number": n} for n in pool_numbers(50)]
             api.post("/v1/pools", json={"name": "trips", "numbers": numbers}).raise_for_status()
+            made = []
             for n in range(5):
                 body = {"kind": "axb", "pool": "trips", "a": party(2 * n), "b": party(2 * n + 1)}
-                api.post("/v1/bindings", json=body).raise_for_status()
+                made.append(api.post("/v1/bindings", json=body).raise_for_status().json())
+            api.post(
+                "/v1/webhooks", json={"url": "http://127.0.0.9:9/h", "events": ["call.completed"]}
+            ).raise_for_status()
+        write_records(server, folder / "cdr.sqlite", made[0])  # records, statistics: not empty
         yield server, token
 
 

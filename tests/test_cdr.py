@@ -37,6 +37,7 @@ from b2bua.cdr import (
     replay,
 )
 from b2bua.cli import main as cli_main
+from translate.history import Attribution
 
 # The calls table exactly as the first release created it (no user_version).
 V1_SCHEMA = """
@@ -567,3 +568,131 @@ def test_exports_show_iso_times_and_milliseconds(tmp_path: Path) -> None:
     assert lines[1].startswith("2026-09-21T14:13:20.000+00:00")
     assert " 60.000 " in lines[1] and "A->B" in lines[1] and " 17 " in lines[2]
     assert lines[-1] == "2 call(s)"
+
+
+# -- owners and the webhook outbox (schema 3) -------------------------------------------------
+
+# The calls table of schema version 2, as the release before owners wrote it.
+V2_COLUMNS = [c for c in COLUMNS if c not in ("tenant", "pool", "out_id")]
+
+
+def make_v2(path: Path) -> None:
+    db = sqlite3.connect(path)
+    schema = cdr._CREATE_CALLS
+    for column in ("tenant", "pool", "out_id"):
+        schema = "\n".join(line for line in schema.splitlines() if not line.strip().startswith(column))
+    schema = schema.replace("reason TEXT,", "reason TEXT")
+    db.execute(schema)
+    db.execute("PRAGMA user_version = 2")
+    rec = record(1, record_id="old-1")
+    db.execute(
+        f"INSERT INTO calls ({', '.join(V2_COLUMNS)}) VALUES ({', '.join('?' * len(V2_COLUMNS))})",
+        [getattr(rec, c) for c in V2_COLUMNS],
+    )
+    db.commit()
+    db.close()
+
+
+def test_version_2_gains_the_owner_columns_and_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.sqlite"
+    make_v2(path)
+    connect(path).close()
+    assert user_version(path) == SCHEMA_VERSION == 3
+    (row,) = rows(path)
+    assert row["record_id"] == "old-1" and row["a_call_id"] == "call-1@carrier"
+    assert (row["tenant"], row["pool"], row["out_id"]) == (None, None, None)
+    db = sqlite3.connect(path)
+    columns = [r[1] for r in db.execute("PRAGMA table_info(events)")]
+    db.close()
+    assert columns == ["seq", *cdr.EVENT_COLUMNS]
+    connect(path).close()  # opening again changes nothing
+    assert rows(path) == [row]
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM events ORDER BY seq")]
+    finally:
+        db.close()
+
+
+OWNERS = {"trip-1": Attribution("acme", "trips", "order-1")}
+
+
+def owners_of(ids: Any) -> dict[str, Attribution]:
+    return {i: OWNERS[i] for i in ids if i in OWNERS}
+
+
+def test_owned_records_and_their_events_reach_the_outbox(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.sqlite"
+    writer = CdrWriter(path, attribute=owners_of)
+    writer.event("call.started", "call-1@carrier", "trip-1", T0 + 1, {"virtual": "+825070002001"})
+    writer.event("call.ringing", "call-1@carrier", "trip-1", T0 + 1.25, {})
+    writer.event("call.started", "call-2@carrier", "yaml-ax", T0 + 2, {})  # no tenant: dropped
+    writer.add(record(1))
+    writer.add(record(2, binding_id="yaml-ax", a_call_id="call-2@carrier"))
+    writer.close()
+    owned, unowned = rows(path)
+    assert (owned["tenant"], owned["pool"], owned["out_id"]) == ("acme", "trips", "order-1")
+    assert (unowned["tenant"], unowned["pool"], unowned["out_id"]) == (None, None, None)
+    got = events(path)
+    assert [(e["type"], e["call_id"]) for e in got] == [
+        ("call.started", "call-1@carrier"),
+        ("call.ringing", "call-1@carrier"),
+        ("call.completed", "call-1@carrier"),
+    ]
+    assert {(e["tenant"], e["pool"], e["binding_id"], e["out_id"]) for e in got} == {
+        ("acme", "trips", "trip-1", "order-1")
+    }
+    assert len({e["event_id"] for e in got}) == 3
+    assert json.loads(got[0]["data"]) == {"virtual": "+825070002001"}
+    completed = got[2]
+    assert completed["record_id"] == owned["record_id"]
+    assert completed["event_id"] == "ev_" + owned["record_id"]
+    assert completed["at"] == owned["end_at"]
+
+
+EVENT_CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from test_cdr import record
+    from b2bua.cdr import CdrWriter
+
+    writer = CdrWriter(sys.argv[1], batch=10**9, max_delay=10**9)
+    for n in range(20):
+        writer.event("call.started", f"call-{{n}}@carrier", "trip-1", 1.0 * n, {{"n": n}})
+        writer.add(record(n))
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_events_of_a_killed_process_are_replayed_once_with_owners(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", EVENT_CHILD.format(tests=str(ROOT / "tests")), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    (segment,) = journal_segments(path)
+    copy = segment.read_bytes()
+    columns, records, frames = cdr.read_frames(copy)
+    assert (len(records), len(frames)) == (20, 20)
+    assert read_segment(copy) == (columns, records)  # a reader of records passes events over
+    db = connect(path)
+    assert replay(db, [segment], owners_of) == (20, 20)
+    segment.write_bytes(copy)
+    assert replay(db, [segment], owners_of) == (20, 0)
+    db.close()
+    got = events(path)
+    assert sorted(e["type"] for e in got) == ["call.completed"] * 20 + ["call.started"] * 20
+    assert len({e["event_id"] for e in got}) == 40
+    assert {e["tenant"] for e in got} == {"acme"}
+    assert {r["tenant"] for r in rows(path)} == {"acme"}

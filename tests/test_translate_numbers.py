@@ -12,7 +12,10 @@ from translate.numbers import (
     NumberError,
     NumberPlan,
     is_e164,
+    is_number,
     mask,
+    national_form,
+    national_only,
     normalise,
 )
 
@@ -189,11 +192,13 @@ def test_every_range_takes_its_lengths_and_refuses_others(
             result = normalise(raw, plan)
             if length in lengths:
                 assert result == "+" + digits, (raw, result)
-                assert is_e164("+" + digits)
+                assert is_number("+" + digits)
+                assert is_e164("+" + digits) is not national_only("+" + digits)
             else:
                 assert isinstance(result, NumberError), (raw, result)
                 assert not is_e164("+" + digits), digits
-                if 7 <= len(digits) <= 15:
+                assert not is_number("+" + digits), digits
+                if 7 <= len(digits) <= 15 or national_only("+" + digits):
                     side = "short" if length < min(lengths) else "long"
                     assert result.reason.startswith(f"too {side} for a "), result
                     assert f"{length} digits after +{cc}" in result.reason
@@ -229,3 +234,117 @@ def test_numbers_outside_listed_ranges_keep_the_e164_bounds() -> None:
     assert normalise("0501-234-5678") == "+825012345678"
     assert normalise("+1 212 555 0100") == "+12125550100"
     assert normalise("+44 20 7946 0000") == "+442079460000"
+
+
+# China's number-protection range 700: 15-digit national numbers, 17 digits after +86,
+# longer than E.164 allows. Every written form a map, an API call, a SIP trunk (Request-
+# URI user parts, tel: URIs, phone-context) or SMPP sends.
+CN_700 = "+86700123456789012"
+CN_700_FORMS = [
+    "700 1234 5678 9012",
+    "700-1234-5678-9012",
+    "700.1234.5678.9012",
+    "(700) 1234 5678 9012",
+    "700123456789012",
+    "0700 1234 5678 9012",
+    "+86 700 1234 5678 9012",
+    "+86-700-1234-5678-9012",
+    "+86 (0)700 1234 5678 9012",
+    "+86700123456789012",
+    "0086 700 1234 5678 9012",
+    "0086700123456789012",
+    "86700123456789012",
+    "tel:+86-700-1234-5678-9012",
+    "tel:700-1234-5678-9012;phone-context=+86",
+    "<tel:+86700123456789012>",
+    "sip:700123456789012@ims.example;user=phone",
+    "sip:+86700123456789012@ims.example;user=phone",
+    "sip:%2B86700123456789012@ims.example",
+    "sip:700123456789012;phone-context=+86@ims.example;user=phone",
+    '"Shop" <sip:0086700123456789012@ims.example>;tag=1',
+    "700123456789012;phone-context=+86",  # a SIP user part as the parser gives it
+    "+86700123456789012;phone-context=+86",
+    "\uff17\uff10\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17\uff18\uff19\uff10\uff11\uff12",
+]
+
+
+@pytest.mark.parametrize("raw", CN_700_FORMS)
+def test_china_700_in_every_form(raw: str) -> None:
+    assert normalise(raw, CN) == CN_700
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+86700123456789012",
+        "0086700123456789012",
+        "tel:+86-700-1234-5678-9012",
+        "sip:700123456789012;phone-context=+86@h",
+    ],
+)
+def test_china_700_in_international_forms_under_another_plan(raw: str) -> None:
+    assert normalise(raw, KR) == CN_700
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (
+            "700 1234 5678 901",
+            "too short for a Chinese number-protection number (700): 14 digits after +86,"
+            " expected 15",
+        ),
+        (
+            "700 1234 5678 90123",
+            "too long for a Chinese number-protection number (700): 16 digits after +86,"
+            " expected 15",
+        ),
+        (
+            "+86 700 1234 5678",
+            "too short for a Chinese number-protection number (700): 11 digits after +86,"
+            " expected 15",
+        ),
+        ("+86 700 1234 5678 9012 3456 7", "too long for a Chinese number-protection number"
+         " (700): 20 digits after +86, expected 15"),
+        ("+86 755 1234 5678 9012", "too long (17 digits, at most 15)"),
+        ("+82 700 1234 5678 9012", "too long (17 digits, at most 15)"),
+    ],
+)
+def test_china_700_of_a_wrong_length_is_refused(raw: str, reason: str) -> None:
+    assert normalise(raw, CN) == NumberError(reason)
+
+
+def test_national_only_numbers_are_numbers_but_not_e164() -> None:
+    assert is_number(CN_700)
+    assert national_only(CN_700)
+    assert not is_e164(CN_700)
+    assert national_form(CN_700) == ("86", "700123456789012")
+    for number in ("+8613800000001", "+821012345678", "+8250770004001", "+12125550100"):
+        assert is_number(number) and is_e164(number)
+        assert not national_only(number)
+        assert national_form(number) is None
+    for bad in ("+8670012345678901", "+867001234567890123", "86700123456789012", "+1234567890123456"):
+        assert not is_number(bad)
+        assert not is_e164(bad)
+
+
+def test_mask_of_a_national_only_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(numbers, "SHOW_REAL_NUMBERS", False)
+    assert mask(CN_700) == "+8670****9012"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("0502-123-4567", "+825021234567"),
+        ("0505-1234-5678", "+8250512345678"),
+        ("0508 1234 5678", "+8250812345678"),
+        ("050-7123-4567", "+825071234567"),
+        ("+82 507 1234 5678", "+8250712345678"),
+        ("tel:0507-1234-5678;phone-context=+82", "+8250712345678"),
+        ("sip:050712345678@carrier;user=phone", "+8250712345678"),
+    ],
+)
+def test_korean_050_numbers_keep_working(raw: str, expected: str) -> None:
+    assert normalise(raw, KR) == expected
+    assert is_e164(expected) and not national_only(expected)

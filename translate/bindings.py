@@ -1,6 +1,7 @@
 """Bindings of virtual numbers to real ones, and the answers a lookup gives.
 
-Three kinds of binding, for a virtual number X and a calling party C (all E.164):
+Three kinds of binding, for a virtual number X and a calling party C (all canonical numbers:
+E.164, or a national-only number written the same way, see translate.numbers):
 
 ``ax``
     X reaches A from any caller. A sees X (``present="virtual"``) or the real caller
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from translate.numbers import is_e164, mask
+from translate.numbers import is_number, mask
 
 __all__ = [
     "KINDS",
@@ -105,7 +106,7 @@ def _minutes(text: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """One binding, with numbers already in E.164; see the module docstring for kinds."""
+    """One binding, with numbers already canonical; see the module docstring for kinds."""
 
     id: str
     kind: Kind
@@ -179,8 +180,8 @@ def binding_problems(binding: Binding) -> list[tuple[str, str, str]]:
         out.append(("bad-kind", "kind", f"kind must be one of {', '.join(KINDS)}"))
     for field in ("virtual", "a", "b"):
         value = getattr(binding, field)
-        if value is not None and not is_e164(value):
-            out.append(("bad-number", field, f"{field} is not an E.164 number"))
+        if value is not None and not is_number(value):
+            out.append(("bad-number", field, f"{field} is not a number in canonical form"))
     if binding.kind in ("axb", "axn") and binding.b is None:
         out.append(("missing-b", "b", f"{binding.kind} needs b"))
     if binding.kind == "ax" and binding.b is not None:

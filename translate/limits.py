@@ -39,6 +39,7 @@ import math
 import os
 import struct
 import time
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from datetime import time as day_time
 from typing import Any, Final, Literal, Protocol
@@ -60,6 +61,7 @@ from translate.abuse_store import (
     party_hash,
 )
 from translate.bindings import Refusal, Route, is_name, time_zone
+from translate.history import Attribution
 from translate.numbers import mask
 
 __all__ = [
@@ -209,6 +211,12 @@ class Limits:
         self.refused: dict[tuple[str, str], int] = {}
         self.alerts = 0
         self.errors = 0
+
+    def attribution(self, binding_ids: Iterable[str]) -> Mapping[str, Attribution]:
+        """The owners of ``binding_ids``, from the store decisions are made on (its
+        ``attribution``; none when it keeps no owners), for the records' writer threads."""
+        found = getattr(self.store, "attribution", None)
+        return {} if found is None else found(binding_ids)
 
     def decide(self, virtual: str, caller: str, now: float, medium: str) -> Route | Refusal:
         """The decision for a call (``medium`` CALL) or a message (SMS) from ``caller`` to

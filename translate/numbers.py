@@ -5,6 +5,22 @@ SMPP addresses, operator maps, API calls) is normalised here once, at the edge, 
 E.164 text: ``+`` followed by 7 to 15 digits, the first not 0. The translation store and
 everything after it compare numbers as these exact strings.
 
+National-only numbers
+=====================
+Some national service numbers have no valid E.164 form: China's number-protection
+range 700 has 15-digit national numbers, 17 digits after ``+86``, past E.164's 15. A
+range of ``NATIONAL_PLANS`` marked ``national_only`` holds such numbers. They are
+stored in the same canonical form as every other number, ``+`` country code national
+number (``+86700123456789012``), so maps, the store, lookups, pools, logs and records
+treat them like any number; ``is_e164`` is False for them and ``national_only`` says so.
+What leaves ansim never presents them as E.164: a trunk is sent the national number
+(``700123456789012``) when it is of the number's own country and the trunk's
+international prefix form (``0086700...``) otherwise (``national_form`` and
+``b2bua.trunks.Trunk.write_number``); SMPP gets the national number with TON national
+(``sms_smpp.translation``). They are read in every form other numbers are:
+``700 1234 5678 9012`` under a Chinese plan, ``+86 700...``, ``0086 700...``,
+``tel:700...;phone-context=+86``, ``sip:700...;phone-context=+86@host``.
+
 ``normalise`` never raises on bad input: it returns a ``NumberError`` value, because it
 runs on the hot path of every call and garbage from a trunk is ordinary there.
 
@@ -36,7 +52,8 @@ another subscriber's number. Each plan lists its ranges by the first digits of t
 national significant number (what follows the country code); the longest listed prefix
 decides, and a number in no listed range is held to the E.164 bounds only. The check
 costs one dictionary look-up: ``_LENGTHS`` indexes every range by a fixed-length prefix
-of the E.164 digits, built once from the table.
+of the E.164 digits, built once from the table. A number longer than 15 digits takes one
+more comparison before the same look-up, which accepts it only in a national-only range.
 """
 
 from __future__ import annotations
@@ -55,7 +72,10 @@ __all__ = [
     "NumberPlan",
     "Range",
     "is_e164",
+    "is_number",
     "mask",
+    "national_form",
+    "national_only",
     "normalise",
 ]
 
@@ -105,11 +125,14 @@ CN = NumberPlan("86", "0", "00")
 @dataclass(frozen=True, slots=True)
 class Range:
     """One range of a national numbering plan: national significant numbers that start
-    with ``prefix`` have one of ``lengths`` digits (without country code or trunk prefix)."""
+    with ``prefix`` have one of ``lengths`` digits (without country code or trunk prefix).
+    ``national_only``: the range's numbers have no valid E.164 form (they may be longer
+    than E.164 allows); they are reachable only inside their country."""
 
     prefix: str
     lengths: tuple[int, ...]
     what: str
+    national_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,33 +189,44 @@ NATIONAL_PLANS: dict[str, NationalPlan] = {
                 *_ranges("13 14 15 16 17 18 19", (11,), "mobile (13x-19x)"),
                 Range("10", (10,), "Beijing landline (010)"),
                 Range("2", (10,), "landline (020-029)"),
+                Range("700", (15,), "number-protection number (700)", national_only=True),
             ),
         ),
     )
 }
 
 
-def _length_index() -> tuple[int, dict[str, int]]:
-    """(key length, {first digits of E.164: bit mask of allowed digit counts})."""
+#: Set in a ``_LENGTHS`` value when the range is national-only (above every length bit).
+_NATIONAL_ONLY_BIT = 1 << 40
+
+
+def _length_index() -> tuple[int, dict[str, int], int]:
+    """(key length, {first digits of E.164: bit mask of allowed digit counts, with
+    _NATIONAL_ONLY_BIT for a national-only range}, most digits any range allows)."""
     keys = [plan.country_code + r.prefix for plan in NATIONAL_PLANS.values() for r in plan.ranges]
     width = max(len(k) for k in keys)
     if len(set(keys)) != len(keys):
         raise ValueError("a prefix is listed twice in NATIONAL_PLANS")
     index: dict[str, int] = {}
+    longest = _MAX_DIGITS
     # Shorter prefixes first, so a longer one overwrites the keys it shares with them.
     for plan in NATIONAL_PLANS.values():
         for r in sorted(plan.ranges, key=lambda r: len(r.prefix)):
             head = plan.country_code + r.prefix
-            mask = 0
+            mask = _NATIONAL_ONLY_BIT if r.national_only else 0
             for n in r.lengths:
-                mask |= 1 << (len(plan.country_code) + n)
+                total = len(plan.country_code) + n
+                if total > _MAX_DIGITS and not r.national_only:
+                    raise ValueError(f"{plan.name} {r.what}: longer than E.164 allows")
+                mask |= 1 << total
+                longest = max(longest, total)
             pad = width - len(head)
             for tail in range(10**pad):
                 index[head + (f"{tail:0{pad}d}" if pad else "")] = mask
-    return width, index
+    return width, index, longest
 
 
-_KEY, _LENGTHS = _length_index()
+_KEY, _LENGTHS, _MAX_NATIONAL_DIGITS = _length_index()
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +269,8 @@ def normalise(raw: str, plan: NumberPlan = KR) -> str | NumberError:
         text, context = _split_params(text)
     elif head.startswith("tel:"):
         text, context = _split_params(text[4:])
+    elif ";" in text:  # a SIP user part as received: 700...;phone-context=+86
+        text, context = _split_params(text)
     if "%" in text:
         text = unquote(text)
     text = text.replace("(0)", "", 1) if text[:1] == "+" else text
@@ -283,6 +319,9 @@ def _e164(digits: str) -> str | NumberError:
         return NumberError("country code cannot start with 0")
     if n < _MIN_DIGITS:
         return NumberError(f"too short ({n} digits, at least {_MIN_DIGITS})")
+    allowed = _LENGTHS.get(digits[:_KEY])
+    if allowed is not None and allowed & _NATIONAL_ONLY_BIT:  # longer than E.164 may be
+        return "+" + digits if (allowed >> n) & 1 else _wrong_length(digits)
     return NumberError(f"too long ({n} digits, at most {_MAX_DIGITS})")
 
 
@@ -335,19 +374,46 @@ def _split_params(text: str) -> tuple[str, str]:
     return number, context
 
 
-def is_e164(number: str) -> bool:
-    """True when ``number`` is already in the normalised form ``normalise`` produces."""
+def is_number(number: str) -> bool:
+    """True when ``number`` is in the canonical form ``normalise`` produces: E.164, or a
+    national-only number written the same way (``+86700...``)."""
     digits = number[1:]
+    n = len(digits)
     if not (
         number[:1] == "+"
-        and _MIN_DIGITS <= len(digits) <= _MAX_DIGITS
+        and _MIN_DIGITS <= n <= _MAX_NATIONAL_DIGITS
         and digits.isascii()
         and digits.isdigit()
         and digits[0] != "0"
     ):
         return False
     allowed = _LENGTHS.get(digits[:_KEY])
-    return allowed is None or bool((allowed >> len(digits)) & 1)
+    if allowed is None:
+        return n <= _MAX_DIGITS
+    return bool((allowed >> n) & 1)
+
+
+def national_only(number: str) -> bool:
+    """True when the canonical ``number`` is in a national-only range (no E.164 form)."""
+    allowed = _LENGTHS.get(number[1 : 1 + _KEY])
+    return allowed is not None and bool(allowed & _NATIONAL_ONLY_BIT)
+
+
+def is_e164(number: str) -> bool:
+    """True when ``number`` is a valid E.164 number in canonical form (national-only
+    numbers are not: see ``is_number``)."""
+    return is_number(number) and len(number) <= _MAX_DIGITS + 1 and not national_only(number)
+
+
+def national_form(number: str) -> tuple[str, str] | None:
+    """(country code, national number) of a canonical national-only ``number``
+    (``+86700123456789012`` -> ``("86", "700123456789012")``); None for any other number."""
+    if not national_only(number):
+        return None
+    for cc_len in (1, 2, 3):
+        if number[1 : 1 + cc_len] in NATIONAL_PLANS:
+            return number[1 : 1 + cc_len], number[1 + cc_len :]
+    return None
 
 
 def mask(number: str) -> str:

@@ -41,7 +41,9 @@ a number. Five named databases:
 
 Bindings with a tenant (made through the API) are also indexed in ``owners``
 (translate.owners), and counted in the pool tables when their X is a pool number
-(translate.pools); both are written by the same write as the binding. Other packages may
+(translate.pools); both are written by the same write as the binding. When such a
+binding is removed, its owner is kept in ``ended`` (translate.history), so records
+written after it ended still find their tenant (``attribution``). Other packages may
 keep named databases of their own in the environment (``Store.table``) and write them in
 the transaction that writes bindings (``Store.transaction``), so a write and its
 bookkeeping commit together.
@@ -71,6 +73,8 @@ import lmdb
 import msgpack
 
 from translate.bindings import KINDS, Binding, Refusal, Route, binding_problems
+from translate.history import TABLE as HISTORY_TABLE
+from translate.history import Attribution, History
 from translate.layout import (
     DIRECTION_SHIFT,
     DIRECTIONS,
@@ -285,9 +289,11 @@ class Store:
         self._routes, self._bindings, self._sources, self._expiry, self._meta = dbs
         self._owners: OwnerIndex | None = None
         self._pools: PoolTables | None = None
+        self._history: History | None = None
         try:
             self._owners = OwnerIndex(self.table(OWNERS_TABLE))
             self._pools = PoolTables(*(self.table(name) for name in POOL_TABLES))
+            self._history = History(self.table(HISTORY_TABLE))
         except StoreError:
             if create:
                 raise  # a read-only store written before owners existed has none: no writes
@@ -322,6 +328,41 @@ class Store:
         if self._pools is None:
             raise StoreError(f"{self.path} has no pool tables (open it writable once)")
         return self._pools
+
+    @property
+    def history(self) -> History:
+        """Bindings of tenants that ended, kept a while (translate.history)."""
+        if self._history is None:
+            raise StoreError(f"{self.path} has no history table (open it writable once)")
+        return self._history
+
+    def attribution(self, binding_ids: Iterable[str]) -> dict[str, Attribution]:
+        """The owner (tenant, pool, out_id) of each binding of ``binding_ids`` that has
+        one: from the binding while it exists, else from the history of ended bindings.
+        Bindings without a tenant (the operator's maps) and ids unknown to both are left
+        out. One read transaction; for the threads that write call and SMS records."""
+        out: dict[str, Attribution] = {}
+        history = self._history
+        with self.reader() as txn:
+            for binding_id in binding_ids:
+                if binding_id in out:
+                    continue
+                raw = txn.get(binding_id.encode(), db=self._bindings)
+                if raw is not None:
+                    binding, _ = decode_binding(binding_id, raw)
+                    if binding.tenant is not None:
+                        out[binding_id] = Attribution(
+                            binding.tenant, self._pool_of(txn, binding), binding.out_id
+                        )
+                    continue
+                ended = None if history is None else history.get(txn, binding_id)
+                if ended is not None:
+                    out[binding_id] = ended.attribution
+        return out
+
+    def _pool_of(self, txn: lmdb.Transaction, binding: Binding) -> str | None:
+        held = None if self._pools is None else self._pools.number(txn, binding.virtual)
+        return held.pool if held is not None and held.tenant == binding.tenant else None
 
     @contextmanager
     def reader(self) -> Iterator[lmdb.Transaction]:
@@ -963,6 +1004,7 @@ class _Writer:
         self._count(source, binding.kind, -1)
         if binding.tenant is not None:
             s.owners.removed(self.txn, binding)
+            s.history.removed(self.txn, binding, s._pool_of(self.txn, binding), self.now)
             s.pools.binding_removed(self.txn, binding, self.now)
         return True
 

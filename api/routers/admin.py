@@ -27,7 +27,7 @@ from api.routers.admin_models import (
     TenantOut,
     TenantPut,
 )
-from translate.bindings import NAME_PATTERN
+from translate.bindings import NAME_PATTERN, time_zone
 from translate.store import Transaction
 
 __all__ = ["audit_out", "key_out", "router", "tenant_out"]
@@ -47,7 +47,9 @@ def _when(epoch: float | None) -> dt.datetime | None:
 
 
 def tenant_out(t: Tenant) -> TenantOut:
-    return TenantOut(id=t.id, numbers=list(t.numbers), created_at=_when(t.created))
+    return TenantOut(
+        id=t.id, numbers=list(t.numbers), timezone=t.timezone, created_at=_when(t.created)
+    )
 
 
 def key_out(k: KeyRecord) -> KeyOut:
@@ -110,14 +112,20 @@ async def read_tenant(tenant: TenantId, request: Request, who: Admin) -> TenantO
     "/tenants/{tenant}",
     response_model=TenantOut,
     responses=_ERRORS,
-    summary="Create a tenant, or set the number prefixes it may put in pools",
+    summary="Create a tenant, or set the number prefixes it may put in pools and its time zone",
 )
 async def put_tenant(tenant: TenantId, body: TenantPut, request: Request, who: Admin) -> TenantOut:
     ctx = app_context(request)
+    if body.timezone is not None:
+        try:
+            time_zone(body.timezone)
+        except ValueError as exc:
+            raise ApiError.invalid("timezone", "bad-timezone", str(exc)) from None
 
     def work(t: Transaction) -> Tenant:
         found = ctx.control.ensure_tenant(t.txn, tenant, t.now)
-        updated = Tenant(tenant, found.created, tuple(dict.fromkeys(body.numbers)))
+        zone = found.timezone if body.timezone is None else body.timezone
+        updated = Tenant(tenant, found.created, tuple(dict.fromkeys(body.numbers)), zone)
         ctx.control.put_tenant(t.txn, updated)
         ctx.control.audit(
             t.txn, who, "tenant.put", f"{tenant} ({len(updated.numbers)} prefixes)", t.now

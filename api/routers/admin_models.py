@@ -35,11 +35,17 @@ class TenantPut(_Strict):
     numbers: list[Prefix] = Field(
         [], max_length=1000, description="Prefixes whose numbers the tenant may put in pools"
     )
+    timezone: str | None = Field(
+        None,
+        max_length=64,
+        description="IANA time zone its statistics are counted in (absent: unchanged; new: UTC)",
+    )
 
 
 class TenantOut(BaseModel):
     id: str
     numbers: list[str]
+    timezone: str
     created_at: dt.datetime
 
 

@@ -1,0 +1,87 @@
+"""The control API's processes, started and supervised by ``ansim serve``.
+
+The API runs in processes of its own (``ansim api``), so no HTTP request ever waits in
+the signalling loop: ``api.workers`` of them on ``api.listen``, sharing the port with
+SO_REUSEPORT, each on the same configuration folder as the engine (same store, same
+call and SMS records). One that exits while the engine runs is started again after a
+short delay; stopping the engine stops them with SIGTERM (SIGKILL after a grace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiProcesses"]
+
+RESTART_DELAY = 1.0
+
+
+class ApiProcesses:
+    """``count`` ``ansim api`` children on ``config_dir``; use ``start`` and ``stop``."""
+
+    def __init__(self, config_dir: Path, count: int, *, debug: bool = False) -> None:
+        self.config_dir = config_dir
+        self.count = count
+        self.debug = debug
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts = 0
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "b2bua.cli", "api", "--config", str(self.config_dir)]
+        if self.debug:
+            argv.append("--debug")
+        return argv
+
+    async def start(self) -> None:
+        for index in range(self.count):
+            await self._spawn(index)
+            self._watchers.append(asyncio.create_task(self._watch(index)))
+
+    async def _spawn(self, index: int) -> None:
+        proc = await asyncio.create_subprocess_exec(*self.argv(), stdin=asyncio.subprocess.DEVNULL)
+        self.procs[index] = proc
+        log.info("control API process started", extra={"worker": index, "pid": proc.pid})
+
+    async def _watch(self, index: int) -> None:
+        while not self._stopping:
+            proc = self.procs.get(index)
+            if proc is None:
+                return
+            code = await proc.wait()
+            if self._stopping:
+                return
+            log.error("control API process %d exited with %s: restarting it", index, code)
+            self.restarts += 1
+            await asyncio.sleep(RESTART_DELAY)
+            if self._stopping:
+                return
+            try:
+                await self._spawn(index)
+            except OSError as exc:
+                log.error("control API process %d could not be restarted: %s", index, exc)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        for task in self._watchers:
+            task.cancel()
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
