@@ -256,6 +256,11 @@ class SipEndpoint:
         now = self.now()
         if isinstance(msg, Request):
             self.stats.requests += 1
+            if self.user is None:
+                # Listening, but no call engine attached yet (start-up): a request taken
+                # into a transaction now would never be answered; dropped, its client's
+                # retransmission finds the engine ready.
+                return
             method = msg.method
             if method == b"INVITE" or method == b"ACK":
                 try:

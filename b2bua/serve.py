@@ -250,6 +250,15 @@ class Engine:
             log.error("cannot open the CDR file %s: %s", self.config.cdr, exc)
             await self._close()
             return 1
+        # Media first: from the first listen on, every await lets a request in, and one
+        # that came before the call engine was attached would go unanswered.
+        try:
+            anchor = await self._start_media(loop)
+        except (OSError, RuntimeError) as exc:
+            log.error("cannot start the media relays or reach rtpengine: %s", exc)
+            await self._stop_media()
+            await self._close()
+            return 1
         advertise: dict[str, tuple[str, int]] = {}
         try:
             for item in self.listeners:
@@ -260,6 +269,7 @@ class Engine:
                 )
         except OSError as exc:
             log.error("cannot listen: %s", exc)
+            await self._stop_media()
             await self._close()
             return 1
         if self.tls is not None:
@@ -272,13 +282,6 @@ class Engine:
                 advertise = {k: (self.config.sip.advertise, v[1]) for k, v in advertise.items()}
             for host_port in advertise.values():
                 self.endpoint.add_sent_by(*host_port)
-        try:
-            anchor = await self._start_media(loop)
-        except (OSError, RuntimeError) as exc:
-            log.error("cannot start the media relays or reach rtpengine: %s", exc)
-            await self._stop_media()
-            await self._close()
-            return 1
         self.calls = CallEngine(
             self.endpoint,
             self.store,
