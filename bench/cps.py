@@ -39,6 +39,14 @@ With ``--media relay`` every call's media is anchored by one relay process (star
 the relay told of each answer and deleted at the end; SIPp sends no RTP, so this is the
 signalling cost of anchoring. The relay's CPU is reported apart ("relay").
 
+    .venv/bin/python bench/cps.py --rates 1500 --seconds 30 --warmup 20 --api-load 1000
+
+With ``--api-load N`` the engine runs with its control API on (started by ``ansim
+serve``; a tenant and key made with ``ansim tenants``/``ansim keys``, a pool of
+``--api-numbers`` numbers apart from the map's) and each step runs twice: with the API
+idle, then with ``api_load.py`` binding N axb bindings/s from the pool and unbinding N/s;
+the API's rates, latencies and errors and each process's share of the CPU are printed.
+
 sippy comes from the bench extra (`pip install -e '.[bench]'`); it is run as
 `b2bua -f -u -A 0 -s HOST:PORT` with SIPLOG_BEND=none.
 """
