@@ -876,7 +876,8 @@ def print_step(s: Step) -> None:
             op = s.api[name]
             assert isinstance(op, dict)
             print(
-                f"       api {name:6} {op['per_second']:7.1f}/s (offered {s.api['rate']:.0f}/s)  "
+                f"       api {name:6} {op['per_second']:7.1f}/s (offered {s.api['rate']:.0f}/s,"
+                f" {op['answered_per_second']}/s answered in the window)  "
                 f"p50 {op['p50_ms']} ms p99 {op['p99_ms']} ms max {op['max_ms']} ms  "
                 f"errors {op['errors']}  answers {op['statuses']}",
                 flush=True,
