@@ -39,6 +39,14 @@ With ``--media relay`` every call's media is anchored by one relay process (star
 the relay told of each answer and deleted at the end; SIPp sends no RTP, so this is the
 signalling cost of anchoring. The relay's CPU is reported apart ("relay").
 
+    .venv/bin/python bench/cps.py --rates 1500 --seconds 30 --warmup 20 --api-load 1000
+
+With ``--api-load N`` the engine runs with its control API on (started by ``ansim
+serve``; a tenant and key made with ``ansim tenants``/``ansim keys``, a pool of
+``--api-numbers`` numbers apart from the map's) and each step runs twice: with the API
+idle, then with ``api_load.py`` binding N axb bindings/s from the pool and unbinding N/s;
+the API's rates, latencies and errors and each process's share of the CPU are printed.
+
 sippy comes from the bench extra (`pip install -e '.[bench]'`); it is run as
 `b2bua -f -u -A 0 -s HOST:PORT` with SIPLOG_BEND=none.
 """
@@ -196,7 +204,7 @@ class Step:
     ok: bool
     media_ms_per_call: float = 0.0  # the engine's child processes (media relays)
     api: dict[str, object] | None = None  # api_load.py's report (--api-load)
-    # % of one CPU over the measured part: engine, api, load, sipp, others, idle
+    # % of one CPU over the measured part: engine, api, load (generator), sipp (both), sum
     cpu_shares: dict[str, float] | None = None
 
 
@@ -234,13 +242,6 @@ LIMITS_SECTION = (
 API_TENANT = "load"
 API_POOL = "load"
 API_PREFIX = "+82506"  # the pool's numbers: apart from the map's +82507...
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole machine since boot, every CPU summed."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    total = sum(fields[:8])
-    return (total - fields[3] - fields[4]) / CLK_TCK, total / CLK_TCK
 
 
 def http_call(port: int, method: str, path: str, token: str = "", body: object = None) -> int:
@@ -692,32 +693,22 @@ def cpu_snapshot(
                 continue
         return total
 
-    busy, everything = machine_cpu()
     return {
         "t": time.monotonic(),
         "engine": sum(cpu_seconds(engine)),
         "api": api.cpu(),
         "load": of((load,)) if load is not None else 0.0,
         "sipp": of(sipp),
-        "busy": busy,
-        "all": everything,
     }
 
 
 def cpu_shares(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    """% of one CPU each part used between two snapshots; others: the rest of the
-    machine's busy time (other work on it, the kernel's threads)."""
+    """% of one CPU each part used between two snapshots, and their sum (the machine's
+    own idle count is not reliable on a virtual machine, so other work is not shown)."""
     wall = max(b["t"] - a["t"], 1e-9)
-    d = {k: b[k] - a[k] for k in a}
-    ours = d["engine"] + d["api"] + d["load"] + d["sipp"]
-    return {
-        "engine": 100 * d["engine"] / wall,
-        "api": 100 * d["api"] / wall,
-        "load": 100 * d["load"] / wall,
-        "sipp": 100 * d["sipp"] / wall,
-        "others": 100 * (d["busy"] - ours) / wall,
-        "idle": 100 * (d["all"] - d["busy"]) / wall,
-    }
+    shares = {k: 100 * (b[k] - a[k]) / wall for k in ("engine", "api", "load", "sipp")}
+    shares["sum"] = sum(shares.values())
+    return shares
 
 
 @dataclass
@@ -885,7 +876,8 @@ def print_step(s: Step) -> None:
             op = s.api[name]
             assert isinstance(op, dict)
             print(
-                f"       api {name:6} {op['per_second']:7.1f}/s (offered {s.api['rate']:.0f}/s)  "
+                f"       api {name:6} {op['per_second']:7.1f}/s (offered {s.api['rate']:.0f}/s,"
+                f" {op['answered_per_second']}/s answered in the window)  "
                 f"p50 {op['p50_ms']} ms p99 {op['p99_ms']} ms max {op['max_ms']} ms  "
                 f"errors {op['errors']}  answers {op['statuses']}",
                 flush=True,
