@@ -240,7 +240,9 @@ def test_engine_cli_and_smpp_answer_each_reason_from_the_one_table(
 
 
 def cdr_rows(path: Path, expect: int) -> list[dict[str, object]]:
-    deadline = time.monotonic() + 10
+    """The rows once ``expect`` are written; the writer commits in batches, later on a
+    loaded machine, so this waits up to 30 s."""
+    deadline = time.monotonic() + 30
     while True:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
