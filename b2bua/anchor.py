@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +53,7 @@ from media.rtpengine_tap import RecordingTap, start_recording_tap, stop_recordin
 from media.settings import MediaSettings, relay_argv, resolve_mode
 
 from .call import Call, CallState, Leg
+from .children import terminate
 from .sdes import LegSdes, SdesError, crypto_lines, mirror, receive
 from .sip.bodies import SDP, outgoing_body, parse_content_type, split_multipart
 from .sip.message import Request, SipMessage
@@ -746,17 +746,7 @@ class RelayPool:
             task.cancel()
         for client in self.clients.values():
             client.close()
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await terminate(self.procs.values(), timeout)
 
 
 __all__ = ["CallMedia", "MediaAnchor", "RelayPool", "leg_fields", "session_of", "target_of"]

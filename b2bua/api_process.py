@@ -10,11 +10,11 @@ short delay; stopping the engine stops them with SIGTERM (SIGKILL after a grace)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from pathlib import Path
+
+from .children import terminate
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,5 @@ class ApiProcesses:
         self._stopping = True
         for task in self._watchers:
             task.cancel()
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        await terminate(self.procs.values(), timeout)
         await asyncio.gather(*self._watchers, return_exceptions=True)
