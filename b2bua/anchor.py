@@ -20,7 +20,9 @@ else ``media.mode``; a recorded call is never passthrough) decides who carries i
     an rtpengine daemon over its ng protocol (``media.rtpengine``): the party's SDP goes
     to rtpengine as an offer or an answer, and the address and port rtpengine gives
     the other side are written into what that side is sent, the same way. rtpengine is
-    asked to generate RTCP of its own, so the parties' SDES never cross.
+    asked to generate RTCP of its own, and each party is told to send its RTCP to a
+    socket that drops it (``media.rtpengine.rtcp_sink``; rtcp-mux is not negotiated), so the
+    parties' SDES never cross.
 
 Signalling never waits on packets: commands are asynchronous (``RelayClient``,
 ``RtpengineClient``), a call's continuation runs when the answer comes, and the loop
@@ -66,7 +68,7 @@ from .sip.sdp import (
     parse_sdp,
 )
 from .sip.sdp_attributes import Attribute, Flag, Rtcp, Rtpmap
-from .sip.sdp_fields import address_type
+from .sip.sdp_fields import Address, address_type
 from .trunks import Trunk
 
 if TYPE_CHECKING:
@@ -236,10 +238,16 @@ class MediaAnchor:
         relays: RelayPool | None,
         rtpengine: RtpengineClient | None,
         loop: asyncio.AbstractEventLoop,
+        rtcp_sink: tuple[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.relays = relays
         self.rtpengine = rtpengine
+        # Where every party of an rtpengine-mode call sends its RTCP (media.rtpengine.rtcp_sink).
+        self._sink: tuple[Address, int] | None = None
+        if rtcp_sink is not None:
+            raw = rtcp_sink[0].encode()
+            self._sink = ((address_type(raw), raw), rtcp_sink[1])
         self.loop = loop
         self.engine: CallEngine | None = None
         self.calls: dict[str, Call] = {}  # media id -> call
@@ -365,9 +373,9 @@ class MediaAnchor:
         self.calls.pop(media.id, None)
         ng = self.rtpengine
         if media.mode == "rtpengine" and ng is not None and not media.closed:
-            # Sent before the messages that end the call: a party told of the end sends
-            # its RTCP BYE (with its SDES) at once, and rtpengine forwards a BYE compound
-            # even when it generates RTCP itself, unless the call is gone by then.
+            # Sent before the messages that end the call, so that rtpengine stops sending
+            # toward the parties as they hang up (their own RTCP, BYE included, goes to
+            # the sink: media.rtcp_sink).
             self._watch(ng.send("delete", call_id=media.id))
         self._spawn(self._delete(media))
 
@@ -554,7 +562,7 @@ class MediaAnchor:
         _, a.events_pt = leg_fields(desc)
         reply = await ng.offer(media.id, "a", _plain(desc))
         given = parse_sdp(str(reply.get("sdp", "")).encode())
-        target = target_of(given)
+        target = self._sunk(target_of(given))
         if target is None:
             raise MediaUnavailable("rtpengine gave no audio address for the offer")
         media.targets["b"] = (target, None)
@@ -612,7 +620,7 @@ class MediaAnchor:
         else:
             reply = await ng.answer(media.id, media.offerer, leg.name, _plain(desc))
         given = parse_sdp(str(reply.get("sdp", "")).encode())
-        target = target_of(given)
+        target = self._sunk(target_of(given))
         if target is not None:
             media.targets[other] = (target, None)
             media.engine_srtp[other] = _engine_srtp(given)
@@ -622,6 +630,13 @@ class MediaAnchor:
                 ng, relay, media.id, ["a", "b"], meta=self._meta(call)
             )
             media.recording = media.tap.recording_id
+
+    def _sunk(self, target: MediaTarget | None) -> MediaTarget | None:
+        """rtpengine's ``target`` with the party's RTCP sent to the sink instead."""
+        sink = self._sink
+        if target is None or sink is None:
+            return target
+        return target._replace(rtcp_port=sink[1], rtcp_address=sink[0])
 
     @staticmethod
     def _meta(call: Call) -> dict[str, Any]:
@@ -662,8 +677,10 @@ def _engine_srtp(desc: SessionDescription) -> tuple[bytes | None, list[Attribute
 
 
 def _plain(desc: SessionDescription) -> str:
-    """An SDP for rtpengine written from the model (nothing the parser did not keep)."""
-    return SdpBuilder(1, b"0.0.0.0").build(desc).decode()
+    """An SDP for rtpengine written from the model (nothing the parser did not keep),
+    without rtcp-mux: a party muxing would send its RTCP to rtpengine's RTP port, past
+    the sink (no party is offered or answered rtcp-mux in this mode)."""
+    return SdpBuilder(1, b"0.0.0.0").build(desc).replace(b"a=rtcp-mux\r\n", b"").decode()
 
 
 class RelayPool:

@@ -40,6 +40,7 @@ from .tls import TlsConfigError, TlsContexts
 from .trunks import TrunkTable, load_trunks
 
 if TYPE_CHECKING:
+    from media.rtcp_sink import RtcpSink
     from media.rtpengine import RtpengineClient
     from sms_smpp.config import SmppConfig
     from sms_smpp.service import SmppService
@@ -182,6 +183,7 @@ class Engine:
         self.relays: RelayPool | None = None
         self.api: ApiProcesses | None = None
         self.rtpengine: RtpengineClient | None = None
+        self.rtcp_sink: RtcpSink | None = None
         sip = config.sip
         flood = config.flood
         self.flood = (
@@ -428,6 +430,11 @@ class Engine:
                 host, port, settings.rtpengine.retry_s, settings.rtpengine.attempts
             )
             self.rtpengine = await rtpengine.open()
+            from media.rtcp_sink import RtcpSink
+
+            self.rtcp_sink = RtcpSink(*settings.rtpengine.sink_address())
+            sink = (self.rtcp_sink.host, self.rtcp_sink.port)
+            return MediaAnchor(settings, self.relays, self.rtpengine, loop, rtcp_sink=sink)
         return MediaAnchor(settings, self.relays, self.rtpengine, loop)
 
     async def _stop_media(self) -> None:
@@ -435,6 +442,8 @@ class Engine:
             await self.relays.stop()
         if self.rtpengine is not None:
             self.rtpengine.close()
+        if self.rtcp_sink is not None:
+            self.rtcp_sink.close()
 
     def _retention(self, loop: asyncio.AbstractEventLoop) -> None:
         """Recordings older than ``media.recording.retention_days`` are deleted, off the loop."""

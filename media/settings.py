@@ -25,6 +25,7 @@ Paths are relative to the configuration folder (the engine resolves them).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 from typing import Literal
@@ -69,15 +70,39 @@ class RelayProcessSettings(_Strict):
 
 
 class RtpengineSettings(_Strict):
-    """The rtpengine daemon's ng control address."""
+    """The rtpengine daemon's ng control address, and where the parties' RTCP goes."""
 
     ng: str = "127.0.0.1:2223"
     retry_s: float = Field(0.5, gt=0)
     attempts: int = Field(4, ge=1, le=10)
+    rtcp_sink: str = Field(
+        "127.0.0.1:0",
+        description="IP:port (port 0: any free one) of a socket ansim binds and never "
+        "reads; every party is told to send its RTCP there (a=rtcp with an address), so "
+        "that none of it reaches rtpengine, which forwards an RTCP packet without a "
+        "report in it (an SDES or a BYE alone, or ahead of the report) unchanged to the "
+        "other party. Set it to an address of this host that the parties can reach.",
+    )
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.ng.rpartition(":")
         return host.strip("[]"), int(port)
+
+    def sink_address(self) -> tuple[str, int]:
+        host, _, port = self.rtcp_sink.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @field_validator("rtcp_sink")
+    @classmethod
+    def _sink(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise ValueError("rtcp_sink must be IP:port with a literal IP") from None
+        if not sep or not port.isdigit() or int(port) > 65535 or ip.is_unspecified:
+            raise ValueError("rtcp_sink must be IP:port, the IP one of this host's (not 0.0.0.0)")
+        return value
 
 
 class RecordingSettings(_Strict):

@@ -55,6 +55,28 @@ def test_anchored_sdp_names_only_the_media_engine() -> None:
     assert target_of(parse_sdp(out)) == MediaTarget((b"IP4", b"192.0.2.9"), 30000, 30001)
 
 
+def test_rtcp_sent_to_a_sink_written_with_its_address_and_no_mux() -> None:
+    """rtpengine mode: the party's RTCP goes to the engine's sink, not rtpengine's port,
+    whether or not the SDP it is built from had a=rtcp, and rtcp-mux is not written."""
+    sink = MediaTarget((b"IP4", b"192.0.2.9"), 30000, 41000, (b"IP4", b"192.0.2.1"))
+    v6 = MediaTarget((b"IP4", b"192.0.2.9"), 30000, 41000, (b"IP6", b"2001:db8::5"))
+    no_rtcp = OFFER.replace(b"a=rtcp:4001\r\n", b"")
+    for sdp, target, line in (
+        (OFFER, sink, b"a=rtcp:41000 IN IP4 192.0.2.1"),
+        (no_rtcp, sink, b"a=rtcp:41000 IN IP4 192.0.2.1"),
+        (OFFER, v6, b"a=rtcp:41000 IN IP6 2001:db8::5"),
+    ):
+        builder = SdpBuilder(77, b"192.0.2.1")
+        builder.anchor = target
+        lines = builder.build(parse_sdp(sdp)).split(b"\r\n")
+        rtcp = [x for x in lines if x.startswith(b"a=rtcp")]
+        assert rtcp == [line], lines
+    # Without a sink, rtcp-mux is written as the party's SDP has it (relay mode muxes).
+    builder = SdpBuilder(77, b"192.0.2.1")
+    builder.anchor = MediaTarget((b"IP4", b"192.0.2.9"), 30000, 30001)
+    assert b"a=rtcp-mux" in builder.build(parse_sdp(OFFER)).split(b"\r\n")
+
+
 def test_session_of_plain_and_multipart_bodies() -> None:
     head = (
         b"INVITE sip:x@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5;branch=z9hG4bK1\r\n"

@@ -282,6 +282,25 @@ def check_call(result: CallResult, tmp_path: Path, mode: str) -> None:
     # Each side did send its own number and address in SDES (what the relay rewrites).
     sent_rtcp = [p for p in result.sent(caller) if p.is_rtcp]
     assert sent_rtcp and any(A_UA.e164.encode() in p.payload for p in sent_rtcp)
+    if mode == "rtpengine":
+        # rtpengine forwards an RTCP packet without a report unchanged (baresip's BYE
+        # compound at hang-up: BYE, then SDES with its CNAME): each party was told to
+        # send its RTCP to the engine's sink, without rtcp-mux, and all of it went there.
+        for party, ip in ((caller, A_IP), (callee, B_IP)):
+            bodies = [m.body for m in party.received(ip) if m.body]
+            sinks = {
+                line.split()[0].split(":")[1]
+                for body in bodies
+                for line in body.splitlines()
+                if line.startswith("a=rtcp:")
+            }
+            assert bodies and len(sinks) == 1, bodies
+            port = next(iter(sinks))
+            assert all(f"a=rtcp:{port} IN IP4 127.0.0.1" in b for b in bodies)
+            assert not any("a=rtcp-mux" in b for b in bodies)
+            sent = [p for p in result.sent(party) if p.is_rtcp]
+            assert sent and all(p.dst == ("127.0.0.1", int(port)) for p in sent)
+        assert any(p.payload[:2] == b"\x81\xcb" for p in sent_rtcp)  # the caller's BYE
 
     # Signalling: the call was answered and ended on both legs; its record.
     row = engine.cdr()

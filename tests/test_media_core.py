@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import struct
 
 import pytest
@@ -224,3 +225,22 @@ def test_ports_and_settings() -> None:
         MediaSettings(relays=[{"control": "x", "ports": "9-1"}])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         MediaSettings(mode="tunnel")  # type: ignore[arg-type]
+
+
+def test_rtcp_sink_setting_and_socket() -> None:
+    from media.rtcp_sink import RtcpSink
+    from media.settings import RtpengineSettings
+
+    assert RtpengineSettings().sink_address() == ("127.0.0.1", 0)
+    assert RtpengineSettings(rtcp_sink="[::1]:4000").sink_address() == ("::1", 4000)
+    for bad in ("127.0.0.1", "localhost:4000", "0.0.0.0:4000", "[::]:1", "127.0.0.1:70000"):
+        with pytest.raises(ValueError):
+            RtpengineSettings(rtcp_sink=bad)
+    sink = RtcpSink("127.0.0.1")
+    try:
+        assert sink.port > 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            for _ in range(200):  # the kernel drops what the small buffer cannot hold
+                out.sendto(b"\x81\xcb\x00\x01" + bytes(4), ("127.0.0.1", sink.port))
+    finally:
+        sink.close()

@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from .sdp_attributes import ATTRIBUTES, MEDIA, SESSION, Attribute, Crypto, Rtcp
+from .sdp_attributes import ATTRIBUTES, MEDIA, SESSION, Attribute, Crypto, Flag, Rtcp
 from .sdp_fields import Address, address_type, is_word, parse_connection, uint
 
 
@@ -141,6 +141,9 @@ class MediaTarget(NamedTuple):
     address: Address
     port: int
     rtcp_port: int | None = None  # None: no a=rtcp written
+    # Set: the leg's RTCP goes to (rtcp_address, rtcp_port) instead (written with its
+    # address even when the party's SDP had no a=rtcp), and a=rtcp-mux is not written.
+    rtcp_address: Address | None = None
 
 
 # -- parsing -----------------------------------------------------------------------------
@@ -408,14 +411,19 @@ class SdpBuilder:
                 out.append(b"c=IN %s %s" % media.connection)
             for kind, amount in media.bandwidths:
                 out.append(b"b=%s:%d" % (kind, amount))
+            sink = target.rtcp_address if target is not None else None
             for attr in media.attributes:
                 if target is not None and isinstance(attr, Rtcp):
-                    if target.rtcp_port is not None:
+                    if target.rtcp_port is not None and sink is None:
                         out.append(b"a=rtcp:%d" % target.rtcp_port)
+                    continue
+                if sink is not None and isinstance(attr, Flag) and attr.name == b"rtcp-mux":
                     continue
                 if srtp is not None and isinstance(attr, Crypto):
                     continue
                 out.append(attr.line())
+            if sink is not None and target is not None and target.rtcp_port is not None:
+                out.append(b"a=rtcp:%d IN %s %s" % (target.rtcp_port, sink[0], sink[1]))
             if srtp is not None:
                 for attr in srtp[1]:
                     out.append(attr.line())
