@@ -35,7 +35,8 @@ from api.context import ApiContext
 from api.control import Principal
 from api.delivery import WebhookDispatcher
 from api.deps import SECURITY_SCHEME, scoped
-from api.errors import ERROR_CODES, ApiError, error_responses, pydantic_details
+from api.errors import ERROR_CODES, ApiError, error_responses, fault, pydantic_details
+from api.fast_path import FastBindings
 from api.metrics import RequestMetrics
 from api.routers import admin, bindings, pools, records, webhooks
 from translate.store import Transaction
@@ -79,9 +80,10 @@ def housekeeping(ctx: ApiContext, cursor: bytes | None) -> Any:
     return work
 
 
-def create_app(ctx: ApiContext, *, deliver: bool = True) -> FastAPI:
+def create_app(ctx: ApiContext, *, deliver: bool = True, fast: bool = True) -> FastAPI:
     """The API app on ``ctx`` (store, control tables, writer, settings, metrics); with
-    ``deliver``, it also delivers webhooks while it runs (``api.delivery``)."""
+    ``deliver``, it also delivers webhooks while it runs (``api.delivery``); with
+    ``fast``, single creates and deletes of bindings take ``api.fast_path``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,6 +127,8 @@ def create_app(ctx: ApiContext, *, deliver: bool = True) -> FastAPI:
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     app.add_middleware(RequestMetrics, metrics=ctx.metrics)
     app.add_middleware(_DeclaredBodyLimit)
+    if fast:
+        app.add_middleware(FastBindings, ctx=ctx, max_body=MAX_BODY)  # outermost
     return app
 
 
@@ -178,12 +182,8 @@ def _add_handlers(app: FastAPI) -> None:
         return _error_response(ApiError(code, str(exc.detail), headers=headers))
 
     @app.exception_handler(Exception)
-    async def fault(request: Request, exc: Exception) -> Response:
-        if type(exc).__name__ == "StoreError":
-            log.error("store unavailable: %s", exc)
-            return _error_response(ApiError("store-unavailable", str(exc)))
-        log.exception("API request failed")
-        return _error_response(ApiError("internal"))
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return _error_response(fault(exc))
 
 
 def _add_service_routes(app: FastAPI, ctx: ApiContext) -> None:

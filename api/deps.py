@@ -22,15 +22,18 @@ from fastapi import Depends, Request
 from api.context import ApiContext
 from api.control import Principal
 from api.errors import ApiError
-from api.keys import SCOPES, parse_token
+from api.keys import SCOPES, KeyToken, parse_token
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
     "SECURITY_SCHEME",
     "Ctx",
     "app_context",
+    "bearer_token",
     "context",
     "idempotency_key",
+    "idempotency_key_value",
+    "key_principal",
     "known_query",
     "scoped",
 ]
@@ -68,28 +71,38 @@ def scoped(scope: str) -> Callable[..., Awaitable[Principal]]:
         return found
 
     async def principal(request: Request) -> Principal:
-        header = request.headers.get("authorization")
-        if header is None:
-            raise ApiError("unauthenticated", "an API key is required", headers=_CHALLENGE)
-        scheme, _, credentials = header.partition(" ")
-        token = parse_token(credentials.strip()) if scheme.lower() == "bearer" else None
-        if token is None:
-            raise ApiError("unauthenticated", "not an ansim API key", headers=_CHALLENGE)
+        token = bearer_token(request.headers.get("authorization"))
         if request.query_params:
             await known_query(request)
-        ctx = app_context(request)
-        with ctx.store.reader() as txn:
-            record = ctx.control.authenticate(txn, token)
-        if record is None:
-            raise ApiError("unauthenticated", "unknown or revoked API key", headers=_CHALLENGE)
-        if scope not in record.scopes:
-            raise ApiError("forbidden", f"this key lacks the scope {scope}")
         source = request.client.host if request.client is not None else ""
-        return Principal(record.key_id, record.tenant, record.scopes, source)
+        return key_principal(app_context(request), token, scope, source)
 
     principal.__name__ = f"key_with_{scope.replace(':', '_')}"
     _by_scope[scope] = principal
     return principal
+
+
+def bearer_token(header: str | None) -> KeyToken:
+    """The API key an ``Authorization`` header carries; ApiError (401) when there is none."""
+    if header is None:
+        raise ApiError("unauthenticated", "an API key is required", headers=_CHALLENGE)
+    scheme, _, credentials = header.partition(" ")
+    token = parse_token(credentials.strip()) if scheme.lower() == "bearer" else None
+    if token is None:
+        raise ApiError("unauthenticated", "not an ansim API key", headers=_CHALLENGE)
+    return token
+
+
+def key_principal(ctx: ApiContext, token: KeyToken, scope: str, source: str) -> Principal:
+    """The Principal of ``token`` if it is a live key carrying ``scope`` (one LMDB read and
+    one HMAC); ApiError 401 or 403 otherwise."""
+    with ctx.store.reader() as txn:
+        record = ctx.control.authenticate(txn, token)
+    if record is None:
+        raise ApiError("unauthenticated", "unknown or revoked API key", headers=_CHALLENGE)
+    if scope not in record.scopes:
+        raise ApiError("forbidden", f"this key lacks the scope {scope}")
+    return Principal(record.key_id, record.tenant, record.scopes, source)
 
 
 _query_names: dict[int, frozenset[str]] = {}
@@ -143,7 +156,11 @@ IDEMPOTENCY_HEADER: Final = {
 
 def idempotency_key(request: Request) -> str | None:
     """The request's Idempotency-Key (1-255 printable ASCII), None when absent."""
-    key = request.headers.get("idempotency-key")
+    return idempotency_key_value(request.headers.get("idempotency-key"))
+
+
+def idempotency_key_value(key: str | None) -> str | None:
+    """``key`` (an Idempotency-Key header's value) checked; ApiError when malformed."""
     if key is not None and not (0 < len(key) <= 255 and set(key) <= _IDEMPOTENCY_CHARS):
         raise ApiError.invalid(
             "Idempotency-Key", "invalid-value", "Idempotency-Key is 1-255 printable characters"

@@ -13,6 +13,7 @@ map would, under the same names.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ __all__ = [
     "ErrorDetail",
     "ErrorResponse",
     "error_responses",
+    "fault",
     "field_path",
     "pydantic_details",
 ]
@@ -184,3 +186,14 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorResponse, "description": "; ".join(meanings.get(status, []))}
         for status in statuses
     }
+
+
+def fault(exc: Exception) -> ApiError:
+    """The answer to an exception no route turned into an ApiError: the store not
+    available (503, logged as such), or anything else (500, logged with its traceback)."""
+    log = logging.getLogger("ansim.api")
+    if type(exc).__name__ == "StoreError":
+        log.error("store unavailable: %s", exc)
+        return ApiError("store-unavailable", str(exc))
+    log.error("API request failed", exc_info=exc)
+    return ApiError("internal")

@@ -300,7 +300,6 @@ def main() -> int:
                     "record",
                     "--pid",
                     str(api.pid),
-                    "--gil",
                     "--format",
                     "raw",
                     "--output",

@@ -55,8 +55,10 @@ class ApiServer:
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         cdr: Path | None = None,
+        fast: bool = True,
     ) -> None:
         self.path = path
+        self.fast = fast
         self.cdr = cdr
         self.settings = settings
         self.clock = clock
@@ -77,7 +79,7 @@ class ApiServer:
             cdr=None if self.cdr is None else str(self.cdr),
             sms=None if self.cdr is None else str(self.cdr),
         )
-        self.app = app = create_app(self.ctx)
+        self.app = app = create_app(self.ctx, fast=self.fast)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))

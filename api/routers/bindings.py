@@ -5,15 +5,17 @@ audit record."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from api.binding_ops import create, delete, find, owned, spec_of, update, view
+from api.context import ApiContext
 from api.control import Principal
 from api.deps import IDEMPOTENCY_HEADER, app_context, idempotency_key, scoped
 from api.errors import ApiError, ErrorDetail, error_responses
-from api.idempotency import fingerprint, once
+from api.idempotency import Answer, fingerprint, once
 from api.routers.bindings_models import (
     BindingBatch,
     BindingCreate,
@@ -24,7 +26,7 @@ from api.routers.bindings_models import (
 )
 from translate.store import Transaction
 
-__all__ = ["router"]
+__all__ = ["create_one", "delete_one", "router"]
 
 router = APIRouter(prefix="/v1/bindings", tags=["bindings"])
 
@@ -56,17 +58,29 @@ async def create_binding(
     """Bind A (and B) to a virtual number: ``x`` given, or the best fitting number of
     ``pool`` (see the README for how allocation chooses)."""
     ctx = app_context(request)
-    idem = idempotency_key(request)
+    status, content, replayed = await create_one(
+        ctx, who, body, idempotency_key(request), request.url.path
+    )
+    return _json(status, content, replayed)
+
+
+def create_one(
+    ctx: ApiContext, who: Principal, body: BindingCreate, idem: str | None, path: str
+) -> Awaitable[Answer]:
+    """``POST /v1/bindings``'s work (also ``api.fast_path``'s): the request checked (an
+    ApiError at once), then the binding created on the store writer; its answer."""
     spec = spec_of(body, ctx.plan, ctx.clock())
-    print_ = fingerprint("POST", request.url.path, body.model_dump_json().encode())
+    print_ = fingerprint("POST", path, body.model_dump_json().encode())
 
     def make(t: Transaction) -> tuple[int, bytes]:
         return 201, view(t, create(t, ctx, who, spec)).model_dump_json().encode()
 
-    status, content, replayed = await ctx.writer.run(
-        lambda t: once(t, ctx, who, idem, print_, make)
-    )
-    return _json(status, content, replayed)
+    return ctx.writer.run(lambda t: once(t, ctx, who, idem, print_, make))
+
+
+def delete_one(ctx: ApiContext, who: Principal, binding_id: str) -> Awaitable[None]:
+    """``DELETE /v1/bindings/{binding_id}``'s work (also ``api.fast_path``'s)."""
+    return ctx.writer.run(lambda t: delete(t, ctx, who, binding_id))
 
 
 @router.post(
@@ -190,6 +204,5 @@ async def update_binding(
     summary="Unbind (scope bindings:write)",
 )
 async def delete_binding(binding_id: BindingId, request: Request, who: Writer) -> Response:
-    ctx = app_context(request)
-    await ctx.writer.run(lambda t: delete(t, ctx, who, binding_id))
+    await delete_one(app_context(request), who, binding_id)
     return Response(status_code=204)
