@@ -9,6 +9,10 @@ conflict it finds is answered 409 with the store's own rule name.
 
 Every unit that writes, or that returns real numbers, appends an audit record in the
 same transaction.
+
+The units run on the store writer (``api.writer``), each in a savepoint that is undone
+when it raises, and a unit whose put or unbind is refused always raises: so they write
+bindings with ``nested=False`` (no savepoint of the store's own inside the writer's).
 """
 
 from __future__ import annotations
@@ -261,7 +265,7 @@ def create(t: Transaction, ctx: ApiContext, who: Principal, spec: BindSpec) -> B
     _check_parties(t, problems, binding)
     problems.raise_if_any()
     try:
-        t.put(binding, source="api")
+        t.put(binding, source="api", nested=False)
     except ConflictError as exc:
         _conflicts(t, problems, binding, exc)
         problems.raise_if_any("conflict")
@@ -325,7 +329,7 @@ def update(
         _check_parties(t, problems, new)
     problems.raise_if_any()
     try:
-        t.put(new, source="api", replace=True)
+        t.put(new, source="api", replace=True, nested=False)
     except ConflictError as exc:
         _conflicts(t, problems, new, exc)
         problems.raise_if_any("conflict")
@@ -335,7 +339,7 @@ def update(
 
 def delete(t: Transaction, ctx: ApiContext, who: Principal, binding_id: str) -> None:
     owned(t, who, binding_id)
-    t.unbind(binding_id)
+    t.unbind(binding_id, nested=False)
     ctx.control.audit(t.txn, who, "binding.delete", binding_id, t.now)
 
 

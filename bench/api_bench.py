@@ -248,6 +248,16 @@ def _cpu_seconds(pid: int, task: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _threads(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds of each thread of the API processes ("main", or the thread's id)."""
+    out: dict[str, float] = {}
+    for proc in procs:
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            name = "main" if int(task.name) == proc.pid else f"thread {task.name}"
+            out[name] = out.get(name, 0.0) + _cpu_seconds(proc.pid, int(task.name))
+    return out
+
+
 def _metric(port: int, token: str, name: str) -> float:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(
@@ -300,6 +310,7 @@ def main() -> int:
                     "record",
                     "--pid",
                     str(api.pid),
+                    "--gil",
                     "--format",
                     "raw",
                     "--output",
@@ -314,6 +325,8 @@ def main() -> int:
         now = time.perf_counter()
         client = _Client(port, token, now + args.warmup + args.seconds, now + args.warmup)
         cpu = [0.0, 0.0, 0.0, 0.0]
+        threads_at: dict[str, float] = {}
+        threads_end: dict[str, float] = {}
         batches = [0.0, 0.0]
         batch_metric = "ansim_api_write_batch_size_count"
 
@@ -322,6 +335,7 @@ def main() -> int:
                 await asyncio.sleep(args.warmup)
                 cpu[0] = sum(_cpu_seconds(p.pid) for p in procs)
                 cpu[2] = sum(_cpu_seconds(p.pid, p.pid) for p in procs)
+                threads_at.update(_threads(procs))
                 loop = asyncio.get_running_loop()
                 batches[0] = await loop.run_in_executor(None, _metric, port, token, batch_metric)
 
@@ -334,6 +348,7 @@ def main() -> int:
         uvloop.run(drive())
         cpu[1] = sum(_cpu_seconds(p.pid) for p in procs)
         cpu[3] = sum(_cpu_seconds(p.pid, p.pid) for p in procs)
+        threads_end = _threads(procs)
         batches[1] = _metric(port, token, batch_metric)
     finally:
         if spy is not None:
@@ -371,6 +386,14 @@ def main() -> int:
         f"API CPU: {(cpu[1] - cpu[0]) / max(total, 1) * 1e6:.0f} us a request"
         f" ({loop_cpu:.0f} on the event loops' threads, the rest on the store writers')"
         + per_commit
+    )
+    spent = {
+        name: (threads_end.get(name, 0.0) - threads_at.get(name, 0.0)) / max(total, 1) * 1e6
+        for name in threads_end
+    }
+    print(
+        "API CPU by thread (us a request): "
+        + ", ".join(f"{n} {v:.0f}" for n, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 1)
     )
     return 0 if ok == total else 1
 

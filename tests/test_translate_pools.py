@@ -346,6 +346,35 @@ def test_transaction_keeps_good_units_and_drops_bad_ones(store: Store) -> None:
     assert sum(stats.counts["api"].values()) == len(store.ids("api")) == 2
 
 
+def test_unnested_puts_are_undone_with_the_savepoint_that_fails(store: Store) -> None:
+    """``nested=False``: a refused put may leave part of itself behind (the expired
+    binding it evicted, the old binding it replaces), which is why only a unit that then
+    raises may use it; its savepoint takes all of it back, and a good unit stays whole."""
+    store.put(axb("old", a=A, b=B, expires=NOW + 5), now=NOW - 10)
+    store.put(axb("live", a=C, b=D), now=NOW - 10)
+    store.put(axb("other", x=X2, a=C, b=D), now=NOW - 10)
+    with store.transaction(NOW + 10) as t:
+        with pytest.raises(ConflictError), t.savepoint() as sp:
+            sp.put(axb("p2", x=X1, a=A, b=C), nested=False)
+        assert t.get("old") is not None and t.get("p2") is None
+        with pytest.raises(ConflictError), t.savepoint() as sp:
+            sp.put(axb("live", x=X2, a=C, b=A), replace=True, nested=False)
+            # (the old "live" was removed before the conflict with "other" was found)
+        assert t.get("live") is not None
+        with t.savepoint() as sp:
+            sp.put(axb("p1", x=X2, a=A, b=B), nested=False)
+            assert sp.unbind("other", nested=False) is not None
+        with pytest.raises(ConflictError), t.savepoint() as sp:
+            try:
+                sp.put(axb("p3", x=X1, a=A, b=C), nested=False)
+            finally:
+                assert sp.get("old") is None  # evicted before the conflict was found
+    assert store.get("p1") is not None and store.get("old") is not None
+    assert store.get("live") is not None and store.get("other") is None
+    assert store.get("p2") is None and store.get("p3") is None
+    assert sum(store.stats(NOW + 10).counts["api"].values()) == len(store.ids("api")) == 3
+
+
 def test_transaction_route_checks(store: Store) -> None:
     store.put(axb("p1", a=A, b=B, expires=NOW + 5), now=NOW)
     with store.transaction(NOW) as t:
