@@ -37,6 +37,7 @@ from translate.store import ConflictError, Transaction
 
 __all__ = [
     "BindSpec",
+    "counted",
     "create",
     "delete",
     "find",
@@ -221,8 +222,12 @@ def _conflicts(t: Transaction, problems: _Problems, binding: Binding, error: Con
         problems.add(field, conflict.rule, conflict.message)
 
 
-def create(t: Transaction, ctx: ApiContext, who: Principal, spec: BindSpec) -> Binding:
-    """Allocate (when from a pool) and write one binding; ApiError on any refusal."""
+def create(
+    t: Transaction, ctx: ApiContext, who: Principal, spec: BindSpec, *, count: bool = True
+) -> Binding:
+    """Allocate (when from a pool) and write one binding; ApiError on any refusal.
+    ``count``: the binding (or the pool's exhaustion) is counted in the metrics here;
+    without it the caller counts once the write is committed (``counted``)."""
     problems = _Problems(spec.prefix)
     tenant = who.tenant
     pools = t.store.pools
@@ -236,7 +241,8 @@ def create(t: Transaction, ctx: ApiContext, who: Principal, spec: BindSpec) -> B
         try:
             x = allocate(t, pool, spec.kind, spec.a, spec.b, area=spec.area, strict=spec.strict)
         except PoolExhausted as exc:
-            ctx.metrics.pool_exhausted.labels(tenant, pool.name).inc()
+            if count:
+                ctx.metrics.pool_exhausted.labels(tenant, pool.name).inc()
             problems.add("pool", exc.rule, exc.message)
             problems.raise_if_any("pool-exhausted")
             raise
@@ -270,8 +276,17 @@ def create(t: Transaction, ctx: ApiContext, who: Principal, spec: BindSpec) -> B
         _conflicts(t, problems, binding, exc)
         problems.raise_if_any("conflict")
     ctx.control.audit(t.txn, who, "binding.create", binding.id, t.now)
-    ctx.metrics.created.labels(binding.kind, "yes" if allocated else "no").inc()
+    if count:
+        ctx.metrics.created.labels(binding.kind, "yes" if allocated else "no").inc()
     return binding
+
+
+def counted(ctx: ApiContext, who: Principal, spec: BindSpec, error: ApiError | None) -> None:
+    """The metrics of a create made with ``count=False``, once its outcome is known."""
+    if error is None:
+        ctx.metrics.created.labels(spec.kind, "yes" if spec.pool is not None else "no").inc()
+    elif error.code == "pool-exhausted" and spec.pool is not None:
+        ctx.metrics.pool_exhausted.labels(who.tenant, spec.pool).inc()
 
 
 def owned(t: Transaction, who: Principal, binding_id: str) -> Binding:

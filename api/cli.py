@@ -14,6 +14,7 @@ or ``--store``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -163,6 +164,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         )
         log.info("control API on http://%s:%d, store %s", host, port, loaded.store)
         server = uvicorn.Server(config)
+        _tune_gc()
         # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again for the
         # handler it found; with this one the process ends with status 0, as `ansim serve`.
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -291,3 +293,16 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
         for tenant in control.tenants(txn):
             print(f"{tenant.id:<24} {' '.join(tenant.numbers) or '(no numbers)'}")
     return 0
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic collector off what the process built at start-up.
+
+    The app, its routes and their pydantic validators are some hundred thousand objects
+    that live as long as the process; every full collection walked them all, a pause of
+    tens of milliseconds that held up each request in flight (``bench/api_bench.py``: p99
+    68 ms at 64 connections, 20 ms without those pauses). Frozen, they are never walked;
+    requests' own garbage is still collected as before.
+    """
+    gc.collect()
+    gc.freeze()

@@ -10,7 +10,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from api.binding_ops import create, delete, find, owned, spec_of, update, view
+from api.binding_ops import (
+    BindSpec,
+    counted,
+    create,
+    delete,
+    find,
+    owned,
+    spec_of,
+    update,
+    view,
+)
 from api.context import ApiContext
 from api.control import Principal
 from api.deps import IDEMPOTENCY_HEADER, app_context, idempotency_key, scoped
@@ -68,19 +78,38 @@ def create_one(
     ctx: ApiContext, who: Principal, body: BindingCreate, idem: str | None, path: str
 ) -> Awaitable[Answer]:
     """``POST /v1/bindings``'s work (also ``api.fast_path``'s): the request checked (an
-    ApiError at once), then the binding created on the store writer; its answer."""
+    ApiError at once), then the binding created on the store writer; its answer. The
+    unit touches nothing but the transaction (metrics are counted once it committed), so
+    the writer may run it twice (``rerun``)."""
     spec = spec_of(body, ctx.plan, ctx.clock())
-    print_ = fingerprint("POST", path, body.model_dump_json().encode())
+    print_ = b"" if idem is None else fingerprint("POST", path, body.model_dump_json().encode())
 
     def make(t: Transaction) -> tuple[int, bytes]:
-        return 201, view(t, create(t, ctx, who, spec)).model_dump_json().encode()
+        binding = create(t, ctx, who, spec, count=False)
+        return 201, view(t, binding).model_dump_json().encode()
 
-    return ctx.writer.run(lambda t: once(t, ctx, who, idem, print_, make))
+    return _counted(
+        ctx, who, spec, ctx.writer.run(lambda t: once(t, ctx, who, idem, print_, make), rerun=True)
+    )
+
+
+async def _counted(
+    ctx: ApiContext, who: Principal, spec: BindSpec, answer: Awaitable[Answer]
+) -> Answer:
+    try:
+        result = await answer
+    except ApiError as exc:
+        counted(ctx, who, spec, exc)
+        raise
+    if not result[2]:  # a replayed answer created nothing now
+        counted(ctx, who, spec, None)
+    return result
 
 
 def delete_one(ctx: ApiContext, who: Principal, binding_id: str) -> Awaitable[None]:
-    """``DELETE /v1/bindings/{binding_id}``'s work (also ``api.fast_path``'s)."""
-    return ctx.writer.run(lambda t: delete(t, ctx, who, binding_id))
+    """``DELETE /v1/bindings/{binding_id}``'s work (also ``api.fast_path``'s); like a
+    create's, the unit may be run twice."""
+    return ctx.writer.run(lambda t: delete(t, ctx, who, binding_id), rerun=True)
 
 
 @router.post(
