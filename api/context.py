@@ -63,7 +63,11 @@ class ApiContext:
         settings = settings or ApiSettings()
         metrics = ApiMetrics()
         writer = StoreWriter(
-            store, max_batch=settings.max_batch, clock=clock, registry=metrics.registry
+            store,
+            max_batch=settings.max_batch,
+            min_interval=settings.commit_interval,
+            clock=clock,
+            registry=metrics.registry,
         )
         control = ControlTables(store)
         return cls(

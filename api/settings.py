@@ -69,8 +69,25 @@ class ApiSettings(_Strict):
     max_batch: int = Field(
         512, ge=1, le=10_000, description="most requests one store write transaction takes"
     )
+    commit_interval: float = Field(
+        0.002,
+        ge=0,
+        le=0.1,
+        description="s: least time from one store write transaction's start to the next's; "
+        "the writes of that time share one commit and its fsync (0: commit as soon as the "
+        "last commit is done)",
+    )
     workers: int = Field(
         1, ge=1, le=64, description="API processes serving the same port (SO_REUSEPORT)"
+    )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="how much lower than the engine's the scheduling priority of the API "
+        "processes `ansim serve` starts is (Unix nice, with the batch scheduling policy; "
+        "0: the same as the engine's): on a host whose CPUs are busy, signalling and media "
+        "run first and the API waits",
     )
     history_days: float = Field(
         7.0,

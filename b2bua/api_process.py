@@ -3,7 +3,9 @@
 The API runs in processes of its own (``ansim api``), so no HTTP request ever waits in
 the signalling loop: ``api.workers`` of them on ``api.listen``, sharing the port with
 SO_REUSEPORT, each on the same configuration folder as the engine (same store, same
-call and SMS records). One that exits while the engine runs is started again after a
+call and SMS records), at a lower scheduling priority than the engine's (``api.nice``,
+and Linux's batch policy): where the API and the engine share busy CPUs, a call's
+datagram is handled before an API request. One that exits while the engine runs is started again after a
 short delay; stopping the engine stops them with SIGTERM (SIGKILL after a grace).
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,10 +29,13 @@ RESTART_DELAY = 1.0
 class ApiProcesses:
     """``count`` ``ansim api`` children on ``config_dir``; use ``start`` and ``stop``."""
 
-    def __init__(self, config_dir: Path, count: int, *, debug: bool = False) -> None:
+    def __init__(
+        self, config_dir: Path, count: int, *, debug: bool = False, nice: int = 0
+    ) -> None:
         self.config_dir = config_dir
         self.count = count
         self.debug = debug
+        self.nice = nice
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self._watchers: list[asyncio.Task[None]] = []
@@ -47,9 +53,19 @@ class ApiProcesses:
             self._watchers.append(asyncio.create_task(self._watch(index)))
 
     async def _spawn(self, index: int) -> None:
-        proc = await asyncio.create_subprocess_exec(*self.argv(), stdin=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv(),
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=self._lower if self.nice else None,
+        )
         self.procs[index] = proc
         log.info("control API process started", extra={"worker": index, "pid": proc.pid})
+
+    def _lower(self) -> None:
+        """In the child, before it runs: its nice raised by ``nice``, and the batch policy
+        (SCHED_BATCH: it never preempts the engine when it wakes up)."""
+        os.nice(self.nice)
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
     async def _watch(self, index: int) -> None:
         while not self._stopping:

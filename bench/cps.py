@@ -351,11 +351,17 @@ class ApiLoad:
     connections: int
     live: int
     cpus: str
+    nice: int = 0
     proc: subprocess.Popen[bytes] | None = None
     parties: int = 0  # the first party number of the next run, so runs never reuse a pair
 
     def start(self, step_dir: Path, seconds: float, measure_from: float) -> None:
-        cpus = cpu_set(self.cpus)
+        cpus, nice = cpu_set(self.cpus), self.nice
+
+        def place() -> None:
+            os.sched_setaffinity(0, cpus)
+            os.nice(nice)
+
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve().parent / "api_load.py"),
              "--port", str(self.setup.port), "--token", self.setup.token, "--pool", API_POOL,
@@ -363,7 +369,7 @@ class ApiLoad:
              "--connections", str(self.connections), "--live", str(self.live),
              "--first", str(self.parties)],
             stdout=subprocess.PIPE, stderr=open(step_dir / "api_load.log", "wb"),  # noqa: SIM115
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+            preexec_fn=place,
         )  # fmt: skip
         self.parties += int(self.rate * seconds) + 1
 
@@ -906,7 +912,9 @@ def ramp(
     api = load = None
     if args.api_load and peer == "ansim":
         api = ApiSetup(args.api_numbers, args.api_cpu)
-        load = ApiLoad(api, args.api_load, args.api_connections, args.api_live, args.load_cpu)
+        load = ApiLoad(
+            api, args.api_load, args.api_connections, args.api_live, args.load_cpu, args.load_nice
+        )
     b2bua = B2bua(
         peer,
         work,
@@ -1094,6 +1102,11 @@ def main() -> None:
     ap.add_argument(
         "--load-cpu", choices=cpu_choices, default="any",
         help="CPUs of the API load generator (%(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--load-nice", type=int, default=0,
+        help="nice of the API load generator, which stands in for platforms on other hosts "
+        "(%(default)s: it competes with the engine and SIPp for this host's CPUs as an equal)",
     )  # fmt: skip
     args = ap.parse_args()
     if args.scenarios:

@@ -6,6 +6,7 @@ while it was down after the engine was restarted (the outbox is on disk)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -124,6 +125,12 @@ def test_bind_call_unbind_and_signed_durable_webhooks(tmp_path: Path) -> None:
         httpx.Client(base_url=base, headers=headers, timeout=10) as api,
     ):
         _wait_api(base)
+        # The API process runs at a lower priority than the engine (api.nice, 10, and
+        # the batch policy).
+        apis = [pid for pid in _children(engine.pid) if b" api " in _cmdline(pid)]
+        assert len(apis) == 1 and _nice(apis[0]) == _nice(engine.pid) + 10, apis
+        assert os.sched_getscheduler(apis[0]) == os.SCHED_BATCH
+        assert os.sched_getscheduler(engine.pid) == os.SCHED_OTHER
         pool = {"name": "trips", "numbers": [{"number": n} for n in POOL]}
         assert api.post("/v1/pools", json=pool).status_code == 201
         made = api.post(
@@ -197,3 +204,18 @@ def test_bind_call_unbind_and_signed_durable_webhooks(tmp_path: Path) -> None:
         assert api.delete(f"/v1/bindings/{binding['id']}").status_code == 204
         gone = _call(sipp, engine, x, PARTY_A, "call_uac_reject_404", None, callee_port)
         assert gone.received_statuses("INVITE") == [100, 404]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
