@@ -117,13 +117,16 @@ def _free_port() -> int:
         return port
 
 
-def start_api(port: int, pin: bool, workers: int = 1) -> list[subprocess.Popen[bytes]]:
+def start_api(
+    port: int, pin: bool, workers: int = 1, commit_interval: float | None = None
+) -> list[subprocess.Popen[bytes]]:
     """``workers`` ``ansim api`` processes sharing ``port`` (SO_REUSEPORT), as
     ``ansim serve`` starts them for ``api.workers``; pinned to CPU 0 with ``pin``."""
     config = RUN / "config"
     config.mkdir(parents=True, exist_ok=True)
     (config / "ansim.yaml").write_text(
         f"numbers:\n  store: {RUN / 'numbers.lmdb'}\napi:\n  listen: 127.0.0.1:{port}\n"
+        + ("" if commit_interval is None else f"  commit_interval: {commit_interval}\n")
     )
     command = [sys.executable, "-m", "b2bua.cli", "api", "--config", str(config)]
     preexec = (lambda: os.sched_setaffinity(0, {0})) if pin else None
@@ -277,11 +280,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--numbers", type=int, default=10_000, help="pool size")
     parser.add_argument("--bindings", type=int, default=1_000_000, help="live bindings built")
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=os.cpu_count() >= 2)  # type: ignore[operator]
     parser.add_argument("--profile", metavar="FILE", help="py-spy record the API meanwhile")
+    parser.add_argument(
+        "--commit-interval", type=float, help="api.commit_interval, s (default: the API's)"
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="API processes on the port (api.workers)"
     )
@@ -297,7 +303,7 @@ def main() -> int:
     (RUN / "numbers.lmdb").mkdir()
     shutil.copyfile(CACHE / "numbers.lmdb" / "data.mdb", RUN / "numbers.lmdb" / "data.mdb")
     port = _free_port()
-    procs = start_api(port, args.pin and args.workers == 1, args.workers)
+    procs = start_api(port, args.pin and args.workers == 1, args.workers, args.commit_interval)
     api = procs[0]
     spy = None
     try:
