@@ -29,8 +29,6 @@ import json
 import time
 from typing import Any
 
-from pydantic import ValidationError
-
 from api.context import ApiContext
 from api.deps import bearer_token, idempotency_key_value, key_principal
 from api.errors import ApiError, fault
@@ -94,7 +92,7 @@ class FastBindings:
             idem = idempotency_key_value(_text(headers.get(b"idempotency-key")))
             model = BindingCreate.model_validate(json.loads(body))
             answer = create_one(ctx, who, model, idem, _PATH)
-        except (_NotHere, ApiError, ValidationError, ValueError):
+        except Exception:  # _NotHere, a refusal, or a fault: the app answers as it would
             await self.app(scope, receive if body is None else _replay(body, receive), send)
             return
         try:
@@ -122,7 +120,7 @@ class FastBindings:
             who = key_principal(
                 self.ctx, _token(_headers(scope)), "bindings:write", _source(scope)
             )
-        except ApiError:
+        except Exception:  # a refusal or a fault: the app answers as it would
             await self.app(scope, receive, send)
             return
         try:
