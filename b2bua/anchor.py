@@ -55,7 +55,7 @@ from media.rtpengine_tap import RecordingTap, start_recording_tap, stop_recordin
 from media.settings import MediaSettings, relay_argv, resolve_mode
 
 from .call import Call, CallState, Leg
-from .children import terminate
+from .children import Supervisor
 from .sdes import LegSdes, SdesError, crypto_lines, mirror, receive
 from .sip.bodies import SDP, outgoing_body, parse_content_type, split_multipart
 from .sip.message import Request, SipMessage
@@ -90,7 +90,6 @@ STATIC_CODECS = {
 # Where a leg's party sends before its real target is known (never written toward a
 # party: the message is rebuilt once the media engine has answered).
 _NOWHERE = MediaTarget((b"IP4", b"0.0.0.0"), 9)
-_RESTART_DELAY = 1.0
 _START_TIMEOUT = 10.0
 
 
@@ -683,19 +682,19 @@ def _plain(desc: SessionDescription) -> str:
     return SdpBuilder(1, b"0.0.0.0").build(desc).replace(b"a=rtcp-mux\r\n", b"").decode()
 
 
-class RelayPool:
+class RelayPool(Supervisor):
     """The relay processes of ``media.relays``: started, supervised, restarted."""
 
+    kind = "media relay"
+    logger = log
+
     def __init__(self, settings: MediaSettings, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.settings = settings
         self.loop = loop
         self.clients: dict[int, RelayClient] = {}
-        self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.on_event: Callable[[Event], None] | None = None
         self.on_lost: Callable[[int], None] | None = None
-        self.restarts = 0
-        self._stopping = False
-        self._watchers: list[asyncio.Task[None]] = []
         self._advertise = {
             r.address: r.advertise for r in settings.relays if r.advertise is not None
         }
@@ -709,9 +708,7 @@ class RelayPool:
         return index, self.clients[index]
 
     async def start(self) -> None:
-        for index in range(len(self.settings.relays)):
-            await self._spawn(index)
-            self._watchers.append(self.loop.create_task(self._watch(index)))
+        await self._start(len(self.settings.relays))
 
     async def _spawn(self, index: int) -> None:
         relay = self.settings.relays[index]
@@ -736,34 +733,17 @@ class RelayPool:
         if self.on_event is not None:
             self.on_event(event)
 
-    async def _watch(self, index: int) -> None:
-        while not self._stopping:
-            proc = self.procs.get(index)
-            if proc is None:
-                return
-            code = await proc.wait()
-            if self._stopping:
-                return
-            log.error("media relay %d exited with %s: restarting it", index, code)
-            client = self.clients.pop(index, None)
-            if client is not None:
-                client.close()
-            if self.on_lost is not None:
-                self.on_lost(index)
-            self.restarts += 1
-            await asyncio.sleep(_RESTART_DELAY)
-            try:
-                await self._spawn(index)
-            except Exception as exc:
-                log.error("media relay %d could not be restarted: %s", index, exc)
+    def _lost(self, index: int) -> None:
+        client = self.clients.pop(index, None)
+        if client is not None:
+            client.close()
+        if self.on_lost is not None:
+            self.on_lost(index)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        for task in self._watchers:
-            task.cancel()
         for client in self.clients.values():
             client.close()
-        await terminate(self.procs.values(), timeout)
+        await self._stop(timeout)
 
 
 __all__ = ["CallMedia", "MediaAnchor", "RelayPool", "leg_fields", "session_of", "target_of"]

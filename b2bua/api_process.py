@@ -17,29 +17,26 @@ import os
 import sys
 from pathlib import Path
 
-from .children import terminate
+from .children import Supervisor
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ApiProcesses"]
 
-RESTART_DELAY = 1.0
-
-
-class ApiProcesses:
+class ApiProcesses(Supervisor):
     """``count`` ``ansim api`` children on ``config_dir``; use ``start`` and ``stop``."""
+
+    kind = "control API process"
+    logger = log
 
     def __init__(
         self, config_dir: Path, count: int, *, debug: bool = False, nice: int = 0
     ) -> None:
+        super().__init__()
         self.config_dir = config_dir
         self.count = count
         self.debug = debug
         self.nice = nice
-        self.procs: dict[int, asyncio.subprocess.Process] = {}
-        self.restarts = 0
-        self._watchers: list[asyncio.Task[None]] = []
-        self._stopping = False
 
     def argv(self) -> list[str]:
         argv = [sys.executable, "-m", "b2bua.cli", "api", "--config", str(self.config_dir)]
@@ -48,9 +45,7 @@ class ApiProcesses:
         return argv
 
     async def start(self) -> None:
-        for index in range(self.count):
-            await self._spawn(index)
-            self._watchers.append(asyncio.create_task(self._watch(index)))
+        await self._start(self.count)
 
     async def _spawn(self, index: int) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -67,27 +62,5 @@ class ApiProcesses:
         os.nice(self.nice)
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
-    async def _watch(self, index: int) -> None:
-        while not self._stopping:
-            proc = self.procs.get(index)
-            if proc is None:
-                return
-            code = await proc.wait()
-            if self._stopping:
-                return
-            log.error("control API process %d exited with %s: restarting it", index, code)
-            self.restarts += 1
-            await asyncio.sleep(RESTART_DELAY)
-            if self._stopping:
-                return
-            try:
-                await self._spawn(index)
-            except OSError as exc:
-                log.error("control API process %d could not be restarted: %s", index, exc)
-
     async def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        for task in self._watchers:
-            task.cancel()
-        await terminate(self.procs.values(), timeout)
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await self._stop(timeout)

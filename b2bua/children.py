@@ -1,12 +1,16 @@
-"""Stopping the child processes ``ansim serve`` supervises (media relays, API processes):
-SIGTERM to each, then SIGKILL to any still running after the timeout."""
+"""The child processes ``ansim serve`` supervises (media relays, API processes): each
+started again a moment after it exits, and stopped with SIGTERM, then SIGKILL for any
+still running after the timeout."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
 
 
 async def terminate(procs: Iterable[asyncio.subprocess.Process], timeout: float) -> None:
@@ -24,3 +28,56 @@ async def terminate(procs: Iterable[asyncio.subprocess.Process], timeout: float)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+
+
+class Supervisor:
+    """Child processes by index, each started again ``restart_delay`` seconds after it
+    exits, until ``stop``. Subclasses start one in ``_spawn`` (and set ``procs[index]``),
+    name it in ``kind`` for the log, and may act on an exit in ``_lost``."""
+
+    kind = "child process"
+    logger = log
+    restart_delay = 1.0
+
+    def __init__(self) -> None:
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts = 0
+        self._stopping = False
+        self._watchers: list[asyncio.Task[None]] = []
+
+    async def _spawn(self, index: int) -> None:
+        raise NotImplementedError
+
+    def _lost(self, index: int) -> None:
+        """Process ``index`` exited and is about to be started again."""
+
+    async def _start(self, count: int) -> None:
+        for index in range(count):
+            await self._spawn(index)
+            self._watchers.append(asyncio.create_task(self._watch(index)))
+
+    async def _watch(self, index: int) -> None:
+        while not self._stopping:
+            proc = self.procs.get(index)
+            if proc is None:
+                return
+            code = await proc.wait()
+            if self._stopping:
+                return
+            self.logger.error("%s %d exited with %s: restarting it", self.kind, index, code)
+            self._lost(index)
+            self.restarts += 1
+            await asyncio.sleep(self.restart_delay)
+            if self._stopping:
+                return
+            try:
+                await self._spawn(index)
+            except Exception as exc:
+                self.logger.error("%s %d could not be restarted: %s", self.kind, index, exc)
+
+    async def _stop(self, timeout: float) -> None:
+        self._stopping = True
+        for task in self._watchers:
+            task.cancel()
+        await terminate(self.procs.values(), timeout)
+        await asyncio.gather(*self._watchers, return_exceptions=True)
