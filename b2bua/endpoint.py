@@ -345,6 +345,8 @@ class SipEndpoint:
         elif len(refused) < REFUSED_MAX:
             refused.add(key)
         self.stats.overload_rejected += 1
+        if self._oc and b"oc" in req.via.params:
+            self._stamp_oc(req, now)  # the 503 is where the client most needs to hear it
         self._reject(req, peer, 503, b"Service Unavailable", self._retry_after)
         self._flush()
         return True

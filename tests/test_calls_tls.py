@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from baresip_helpers import BARESIP, MODULES, Baresip, peak_hz
 from call_env import VIRTUAL_AX, Ansim, SipMsg, user_part
-from conftest import free_port
+from conftest import free_port, free_ports
 from cryptography import x509
 from test_calls_baresip import CALLEE_TONE, CALLEE_UA, CALLER_TONE, CALLER_UA
 from tls_certs import Authority, Pem
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(
 def tls_port_pair() -> int:
     """A port p free with p+1 free too: baresip listens for TLS on its SIP port + 1."""
     for _ in range(50):
-        p = free_port()
+        p = free_ports(2)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.3", p + 1))

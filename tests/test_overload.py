@@ -3,7 +3,13 @@ passed in, and its RFC 7339 parameters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from b2bua.endpoint import SipEndpoint
 from b2bua.overload import OverloadDetector, OverloadLimits
+from b2bua.sip.parser import parse_datagram
+from b2bua.sip.transaction import Event, RequestReceived
 
 
 def run(det: OverloadDetector, delays: list[float], start: float, turns: int = 10) -> float:
@@ -80,3 +86,71 @@ def test_rfc7339_parameters() -> None:
     assert end.startswith(b";oc=0;oc-validity=0;")
     assert float(end.split(b"oc-seq=")[1].split(b";")[0]) > seq1
     assert not det.oc_active(det._changed + 3.0)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def time(self) -> float:
+        return self.t
+
+    def call_at(self, when: float, fn: Callable[..., None], *args: Any) -> None:
+        return None
+
+
+class _Wire:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append(data)
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def handle_event(self, event: Event, now: float) -> None:
+        self.events.append(event)
+
+
+def _invite(n: int, via_params: str) -> bytes:
+    return (
+        f"INVITE sip:+82507000000@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKoc{n}{via_params}\r\n"
+        f"From: <sip:+821000000001@127.0.0.1>;tag=f{n}\r\n"
+        "To: <sip:+82507000000@127.0.0.1>\r\n"
+        f"Call-ID: oc-{n}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n"
+        "Contact: <sip:c@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_the_stateless_503_tells_an_rfc7339_client_by_how_much_to_cut() -> None:
+    clock, wire, engine = _Clock(), _Wire(), _Engine()
+    det = OverloadDetector()
+    ep = SipEndpoint(overload=det)
+    ep._loop = clock  # type: ignore[assignment]
+    ep.transports.attach_udp(wire)  # type: ignore[arg-type]
+    ep.user = engine
+    run(det, [0.5] * 5, clock.t - 0.5)  # a standing queue: about two calls in three cut
+    assert det.shedding and det.admit_share < 0.5
+    loss = b"%d" % round((1 - det.admit_share) * 100)
+    for n in range(20):
+        ep.on_datagram(_invite(n, ';oc;oc-algo="loss,rate"'), ("udp", "127.0.0.1", 5070))
+        ep.on_datagram(_invite(100 + n, ""), ("udp", "127.0.0.1", 5070))
+    refused = [parse_datagram(d) for d in wire.sent]
+    assert refused and all(m.status == 503 for m in refused)
+    to_oc = [m for m in refused if m.call_id.startswith(b"oc-") and int(m.call_id[3:]) < 100]
+    plain = [m for m in refused if int(m.call_id[3:]) >= 100]
+    assert to_oc and plain
+    for m in to_oc:
+        params = m.via.params
+        assert params[b"oc"] == loss and params[b"oc-algo"] == b'"loss"', m.via
+        assert params[b"oc-validity"] == b"2000" and b"oc-seq" in params
+    assert not any(b"oc" in m.via.params for m in plain)
+    # the admitted INVITEs from the oc client reach the engine stamped as well: the
+    # responses the call sends are built from their Via lines
+    admitted = [e.request for e in engine.events if isinstance(e, RequestReceived)]
+    stamped = [r.lines[r.names.index(b"via")] for r in admitted if int(r.call_id[3:]) < 100]
+    assert stamped and all(b";oc=" + loss + b";" in line for line in stamped), stamped
