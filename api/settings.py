@@ -13,6 +13,7 @@ file is the engine's to check.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -85,9 +86,15 @@ class ApiSettings(_Strict):
         ge=0,
         le=19,
         description="how much lower than the engine's the scheduling priority of the API "
-        "processes `ansim serve` starts is (Unix nice, with the batch scheduling policy; "
-        "0: the same as the engine's): on a host whose CPUs are busy, signalling and media "
-        "run first and the API waits",
+        "processes `ansim serve` starts is (Unix nice; 0: the same as the engine's)",
+    )
+    scheduling: Literal["normal", "batch", "idle"] = Field(
+        "batch",
+        description="Linux scheduling policy of the API processes `ansim serve` starts: "
+        "normal; batch (SCHED_BATCH: an API process waking up does not preempt the engine); "
+        "idle (SCHED_IDLE: it runs only on CPU time the engine, media and other processes "
+        "leave, and gives way at once when one of them wakes; on a host whose CPUs are all "
+        "busy it gets almost none)",
     )
     history_days: float = Field(
         7.0,

@@ -487,7 +487,9 @@ class Engine:
         settings = self.config.api
         if settings.listen is None:
             return
-        self.api = ApiProcesses(self.config_dir, settings.workers, nice=settings.nice)
+        self.api = ApiProcesses(
+            self.config_dir, settings.workers, nice=settings.nice, scheduling=settings.scheduling
+        )
         await self.api.start()
         log.info("control API started", extra={"listen": settings.listen, "workers": settings.workers})
 

@@ -78,6 +78,7 @@ SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 UAS_BEHAVIOURS = ["-default_behaviors", "all,-abortunexp"]
 SIPP_TUNING = ["-buff_size", "4194304", "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOAD_POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
 
 
 def free_port() -> int:
@@ -280,10 +281,11 @@ class ApiSetup:
     on; the API processes are moved to the CPUs ``cpus`` says (``b2bua``, ``load`` or
     ``any``) once started."""
 
-    def __init__(self, numbers: int, cpus: str) -> None:
+    def __init__(self, numbers: int, cpus: str, scheduling: str = "batch") -> None:
         self.port = free_port()
         self.numbers = numbers
         self.cpus = cpus
+        self.scheduling = scheduling
         self.token = ""
         self.pids: list[int] = []
 
@@ -352,15 +354,18 @@ class ApiLoad:
     live: int
     cpus: str
     nice: int = 0
+    policy: str = "normal"
     proc: subprocess.Popen[bytes] | None = None
     parties: int = 0  # the first party number of the next run, so runs never reuse a pair
 
     def start(self, step_dir: Path, seconds: float, measure_from: float) -> None:
-        cpus, nice = cpu_set(self.cpus), self.nice
+        cpus, nice, policy = cpu_set(self.cpus), self.nice, LOAD_POLICIES[self.policy]
 
         def place() -> None:
             os.sched_setaffinity(0, cpus)
             os.nice(nice)
+            if policy != os.SCHED_OTHER:
+                os.sched_setscheduler(0, policy, os.sched_param(0))
 
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve().parent / "api_load.py"),
@@ -432,7 +437,10 @@ class B2bua:
                     f.write(LIMITS_SECTION.format(store=self.work / "limits.lmdb"))
             if self.api is not None:
                 with (cfg / "ansim.yaml").open("a") as f:
-                    f.write(f"api: {{listen: '127.0.0.1:{self.api.port}'}}\n")
+                    f.write(
+                        f"api: {{listen: '127.0.0.1:{self.api.port}', "
+                        f"scheduling: {self.api.scheduling}}}\n"
+                    )
                 self.api.make_key(cfg)
             if self.media == "relay":
                 with (cfg / "ansim.yaml").open("a") as f:
@@ -911,10 +919,11 @@ def ramp(
     uas_port = free_port()
     api = load = None
     if args.api_load and peer == "ansim":
-        api = ApiSetup(args.api_numbers, args.api_cpu)
+        api = ApiSetup(args.api_numbers, args.api_cpu, args.api_scheduling)
         load = ApiLoad(
-            api, args.api_load, args.api_connections, args.api_live, args.load_cpu, args.load_nice
-        )
+            api, args.api_load, args.api_connections, args.api_live, args.load_cpu,
+            args.load_nice, args.load_policy,
+        )  # fmt: skip
     b2bua = B2bua(
         peer,
         work,
@@ -1107,6 +1116,15 @@ def main() -> None:
         "--load-nice", type=int, default=0,
         help="nice of the API load generator, which stands in for platforms on other hosts "
         "(%(default)s: it competes with the engine and SIPp for this host's CPUs as an equal)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--load-policy", choices=tuple(LOAD_POLICIES), default="normal",
+        help="Linux scheduling policy of the API load generator (%(default)s; idle: it runs "
+        "only on CPU time the engine and SIPp leave, as if it were on another host)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--api-scheduling", choices=tuple(LOAD_POLICIES), default="batch",
+        help="the engine's api.scheduling (%(default)s)",
     )  # fmt: skip
     args = ap.parse_args()
     if args.scenarios:

@@ -33,15 +33,23 @@ def private_dir(path: str | os.PathLike[str]) -> None:
 
 
 def private_file(path: str | os.PathLike[str]) -> None:
-    """Create ``path`` empty with mode 0600 if missing; tighten it to 0600 if it is wider."""
+    """Create ``path`` empty with mode 0600 if missing; tighten it to 0600 if it is wider.
+
+    An existing file is never opened: closing a descriptor of a file drops every POSIX
+    (fcntl) lock this process holds on it, SQLite's among them. The SMS records may share
+    the call records' file, whose -shm the CDR writer has mapped and locked; with its
+    locks gone, the next process to open the file takes itself for the first, empties
+    the -shm, and the writer's next access to the mapping kills the engine (SIGBUS).
+    """
     path = os.fspath(path)
     if os.path.dirname(path):
         private_dir(os.path.dirname(path))
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, FILE_MODE)
     try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+    except FileExistsError:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
         if mode & 0o077:
-            os.fchmod(fd, FILE_MODE)
+            os.chmod(path, FILE_MODE)
             log.info("%s had mode 0%o: now 0%o", path, mode, FILE_MODE)
-    finally:
-        os.close(fd)
+        return
+    os.close(fd)

@@ -4,6 +4,7 @@ held by another process (a map load, a repack)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,10 @@ import httpx
 import pytest
 from api_helpers import party, pool_numbers
 from conftest import free_port
+from pydantic import ValidationError
+
+from api.settings import ApiSettings
+from b2bua.api_process import POLICIES, ApiProcesses
 
 
 def ansim(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -207,3 +212,26 @@ def test_requests_are_answered_while_the_write_lock_is_held(folder: Path, proces
         if holder.poll() is None:
             holder.kill()
         holder.wait(10)
+
+
+@pytest.mark.parametrize("scheduling", ["normal", "batch", "idle"])
+def test_each_scheduling_policy_and_nice_reach_the_process(tmp_path: Path, scheduling: str) -> None:
+    # What ApiProcesses runs in each child before it starts: a real child process here.
+    for nice in (0, 7):
+        procs = ApiProcesses(tmp_path, 1, nice=nice, scheduling=scheduling)
+        child = subprocess.Popen(["sleep", "30"], preexec_fn=procs._lower)
+        try:
+            assert os.sched_getscheduler(child.pid) == POLICIES[scheduling]
+            assert (
+                os.getpriority(os.PRIO_PROCESS, child.pid)
+                == os.getpriority(os.PRIO_PROCESS, 0) + nice
+            )
+        finally:
+            child.kill()
+            child.wait(5)
+    assert POLICIES == {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
+
+
+def test_an_unknown_scheduling_policy_is_refused() -> None:
+    with pytest.raises(ValidationError, match="scheduling"):
+        ApiSettings.model_validate({"scheduling": "realtime"})

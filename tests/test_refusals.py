@@ -200,9 +200,15 @@ def test_engine_cli_and_smpp_answer_each_reason_from_the_one_table(
                 row = answer(reason)
                 got = invite(engine.port, sock, dialled, caller)
                 assert (got.status, got.reason) == (row.sip_status, row.sip_phrase.encode()), reason
-            rows = cdr_rows(engine.var / "cdr.sqlite", set(DIALLED))
+            rows, error = cdr_rows(engine.var / "cdr.sqlite", set(DIALLED))
             refused = {r["reason"] for r in rows if r["status"] != 503}
-            assert refused == set(DIALLED), [(r["status"], r["reason"]) for r in rows]
+            assert refused == set(DIALLED), (
+                [(r["status"], r["reason"]) for r in rows],
+                error,
+                engine.proc.poll() if engine.proc is not None else "not started",
+                sorted(p.name for p in engine.var.iterdir()),
+                engine.log_text(),
+            )
 
         # SMS: the same caps count messages apart from calls; the marketing block
         # (raised by the calls) holds for messages too.
@@ -239,24 +245,25 @@ def test_engine_cli_and_smpp_answer_each_reason_from_the_one_table(
             assert out.endswith(f": {answer(reason).describe()}\n"), out
 
 
-def cdr_rows(path: Path, reasons: set[str]) -> list[dict[str, object]]:
+def cdr_rows(path: Path, reasons: set[str]) -> tuple[list[dict[str, object]], str]:
     """The rows once a refused call's row is written for each of ``reasons`` (the rows of
     admitted calls come in between, in no fixed number); the writer commits in batches,
-    later on a loaded machine, so this waits up to 30 s."""
+    later on a loaded machine, so this waits up to 30 s. With the rows, the last error
+    reading them (empty if none)."""
     deadline = time.monotonic() + 30
+    error = ""
     while True:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
             db.row_factory = sqlite3.Row
             rows = [dict(r) for r in db.execute("SELECT * FROM calls")]
-        except sqlite3.OperationalError:
-            rows = []
+        except sqlite3.OperationalError as exc:
+            rows, error = [], str(exc)
         finally:
             db.close()
         refused = {r["reason"] for r in rows if r["status"] != 503}
         if refused >= reasons or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.05)
+            return rows, error
 
 
 def sms_reasons(path: Path, expect: int) -> set[str]:
