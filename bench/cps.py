@@ -70,6 +70,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import wire_latency  # noqa: E402
 from lossy_net import LossyNet  # noqa: E402
 
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -97,6 +98,10 @@ def free_port() -> int:
 
 # The lossy namespace the run is in (--loss, --reorder), for its counters; None: loopback as is.
 NET: LossyNet | None = None
+# --wire: each step also measures INVITE->200 from a capture of the carrier's traffic;
+# --keep: the capture files stay in the step folders.
+WIRE = False
+KEEP = False
 # Extra SIPp options (--trace: message and error logs in each step's folder).
 SIPP_TRACE: list[str] = []
 
@@ -207,6 +212,11 @@ class Step:
     api: dict[str, object] | None = None  # api_load.py's report (--api-load)
     # % of one CPU over the measured part: engine, api, load (generator), sipp (both), sum
     cpu_shares: dict[str, float] | None = None
+    # --wire: INVITE->200 from a capture of the carrier's traffic (µs resolution), ms
+    wire_calls: int = 0
+    wire_p50_ms: float = 0.0
+    wire_p99_ms: float = 0.0
+    wire_p999_ms: float = 0.0
 
 
 def last_stat_row(path: Path) -> dict[str, str]:
@@ -583,12 +593,16 @@ def run_step(
     err0 = udp_errors()
     cdr0 = b2bua.cdr_count()
     net0 = NET.counters() if NET is not None else None
+    uac_port = free_port()
+    capture = (
+        wire_latency.Capture(step_dir / "uac.pcap", uac_port, _pin("load")) if WIRE else None
+    )
     if api_load is not None:
         api_load.start(step_dir, total, warmup)
     t0 = time.monotonic()
     uac = subprocess.Popen(
         ["sipp", "-sf", str(SIPP_DIR / "uac_cps.xml"), f"127.0.0.1:{b2bua.port}", "-i", "127.0.0.1",
-         "-p", str(free_port()), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
+         "-p", str(uac_port), "-inf", str(inj), "-r", str(rate), "-m", str(calls), "-l", str(limit),
          "-d", str(hold_ms), "-nostdin", "-trace_stat", "-stf", "uac.csv", "-fd", "1", "-trace_rtt",
          "-rtt_freq", "1", "-timeout", str(int(total * 3 + hold_ms / 1000 + 30)), "-timeout_error", *SIPP_TUNING,
          *[a.replace("%s", "uac") for a in SIPP_TRACE]],
@@ -617,6 +631,8 @@ def run_step(
         uac.kill()
         uac.wait()
     elapsed = time.monotonic() - t0
+    if capture is not None:
+        capture.stop()
     cpu1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
     media_cpu = (children_cpu(pid, api_pids) if pid is not None else 0.0) - media0
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
@@ -666,6 +682,11 @@ def run_step(
         and (cdrs is None or cdrs >= calls)
     )
     duration = max(elapsed - hold_ms / 1000, 1e-9)
+    wire: list[float] = []
+    if capture is not None:
+        wire = [t * 1000 for t in wire_latency.invite_to_200(capture.path, b2bua.port)]
+        if not KEEP:
+            capture.path.unlink()
     api_report = api_load.finish() if api_load is not None else None
     if api_report is not None:
         for name in ("bind", "unbind"):
@@ -692,6 +713,10 @@ def run_step(
         media_ms_per_call=media_cpu * 1000 / max(min(uac_ok, measured_calls), 1),
         api=api_report,
         cpu_shares=shares,
+        wire_calls=len(wire),
+        wire_p50_ms=percentile(wire, 0.50),
+        wire_p99_ms=percentile(wire, 0.99),
+        wire_p999_ms=percentile(wire, 0.999),
     )
 
 
@@ -885,6 +910,12 @@ def print_step(s: Step) -> None:
         + (f"  relay {s.media_ms_per_call:.3f} ms/call" if s.media_ms_per_call else ""),
         flush=True,
     )
+    if s.wire_calls:
+        print(
+            f"       wire INVITE->200 ({s.wire_calls} calls) p50 {s.wire_p50_ms:.3f} ms "
+            f"p99 {s.wire_p99_ms:.3f} ms p99.9 {s.wire_p999_ms:.3f} ms",
+            flush=True,
+        )
     if s.api is not None:
         for name in ("bind", "unbind"):
             op = s.api[name]
@@ -953,6 +984,13 @@ def ramp(
                     f" {step.p99_ms:.2f} ms: {100 * (loaded.p99_ms / step.p99_ms - 1):+.0f} %",
                     flush=True,
                 )
+                if loaded.wire_calls and step.wire_calls:
+                    print(
+                        f"       wire p99 INVITE->200 with the API load {loaded.wire_p99_ms:.3f}"
+                        f" ms, without {step.wire_p99_ms:.3f} ms: "
+                        f"{100 * (loaded.wire_p99_ms / step.wire_p99_ms - 1):+.0f} %",
+                        flush=True,
+                    )
                 steps.append(loaded)
                 step = loaded if step.ok else step
             if not step.ok:
@@ -1070,6 +1108,12 @@ def main() -> None:
         help="with --loss/--reorder: dumpcap every datagram sent and those dropped to FILE",
     )
     ap.add_argument(
+        "--wire",
+        action="store_true",
+        help="also measure INVITE->200 from a dumpcap capture of the carrier SIPp's "
+        "datagrams (kernel timestamps, µs; SIPp's own clock moves in scheduler ticks)",
+    )
+    ap.add_argument(
         "--trace",
         action="store_true",
         help="SIPp error and message logs in each step's folder (with --keep)",
@@ -1127,6 +1171,8 @@ def main() -> None:
         help="the engine's api.scheduling (%(default)s)",
     )  # fmt: skip
     args = ap.parse_args()
+    global WIRE, KEEP
+    WIRE, KEEP = args.wire, bool(args.keep)
     if args.scenarios:
         global SIPP_DIR
         SIPP_DIR = Path(args.scenarios).resolve()
