@@ -8,14 +8,12 @@ exist are left as they are (``var/`` may be shared with other tools).
 
 from __future__ import annotations
 
-import logging
 import os
-import stat
 
-log = logging.getLogger(__name__)
+from translate.private_files import DIR_MODE, FILE_MODE
+from translate.private_files import private_file as _private_file
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
+__all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "private_file"]
 
 
 def private_dir(path: str | os.PathLike[str]) -> None:
@@ -33,23 +31,12 @@ def private_dir(path: str | os.PathLike[str]) -> None:
 
 
 def private_file(path: str | os.PathLike[str]) -> None:
-    """Create ``path`` empty with mode 0600 if missing; tighten it to 0600 if it is wider.
-
-    An existing file is never opened: closing a descriptor of a file drops every POSIX
-    (fcntl) lock this process holds on it, SQLite's among them. The SMS records may share
-    the call records' file, whose -shm the CDR writer has mapped and locked; with its
-    locks gone, the next process to open the file takes itself for the first, empties
-    the -shm, and the writer's next access to the mapping kills the engine (SIGBUS).
-    """
+    """Create ``path`` empty with mode 0600 if missing (its folder 0700 if missing);
+    tighten it to 0600 if it is wider (``translate.private_files.private_file``, which
+    never opens an existing file: closing a descriptor of a file drops every POSIX lock
+    this process holds on it, and the SMS records may share the call records' file,
+    whose SQLite locks the CDR writer holds)."""
     path = os.fspath(path)
     if os.path.dirname(path):
         private_dir(os.path.dirname(path))
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
-    except FileExistsError:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o077:
-            os.chmod(path, FILE_MODE)
-            log.info("%s had mode 0%o: now 0%o", path, mode, FILE_MODE)
-        return
-    os.close(fd)
+    _private_file(path)
