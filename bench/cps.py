@@ -212,11 +212,13 @@ class Step:
     api: dict[str, object] | None = None  # api_load.py's report (--api-load)
     # % of one CPU over the measured part: engine, api, load (generator), sipp (both), sum
     cpu_shares: dict[str, float] | None = None
-    # --wire: INVITE->200 from a capture of the carrier's traffic (µs resolution), ms
+    # --wire: from a capture of both legs (µs resolution), for "total" (the carrier's
+    # INVITE->200), "engine" (both legs' transit through the engine) and "callee" (the
+    # callee's INVITE->200): p50, p99, p99.9 in ms
     wire_calls: int = 0
-    wire_p50_ms: float = 0.0
-    wire_p99_ms: float = 0.0
-    wire_p999_ms: float = 0.0
+    wire: dict[str, list[float]] | None = None
+    # every call's SIPp INVITE->200 and wire times (ms), for --pairs to pool
+    raw: dict[str, list[float]] | None = None
 
 
 def last_stat_row(path: Path) -> dict[str, str]:
@@ -535,6 +537,11 @@ class B2bua:
                 self.proc.wait(5)
 
 
+def callee_of(user: bytes) -> bytes:
+    """The callee's number for a dialled X of ``build_store``'s map (+82507N -> +8210N)."""
+    return b"+8210" + user[6:] if user.startswith(b"+82507") else user
+
+
 def build_store(work: Path, count: int) -> Path:
     """A store of ``count`` ax bindings and the SIPp injection file that calls them."""
     sys.path.insert(0, str(ROOT))
@@ -595,7 +602,9 @@ def run_step(
     net0 = NET.counters() if NET is not None else None
     uac_port = free_port()
     capture = (
-        wire_latency.Capture(step_dir / "uac.pcap", uac_port, _pin("load")) if WIRE else None
+        wire_latency.Capture(step_dir / "sip.pcap", (uac_port, uas_port), _pin("load"))
+        if WIRE and b2bua.peer != "direct"
+        else None
     )
     if api_load is not None:
         api_load.start(step_dir, total, warmup)
@@ -682,9 +691,10 @@ def run_step(
         and (cdrs is None or cdrs >= calls)
     )
     duration = max(elapsed - hold_ms / 1000, 1e-9)
-    wire: list[float] = []
+    wire: dict[str, list[float]] = {"total": [], "engine": [], "callee": []}
     if capture is not None:
-        wire = [t * 1000 for t in wire_latency.invite_to_200(capture.path, b2bua.port)]
+        legs = wire_latency.breakdown(capture.path, b2bua.port, uas_port, callee_of)
+        wire = {k: [t * 1000 for t in v] for k, v in legs.items()}
         if not KEEP:
             capture.path.unlink()
     api_report = api_load.finish() if api_load is not None else None
@@ -713,10 +723,11 @@ def run_step(
         media_ms_per_call=media_cpu * 1000 / max(min(uac_ok, measured_calls), 1),
         api=api_report,
         cpu_shares=shares,
-        wire_calls=len(wire),
-        wire_p50_ms=percentile(wire, 0.50),
-        wire_p99_ms=percentile(wire, 0.99),
-        wire_p999_ms=percentile(wire, 0.999),
+        wire_calls=len(wire["total"]),
+        wire={k: [percentile(v, q) for q in (0.5, 0.99, 0.999)] for k, v in wire.items()}
+        if capture is not None
+        else None,
+        raw={"sipp": rtts, **(wire if capture is not None else {})},
     )
 
 
@@ -910,10 +921,13 @@ def print_step(s: Step) -> None:
         + (f"  relay {s.media_ms_per_call:.3f} ms/call" if s.media_ms_per_call else ""),
         flush=True,
     )
-    if s.wire_calls:
+    if s.wire_calls and s.wire:
         print(
-            f"       wire INVITE->200 ({s.wire_calls} calls) p50 {s.wire_p50_ms:.3f} ms "
-            f"p99 {s.wire_p99_ms:.3f} ms p99.9 {s.wire_p999_ms:.3f} ms",
+            f"       wire ({s.wire_calls} calls, p50 / p99 / p99.9 ms): "
+            + ", ".join(
+                f"{name} {p50:.3f} / {p99:.3f} / {p999:.3f}"
+                for name, (p50, p99, p999) in s.wire.items()
+            ),
             flush=True,
         )
     if s.api is not None:
@@ -938,6 +952,23 @@ def print_step(s: Step) -> None:
         print(
             "       CPU (% of one): "
             + ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_shares.items()),
+            flush=True,
+        )
+
+
+def print_pooled(rate: float, pooled: dict[str, dict[str, list[float]]]) -> None:
+    """--pairs: each latency over all the idle steps and over all the loaded ones."""
+    for name in ("sipp", "total", "engine", "callee"):
+        idle, load = pooled["idle"].get(name), pooled["load"].get(name)
+        if not idle or not load:
+            continue
+        cells = []
+        for q in (0.5, 0.99, 0.999):
+            a, b = percentile(idle, q), percentile(load, q)
+            cells.append(f"p{q * 100:g} {a:.3f} -> {b:.3f} ms ({100 * (b / a - 1):+.0f} %)")
+        print(
+            f"pooled {rate:.0f}/s {name:6} ({len(idle)} idle, {len(load)} loaded calls): "
+            + ", ".join(cells),
             flush=True,
         )
 
@@ -969,10 +1000,13 @@ def ramp(
     steps: list[Step] = []
     try:
         for rate in rates:
-            step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup)
-            print_step(step)
-            steps.append(step)
-            if load is not None:
+            pooled: dict[str, dict[str, list[float]]] = {"idle": {}, "load": {}}
+            for _ in range(args.pairs if load is not None else 1):
+                step = run_step(b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup)
+                print_step(step)
+                steps.append(step)
+                if load is None:
+                    break
                 time.sleep(1.0)
                 loaded = run_step(
                     b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup, load
@@ -984,15 +1018,26 @@ def ramp(
                     f" {step.p99_ms:.2f} ms: {100 * (loaded.p99_ms / step.p99_ms - 1):+.0f} %",
                     flush=True,
                 )
-                if loaded.wire_calls and step.wire_calls:
+                if loaded.wire and step.wire:
                     print(
-                        f"       wire p99 INVITE->200 with the API load {loaded.wire_p99_ms:.3f}"
-                        f" ms, without {step.wire_p99_ms:.3f} ms: "
-                        f"{100 * (loaded.wire_p99_ms / step.wire_p99_ms - 1):+.0f} %",
+                        "       wire p99 with the API load, without: "
+                        + ", ".join(
+                            f"{name} {loaded.wire[name][1]:.3f} ms, {step.wire[name][1]:.3f}"
+                            f" ms ({100 * (loaded.wire[name][1] / step.wire[name][1] - 1):+.0f} %)"
+                            for name in ("total", "engine", "callee")
+                        ),
                         flush=True,
                     )
                 steps.append(loaded)
+                for kind, done in (("idle", step), ("load", loaded)):
+                    for name, values in (done.raw or {}).items():
+                        pooled[kind].setdefault(name, []).extend(values)
                 step = loaded if step.ok else step
+                if not step.ok:
+                    break
+                time.sleep(1.0)
+            if load is not None and args.pairs > 1:
+                print_pooled(rate, pooled)
             if not step.ok:
                 break
             time.sleep(1.0)
@@ -1147,6 +1192,11 @@ def main() -> None:
     ap.add_argument(
         "--api-live", type=int, default=2000, help="bindings the load makes before it unbinds"
     )
+    ap.add_argument(
+        "--pairs", type=int, default=1,
+        help="with --api-load: run each rate's idle and loaded steps this many times, in turn, "
+        "and print each latency pooled over all idle and all loaded steps",
+    )  # fmt: skip
     cpu_choices = ("b2bua", "load", "any")
     ap.add_argument(
         "--api-cpu", choices=cpu_choices, default="any",
