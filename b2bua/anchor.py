@@ -55,7 +55,7 @@ from media.rtpengine_tap import RecordingTap, start_recording_tap, stop_recordin
 from media.settings import MediaSettings, relay_argv, resolve_mode
 
 from .call import Call, CallState, Leg
-from .children import Supervisor
+from .children import Supervisor, dies_with_parent
 from .sdes import LegSdes, SdesError, crypto_lines, mirror, receive
 from .sip.bodies import SDP, outgoing_body, parse_content_type, split_multipart
 from .sip.message import Request, SipMessage
@@ -717,7 +717,9 @@ class RelayPool(Supervisor):
         with contextlib.suppress(FileNotFoundError):
             control.unlink()
         proc = await asyncio.create_subprocess_exec(
-            *relay_argv(self.settings, index), stdin=asyncio.subprocess.DEVNULL
+            *relay_argv(self.settings, index),
+            stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=dies_with_parent(),
         )
         self.procs[index] = proc
         deadline = self.loop.time() + _START_TIMEOUT

@@ -7,7 +7,8 @@ call and SMS records), at a lower scheduling priority than the engine's (``api.n
 and ``api.scheduling``, Linux's batch policy by default): where the API and the engine
 share busy CPUs, a call's datagram is handled before an API request. One that exits
 while the engine runs is started again after a short delay; stopping the engine stops
-them with SIGTERM (SIGKILL after a grace).
+them with SIGTERM (SIGKILL after a grace), and an engine that dies takes them with it
+(``children.dies_with_parent``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from .children import Supervisor
+from .children import Supervisor, dies_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class ApiProcesses(Supervisor):
         proc = await asyncio.create_subprocess_exec(
             *self.argv(),
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=self._lower if self.nice or self.policy != os.SCHED_OTHER else None,
+            preexec_fn=dies_with_parent(
+                self._lower if self.nice or self.policy != os.SCHED_OTHER else None
+            ),
         )
         self.procs[index] = proc
         log.info("control API process started", extra={"worker": index, "pid": proc.pid})

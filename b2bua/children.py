@@ -1,16 +1,45 @@
 """The child processes ``ansim serve`` supervises (media relays, API processes): each
 started again a moment after it exits, and stopped with SIGTERM, then SIGKILL for any
-still running after the timeout."""
+still running after the timeout; on Linux each is also sent SIGTERM by the kernel when
+the engine dies without stopping it (SIGKILL, the OOM killer), so that no API process
+goes on serving, unsupervised, beside the engine started after it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+# Loaded in the engine, not in the child between fork and exec.
+_libc = (
+    ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True) if sys.platform == "linux" else None
+)
+
+
+def dies_with_parent(then: Callable[[], None] | None = None) -> Callable[[], None]:
+    """A ``preexec_fn`` for a child of this process: the kernel sends the child SIGTERM
+    when this process dies (``PR_SET_PDEATHSIG``), and a child whose parent died before
+    that was set exits at once; then ``then`` runs, if given."""
+    parent = os.getpid()
+
+    def setup() -> None:
+        if _libc is not None:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:
+                os._exit(1)
+        if then is not None:
+            then()
+
+    return setup
 
 
 async def terminate(procs: Iterable[asyncio.subprocess.Process], timeout: float) -> None:

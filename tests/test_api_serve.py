@@ -7,6 +7,7 @@ while it was down after the engine was restarted (the outbox is on disk)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -219,3 +220,51 @@ def _cmdline(pid: int) -> bytes:
 
 def _nice(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # exited; reaped by whoever it was handed to, or not yet
+
+
+def test_an_engine_that_dies_takes_its_api_and_relay_processes_with_it(tmp_path: Path) -> None:
+    api_port = free_port()
+    base = 61000 + (free_port() % 20) * 200
+    engine = Ansim(
+        tmp_path / "ansim",
+        trunks=[trunk("t1", free_port())],
+        routes=[{"prefix": "+82", "trunks": ["t1"]}],
+        numbers={"ax": []},
+        config={"api": {"listen": f"127.0.0.1:{api_port}"}},
+        media={
+            "mode": "relay",
+            "relays": [
+                {
+                    "control": str(tmp_path / "relay.sock"),
+                    "address": "127.0.0.1",
+                    "ports": f"{base}-{base + 99}",
+                }
+            ],
+        },
+    )
+    with engine:
+        _wait_api(f"http://127.0.0.1:{api_port}")
+        children = _children(engine.pid)
+        api = [pid for pid in children if b" api " in _cmdline(pid)]
+        relays = [pid for pid in children if pid not in api]
+        assert len(api) == 1 and len(relays) == 1, [_cmdline(pid) for pid in children]
+        os.kill(engine.pid, signal.SIGKILL)  # no SIGTERM the engine could pass on
+        try:
+            deadline = time.monotonic() + 15
+            while not all(_gone(pid) for pid in api + relays):
+                assert time.monotonic() < deadline, [(p, _cmdline(p)) for p in api + relays]
+                time.sleep(0.1)
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2)
+        finally:
+            for pid in api + relays:
+                if not _gone(pid):
+                    os.kill(pid, signal.SIGKILL)
