@@ -6,6 +6,7 @@ goes on serving, unsupervised, beside the engine started after it."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import ctypes
@@ -59,7 +60,7 @@ async def terminate(procs: Iterable[asyncio.subprocess.Process], timeout: float)
             await proc.wait()
 
 
-class Supervisor:
+class Supervisor(abc.ABC):
     """Child processes by index, each started again ``restart_delay`` seconds after it
     exits, until ``stop``. Subclasses start one in ``_spawn`` (and set ``procs[index]``),
     name it in ``kind`` for the log, and may act on an exit in ``_lost``."""
@@ -74,10 +75,11 @@ class Supervisor:
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
+    @abc.abstractmethod
     async def _spawn(self, index: int) -> None:
-        raise NotImplementedError
+        """Start process ``index`` and set ``procs[index]``."""
 
-    def _lost(self, index: int) -> None:
+    def _lost(self, index: int) -> None:  # noqa: B027 (a hook, doing nothing unless overridden)
         """Process ``index`` exited and is about to be started again."""
 
     async def _start(self, count: int) -> None:
