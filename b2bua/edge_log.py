@@ -71,8 +71,11 @@ class EdgeLog:
             log.warning(
                 "overload: refusing %d%% of new calls with 503 (queueing delay %.0f ms)",
                 round((1 - ov.admit_share) * 100),
-                ov.delay * 1000,
-                extra={"admit_share": round(ov.admit_share, 3), "delay_ms": round(ov.delay * 1000)},
+                ov.cut_delay * 1000,
+                extra={
+                    "admit_share": round(ov.admit_share, 3),
+                    "delay_ms": round(ov.cut_delay * 1000),
+                },
             )
         elif ov.shedding and now - self._logged_at >= OVERLOAD_EVERY:
             self._logged_at = now

@@ -190,9 +190,9 @@ class SipEndpoint:
         await self.transports.close()
 
     # -- input -----------------------------------------------------------------------------
-    def _on_turn(self, delay: float) -> None:
+    def _on_turn(self, delay: float, drained: bool) -> None:
         assert self.overload is not None and self._loop is not None
-        self.overload.observe(delay, self._loop.time())
+        self.overload.observe(delay, self._loop.time(), drained)
 
     def _is_banned(self, host: str) -> bool:
         assert self.flood is not None and self._loop is not None
@@ -374,9 +374,7 @@ class SipEndpoint:
             if p.partition(b"=")[0].strip().lower()
             not in (b"oc", b"oc-algo", b"oc-validity", b"oc-seq")
         ]
-        req.lines[i] = (
-            line[:colon] + b" " + b";".join(parts) + ov.oc_params(self._epoch) + rest
-        )
+        req.lines[i] = line[:colon] + b" " + b";".join(parts) + ov.oc_params(self._epoch) + rest
 
     def _answer_options(self, req: Request, dest: Peer) -> None:
         self.stats.options_answered += 1

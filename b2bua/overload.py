@@ -10,7 +10,11 @@ bound, every message is answered later, the peers retransmit what was not answer
 within T1 (500 ms) and the engine spends its time on the same calls again and again
 (goodput collapse). The detector looks at the *smallest* age seen in each interval
 (100 ms): a burst that is read away within the interval leaves it small, a standing
-queue does not (the idea of CoDel). Above ``max_delay`` the share of new INVITEs that
+queue does not (the idea of CoDel). A turn that empties the socket (reads fewer than
+its batch) counts as no delay, however long its first datagram waited: the queue is
+gone, so what kept that datagram waiting was a stall of the engine (a busy machine, a
+pause of the process), not more traffic than it can carry, and refusing calls would not
+shorten it. As in CoDel, a queue that is (nearly) empty is never a standing one. Above ``max_delay`` the share of new INVITEs that
 are admitted is cut by a factor (multiplicative decrease); below half of it, it is
 raised by a step (additive increase), so the admitted rate settles just under what the
 engine can carry. Calls already admitted and in-dialog requests are never refused.
@@ -47,6 +51,7 @@ class OverloadDetector:
         "_turns",
         "admit_share",
         "admitted",
+        "cut_delay",
         "delay",
         "limits",
         "next_update",
@@ -66,6 +71,8 @@ class OverloadDetector:
         self.delay = 0.0
         #: largest queueing delay seen in the last interval (for metrics)
         self.peak_delay = 0.0
+        #: the signal of the last interval that cut the admitted share (for the log)
+        self.cut_delay = 0.0
         self.window_min = -1.0
         self._turns = 0
         self.next_update = 0.0
@@ -74,10 +81,12 @@ class OverloadDetector:
         self.admitted = 0
         self.rejected = 0
 
-    def observe(self, delay: float, now: float) -> None:
-        """One read turn: its first datagram waited ``delay`` seconds in the queue."""
-        if self.window_min < 0.0 or delay < self.window_min:
-            self.window_min = delay
+    def observe(self, delay: float, now: float, drained: bool = False) -> None:
+        """One read turn: its first datagram waited ``delay`` seconds in the queue;
+        ``drained``: the turn read the socket empty."""
+        signal = 0.0 if drained else delay
+        if self.window_min < 0.0 or signal < self.window_min:
+            self.window_min = signal
         if delay > self.peak_delay:
             self.peak_delay = delay
         self._turns += 1
@@ -98,6 +107,7 @@ class OverloadDetector:
         share = self.admit_share
         if signal > limits.max_delay:
             share = max(limits.min_admit, share * limits.decrease)
+            self.cut_delay = signal
         elif signal < limits.max_delay / 2:
             # intervals that passed without a turn count as quiet ones
             steps = 1 + max(0, int((now - self.next_update) / limits.interval))

@@ -8,8 +8,8 @@ UDP sockets are read by this module itself rather than through a datagram protoc
 turns of at most ``READ_BATCH`` datagrams, the first of each read with ``recvmsg`` for
 the kernel's receive timestamp (``SO_TIMESTAMPNS``) and drop counter (``SO_RXQ_OVFL``).
 The timestamp says how long that datagram waited in the socket's queue, which is the
-overload detector's signal (``on_turn``); bounded turns let timers and the other
-sockets run between them.
+overload detector's signal (``on_turn``, told too whether the turn read the socket
+empty); bounded turns let timers and the other sockets run between them.
 
 Stream connections (TCP, and TLS over TCP) are reused in both directions, keyed by the
 remote address, and closed after an idle period unless held (``hold``: a dialog's
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 DatagramHandler = Callable[[bytes, Peer], None]
 StreamHandler = Callable[[SipMessage | SipParseError, Peer], None]
 SendErrorHandler = Callable[[Peer], None]
-TurnHandler = Callable[[float], None]
+TurnHandler = Callable[[float, bool], None]  # first datagram's queueing delay, drained
 
 READ_BATCH = 64  # datagrams read from one socket in one turn of the loop
 SEND_QUEUE = 4096  # datagrams kept while a socket's send buffer is full
@@ -79,7 +79,9 @@ class _UdpSender(Protocol):
 class _UdpSocket:
     """One UDP socket read and written by the engine itself."""
 
-    def __init__(self, owner: Transports, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, owner: Transports, sock: socket.socket, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.owner = owner
         self.sock = sock
         self.loop = loop
@@ -109,9 +111,6 @@ class _UdpSocket:
                 self.kernel_drops = _U32.unpack_from(cdata)[0]
         owner.datagrams += 1
         owner.turns += 1
-        turn = owner.on_turn
-        if turn is not None:
-            turn(delay)
         handler = owner.on_datagram
         try:
             handler(data, ("udp", addr[0], addr[1]))
@@ -136,6 +135,9 @@ class _UdpSocket:
         owner.datagrams += n - 1
         if n == READ_BATCH:
             owner.full_turns += 1
+        turn = owner.on_turn
+        if turn is not None:
+            turn(delay, n < READ_BATCH)
 
     def sendto(self, data: bytes, addr: Any) -> None:
         if self.queue:

@@ -38,6 +38,35 @@ def test_a_burst_read_away_within_an_interval_is_not_overload() -> None:
     assert not det.shedding
 
 
+def test_a_stall_that_left_no_queue_is_not_overload() -> None:
+    """The first datagram after a pause of the engine is old, but the turn reads the
+    socket empty: there is no standing queue, whatever the pause lasted."""
+    det = OverloadDetector()
+    t = 0.0
+    for _ in range(20):
+        t += 1.0  # an engine that is mostly idle ...
+        det.observe(0.6, t, drained=True)  # ... and stalls before each datagram
+        det.tick(t + 0.5)
+        assert not det.shedding
+    # the same turns, leaving datagrams behind each time, are a standing queue
+    for _ in range(3):
+        t += 1.0
+        det.observe(0.6, t, drained=False)
+        det.tick(t + 0.5)
+    assert det.shedding and det.cut_delay == 0.6
+
+
+def test_one_drained_turn_in_an_interval_means_the_queue_was_gone() -> None:
+    det = OverloadDetector()
+    t = 0.0
+    for _ in range(30):
+        for i in range(9):
+            det.observe(0.4, t + i * 0.01)  # full turns: datagrams still queued ...
+        det.observe(0.4, t + 0.095, drained=True)  # ... until the last one empties it
+        t += 0.1
+    assert not det.shedding and det.delay == 0.0
+
+
 def test_a_standing_queue_cuts_new_calls_and_recovery_restores_them() -> None:
     det = OverloadDetector(OverloadLimits(max_delay=0.05))
     t = run(det, [0.2] * 5, 0.0)
