@@ -64,7 +64,8 @@ class TlsSettings(_Strict):
     """SIP over TLS: ansim's certificate, the CAs it trusts, and the handshake."""
 
     certificate: str | None = Field(
-        None, description="PEM file of ansim's certificate (and its chain); needed by tls: listeners"
+        None,
+        description="PEM file of ansim's certificate (and its chain); needed by tls: listeners",
     )
     key: str | None = Field(None, description="PEM file of the certificate's private key")
     ca: str | None = Field(
@@ -214,6 +215,19 @@ class OverloadSettings(_Strict):
         return OverloadLimits(max_delay=self.max_delay)
 
 
+class SchedulingSettings(_Strict):
+    """How the kernel schedules the engine's event-loop thread (``b2bua.loop_priority``)."""
+
+    policy: Literal["normal", "rr", "fifo"] = Field(
+        "normal",
+        description="Linux scheduling policy of the thread that handles every SIP message: "
+        "normal; rr or fifo (real time: it runs as soon as a message arrives, ahead of "
+        "every normal process; the threads and processes it starts stay normal; needs "
+        "CAP_SYS_NICE)",
+    )
+    priority: int = Field(10, ge=1, le=99, description="real-time priority (rr, fifo)")
+
+
 class LoggingSettings(_Strict):
     """Log level and number masking."""
 
@@ -238,6 +252,7 @@ class EngineConfig(_Strict):
     api: ApiSettings = ApiSettings()
     flood: FloodSettings = FloodSettings()
     overload: OverloadSettings = OverloadSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
     trunks: str = Field("trunks.yaml", description="trunk file")
     cdr: str = Field("../var/cdr.sqlite", description="SQLite file for call detail records")
     cdr_fsync: bool = Field(

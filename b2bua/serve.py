@@ -21,7 +21,7 @@ from translate.settings import DEFAULT_CONFIG_DIR
 from translate.store import Store, StoreError
 from translate.yaml_source import ConfigError
 
-from . import native
+from . import loop_priority, native
 from .anchor import MediaAnchor, RelayPool
 from .api_process import ApiProcesses
 from .call_events import EventJournal
@@ -216,6 +216,14 @@ class Engine:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        sched = self.config.scheduling
+        refused = loop_priority.apply(sched.policy, sched.priority)
+        if refused is not None:
+            log.warning(
+                "scheduling: the event loop keeps the normal policy, not %s: %s",
+                sched.policy,
+                refused,
+            )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         n = self.config.numbers
@@ -455,9 +463,7 @@ class Engine:
 
         def purge() -> None:
             try:
-                removed = purge_recordings(
-                    Path(rec.directory), days * 86400.0, time.time()
-                )
+                removed = purge_recordings(Path(rec.directory), days * 86400.0, time.time())
             except OSError as exc:
                 log.error("recordings retention failed: %s", exc)
                 return
@@ -491,7 +497,9 @@ class Engine:
             self.config_dir, settings.workers, nice=settings.nice, scheduling=settings.scheduling
         )
         await self.api.start()
-        log.info("control API started", extra={"listen": settings.listen, "workers": settings.workers})
+        log.info(
+            "control API started", extra={"listen": settings.listen, "workers": settings.workers}
+        )
 
     async def _stop_smpp(self) -> None:
         service = self.smpp

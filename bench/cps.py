@@ -219,6 +219,35 @@ class Step:
     wire: dict[str, list[float]] | None = None
     # every call's SIPp INVITE->200 and wire times (ms), for --pairs to pool
     raw: dict[str, list[float]] | None = None
+    # the engine's event-loop thread over the measured part (/proc schedstat and status):
+    # ms per second it ran, waited runnable for a CPU, and context switches per second
+    # it made itself (it slept: no datagram, or a lock, a page, the disk) or had forced
+    loop_sched: dict[str, float] | None = None
+
+
+def loop_sched(pid: int) -> tuple[float, float, int, int, float]:
+    """(ns run, ns waited for a CPU, voluntary, involuntary switches, when) of the
+    thread ``pid`` (a process's first thread: the engine's event loop)."""
+    run, wait = (int(v) for v in Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[:2])
+    vol = invol = 0
+    for line in Path(f"/proc/{pid}/task/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            vol = int(line.split()[1])
+        elif line.startswith("nonvoluntary_ctxt_switches:"):
+            invol = int(line.split()[1])
+    return run, wait, vol, invol, time.monotonic()
+
+
+def loop_sched_rates(
+    a: tuple[float, float, int, int, float], b: tuple[float, float, int, int, float]
+) -> dict[str, float]:
+    secs = max(b[4] - a[4], 1e-9)
+    return {
+        "ran ms/s": (b[0] - a[0]) / 1e6 / secs,
+        "waited for a CPU ms/s": (b[1] - a[1]) / 1e6 / secs,
+        "slept /s": (b[2] - a[2]) / secs,
+        "preempted /s": (b[3] - a[3]) / secs,
+    }
 
 
 def last_stat_row(path: Path) -> dict[str, str]:
@@ -402,6 +431,43 @@ class ApiLoad:
         return report
 
 
+@dataclass
+class Neighbour:
+    """``--neighbour``: a process that is not ansim's, on the load CPUs at the idle
+    policy, busy on whatever CPU time SIPp leaves there during a step: a control for
+    ``--api-load``, to tell what the API costs the calls from what a busy neighbouring
+    CPU costs them on this host. ``spin`` only computes; ``memory`` also writes a 64 MiB
+    buffer (cache and memory traffic, as a Python server makes)."""
+
+    kind: str
+    cpus: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, step_dir: Path, seconds: float, measure_from: float) -> None:
+        cpus = cpu_set(self.cpus)
+
+        def place() -> None:
+            os.sched_setaffinity(0, cpus)
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+        work = (
+            "while True: pass"
+            if self.kind == "spin"
+            else "b = bytearray(64 << 20)\nwhile True:\n    b[::64] = b[1::64]"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", f"import time\nend = time.monotonic() + {seconds}\n"
+             + work.replace("while True", "while time.monotonic() < end")],
+            stdout=subprocess.DEVNULL, stderr=open(step_dir / "neighbour.log", "wb"),  # noqa: SIM115
+            preexec_fn=place,
+        )  # fmt: skip
+
+    def finish(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+
 class B2bua:
     """The process under test."""
 
@@ -416,8 +482,13 @@ class B2bua:
         media: str | None = None,
         limits: bool = False,
         api: ApiSetup | None = None,
+        scheduling: str = "normal",
+        cdr_dir: Path | None = None,
     ) -> None:
         self.api = api
+        self.scheduling = scheduling  # the engine's scheduling.policy
+        # the CDR file and its journal: in the work folder, or in cdr_dir (e.g. a tmpfs)
+        self.cdr_path = (cdr_dir or work) / "cdr.sqlite"
         self.media = media
         self.limits = limits
         self.peer = peer
@@ -441,8 +512,9 @@ class B2bua:
             (cfg / "ansim.yaml").write_text(
                 f"sip: {{listen: ['udp:127.0.0.1:{self.port}']}}\n"
                 f"numbers: {{store: '{self.work}/numbers.lmdb', maps: '{self.work}/no-maps', watch: false}}\n"
-                f"metrics: {{listen: null}}\ncdr: '{self.work}/cdr.sqlite'\nsmpp: null\n"
+                f"metrics: {{listen: null}}\ncdr: '{self.cdr_path}'\nsmpp: null\n"
                 "logging: {level: warning}\n"
+                f"scheduling: {{policy: {self.scheduling}}}\n"
             )
             if self.limits:
                 with (cfg / "ansim.yaml").open("a") as f:
@@ -510,7 +582,7 @@ class B2bua:
         """CDR rows ansim has written so far (None for the other peers)."""
         if self.peer != "ansim":
             return None
-        path = self.work / "cdr.sqlite"
+        path = self.cdr_path
         if not path.exists():
             return 0
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
@@ -575,7 +647,7 @@ def run_step(
     hold_ms: int,
     limit: int,
     warmup: float = 0.0,
-    api_load: ApiLoad | None = None,
+    api_load: ApiLoad | Neighbour | None = None,
 ) -> Step:
     """One step: ``warmup`` seconds at ``rate``, then ``seconds`` more that are measured.
 
@@ -624,6 +696,7 @@ def run_step(
         cpu0 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
         media0 = children_cpu(pid, api_pids) if pid is not None else 0.0
         measured_calls = max(int(rate * seconds), 1)
+    sched0 = loop_sched(pid) if pid is not None else None
     shares = None
     if b2bua.api is not None and pid is not None:
         # where the CPU goes, over the measured part but its last second (SIPp is still
@@ -640,6 +713,11 @@ def run_step(
         uac.kill()
         uac.wait()
     elapsed = time.monotonic() - t0
+    sched = (
+        loop_sched_rates(sched0, loop_sched(pid))
+        if sched0 is not None and pid is not None
+        else None
+    )
     if capture is not None:
         capture.stop()
     cpu1 = cpu_seconds(pid) if pid is not None else (0.0, 0.0)
@@ -697,7 +775,9 @@ def run_step(
         wire = {k: [t * 1000 for t in v] for k, v in legs.items()}
         if not KEEP:
             capture.path.unlink()
-    api_report = api_load.finish() if api_load is not None else None
+    if isinstance(api_load, Neighbour):
+        api_load.finish()
+    api_report = api_load.finish() if isinstance(api_load, ApiLoad) else None
     if api_report is not None:
         for name in ("bind", "unbind"):
             op = api_report[name]
@@ -723,6 +803,7 @@ def run_step(
         media_ms_per_call=media_cpu * 1000 / max(min(uac_ok, measured_calls), 1),
         api=api_report,
         cpu_shares=shares,
+        loop_sched=sched,
         wire_calls=len(wire["total"]),
         wire={k: [percentile(v, q) for q in (0.5, 0.99, 0.999)] for k, v in wire.items()}
         if capture is not None
@@ -948,6 +1029,12 @@ def print_step(s: Step) -> None:
             f"{s.api['lost_connections']} connections lost",
             flush=True,
         )
+    if s.loop_sched is not None:
+        print(
+            "       event loop thread: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in s.loop_sched.items()),
+            flush=True,
+        )
     if s.cpu_shares is not None:
         print(
             "       CPU (% of one): "
@@ -979,8 +1066,12 @@ def ramp(
     """Each rate of ``rates`` in turn; with --api-load, each twice: without the API load
     and then with it, on the same engine (its API processes idle in the first)."""
     uas_port = free_port()
-    api = load = None
-    if args.api_load and peer == "ansim":
+    api = None
+    load: ApiLoad | Neighbour | None = None
+    label = "+api"
+    if args.neighbour:
+        load, label = Neighbour(args.neighbour, args.load_cpu), f"+{args.neighbour}"
+    elif args.api_load and peer == "ansim":
         api = ApiSetup(args.api_numbers, args.api_cpu, args.api_scheduling)
         load = ApiLoad(
             api, args.api_load, args.api_connections, args.api_live, args.load_cpu,
@@ -995,6 +1086,10 @@ def ramp(
         media=args.media if peer == "ansim" else None,
         limits=args.limits and peer == "ansim",
         api=api,
+        scheduling=args.engine_scheduling,
+        cdr_dir=Path(tempfile.mkdtemp(prefix="ansim-cps-cdr-", dir=args.cdr_dir))
+        if args.cdr_dir
+        else None,
     )
     b2bua.start()
     steps: list[Step] = []
@@ -1011,16 +1106,16 @@ def ramp(
                 loaded = run_step(
                     b2bua, work, inj, rate, args.seconds, 0, args.limit, args.warmup, load
                 )
-                loaded.peer = "+api"
+                loaded.peer = label
                 print_step(loaded)
                 print(
-                    f"       p99 INVITE->200 with the API load {loaded.p99_ms:.2f} ms, without"
+                    f"       p99 INVITE->200 with the {label[1:]} load {loaded.p99_ms:.2f} ms, without"
                     f" {step.p99_ms:.2f} ms: {100 * (loaded.p99_ms / step.p99_ms - 1):+.0f} %",
                     flush=True,
                 )
                 if loaded.wire and step.wire:
                     print(
-                        "       wire p99 with the API load, without: "
+                        f"       wire p99 with the {label[1:]} load, without: "
                         + ", ".join(
                             f"{name} {loaded.wire[name][1]:.3f} ms, {step.wire[name][1]:.3f}"
                             f" ms ({100 * (loaded.wire[name][1] / step.wire[name][1] - 1):+.0f} %)"
@@ -1043,6 +1138,8 @@ def ramp(
             time.sleep(1.0)
     finally:
         b2bua.stop()
+        if args.cdr_dir:
+            shutil.rmtree(b2bua.cdr_path.parent, ignore_errors=True)
     return steps
 
 
@@ -1219,6 +1316,23 @@ def main() -> None:
     ap.add_argument(
         "--api-scheduling", choices=tuple(LOAD_POLICIES), default="batch",
         help="the engine's api.scheduling (%(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--neighbour", choices=("spin", "memory"),
+        help="instead of --api-load: run each step without and then with a process that is "
+        "not ansim's busy at the idle policy on the load CPUs (spin: computing; memory: also "
+        "writing 64 MiB), to tell what the API costs the calls from what a busy neighbouring "
+        "CPU costs them on this host",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cdr-dir", metavar="DIR",
+        help="put the engine's CDR file and its journal in a new folder under DIR (e.g. "
+        "/dev/shm) instead of the work folder",
+    )  # fmt: skip
+    ap.add_argument(
+        "--engine-scheduling", choices=("normal", "rr", "fifo"), default="normal",
+        help="the engine's scheduling.policy (%(default)s; rr, fifo: its event loop runs at "
+        "a real-time priority)",
     )  # fmt: skip
     args = ap.parse_args()
     global WIRE, KEEP

@@ -199,9 +199,16 @@ class Ansim(EngineProcess):
         log_level: str = "warning",
         env: dict[str, str] | None = None,
         trunk_settings: dict[str, Any] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         super().__init__(
-            workdir, listen_flags=False, log_name="ansim.log", env=env, host=host, port=port
+            workdir,
+            listen_flags=False,
+            log_name="ansim.log",
+            env=env,
+            host=host,
+            port=port,
+            wrap=wrap,
         )
         self.tls_port = tls_port
         self.trunk_settings = trunk_settings or {}  # more top-level keys of trunks.yaml

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -107,6 +108,7 @@ class EngineProcess:
         config_arg: str | None = None,
         host: str = "127.0.0.1",
         env: dict[str, str] | None = None,
+        wrap: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.host = host
@@ -125,6 +127,7 @@ class EngineProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.returncode: int | None = None
         self.env = env or {}
+        self.wrap = list(wrap)  # a command the engine is run under (it must exec it)
 
     @property
     def udp(self) -> tuple[str, int]:
@@ -166,7 +169,7 @@ class EngineProcess:
         if not ANSIM.exists():
             raise RuntimeError(f"{ANSIM} is missing: run .venv/bin/pip install -e . --no-deps")
         self.write_config()
-        cmd = [str(ANSIM), "serve", "--config", self.config_arg or str(self.config_dir)]
+        cmd = [*self.wrap, str(ANSIM), "serve", "--config", self.config_arg or str(self.config_dir)]
         if self.listen_flags:
             cmd += [
                 "--sip",

@@ -7,6 +7,7 @@ while it was down after the engine was restarted (the outbox is on disk)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -20,7 +21,8 @@ from conftest import free_port
 from engine_process import ANSIM
 from webhook_receiver import Receiver
 
-from api.webhooks import verify
+from api.webhooks import WebhookTables, verify
+from translate.store import Store
 
 POOL = [f"+8250710{n:05d}" for n in range(1, 6)]  # national 0507-10-nnnnn
 
@@ -178,10 +180,14 @@ def test_bind_call_unbind_and_signed_durable_webhooks(tmp_path: Path) -> None:
         _wait_api(base)
         _call(sipp, engine, x, PARTY_A, "call_uac_basic", PARTY_B, callee_port)
         record = engine.cdr_rows(expect=4)[-1]
+        # the call's other events fail first: wait for call.completed's own attempt
         deadline = time.monotonic() + 15
-        while 'ansim_api_webhook_deliveries_total{result="failed"}' not in api.get("/metrics").text:
-            assert time.monotonic() < deadline, "no failed delivery while the receiver was down"
+        while _attempts(engine.store_path, f"ev_{record['record_id']}") < 1:
+            assert time.monotonic() < deadline, (
+                "call.completed not tried while the receiver was down"
+            )
             time.sleep(0.2)
+        assert 'ansim_api_webhook_deliveries_total{result="failed"}' in api.get("/metrics").text
     engine = _engine(tmp_path / "ansim", callee_port, api_port)
     with (
         Receiver(port=hook_port) as receiver,
@@ -268,3 +274,66 @@ def test_an_engine_that_dies_takes_its_api_and_relay_processes_with_it(tmp_path:
             for pid in api + relays:
                 if not _gone(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+def _attempts(store_path: Path, event_id: str) -> int:
+    """Failed attempts so far of the queued deliveries of ``event_id`` (0: not queued,
+    or not tried yet), read from the store's delivery table."""
+    with Store(store_path, readonly=True) as store:
+        tables = WebhookTables(store)
+        with store.reader() as txn:
+            tried = [d.attempts for d in tables.due(txn, 1e12, 1_000_000) if d.event_id == event_id]
+    return max(tried, default=0)
+
+
+def _policy(tid: int) -> tuple[int, int]:
+    return os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority
+
+
+def test_a_real_time_event_loop_leaves_the_engines_threads_and_children_normal(
+    tmp_path: Path,
+) -> None:
+    """``scheduling: {policy: rr}``: the thread that handles the SIP messages runs at the
+    real-time priority, with reset-on-fork, and nothing it starts does: not its other
+    threads (record writers, store jobs), not the API processes (batch, as configured)."""
+    api_port = free_port()
+    engine = Ansim(
+        tmp_path / "ansim",
+        trunks=[trunk("t1", free_port())],
+        routes=[{"prefix": "+82", "trunks": ["t1"]}],
+        numbers={"ax": []},
+        config={
+            "api": {"listen": f"127.0.0.1:{api_port}"},
+            "scheduling": {"policy": "rr", "priority": 12},
+        },
+    )
+    with engine:
+        _wait_api(f"http://127.0.0.1:{api_port}")
+        tids = [int(t.name) for t in Path(f"/proc/{engine.pid}/task").iterdir()]
+        assert _policy(engine.pid) == (os.SCHED_RR | os.SCHED_RESET_ON_FORK, 12)
+        others = {tid: _policy(tid) for tid in tids if tid != engine.pid}
+        assert others and set(others.values()) == {(os.SCHED_OTHER, 0)}, others
+        api = [pid for pid in _children(engine.pid) if b" api " in _cmdline(pid)]
+        assert len(api) == 1 and _policy(api[0]) == (os.SCHED_BATCH, 0)
+        api_threads = [int(t.name) for t in Path(f"/proc/{api[0]}/task").iterdir()]
+        assert {_policy(tid)[0] for tid in api_threads} == {os.SCHED_BATCH}
+        assert "scheduling" not in engine.log_text()
+
+
+def test_an_engine_refused_a_real_time_policy_says_so_and_serves(tmp_path: Path) -> None:
+    """Without CAP_SYS_NICE the engine keeps the normal policy, logs why, and serves."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None, "setpriv (util-linux) is missing"
+    engine = Ansim(
+        tmp_path / "ansim",
+        trunks=[trunk("t1", free_port())],
+        routes=[{"prefix": "+82", "trunks": ["t1"]}],
+        numbers={"ax": []},
+        config={"scheduling": {"policy": "fifo"}},
+        metrics=True,
+        wrap=[setpriv, "--bounding-set=-sys_nice", "--inh-caps=-sys_nice", "--"],
+    )
+    with engine:
+        assert _policy(engine.pid) == (os.SCHED_OTHER, 0)
+        log = engine.log_text()
+    assert "the event loop keeps the normal policy, not fifo: not permitted" in log, log
