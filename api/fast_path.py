@@ -117,9 +117,7 @@ class FastBindings:
     async def _delete(self, scope: Any, receive: Any, send: Any, binding_id: str) -> None:
         started = time.perf_counter()
         try:
-            who = key_principal(
-                self.ctx, _token(_headers(scope)), "bindings:write", _source(scope)
-            )
+            who = key_principal(self.ctx, _token(_headers(scope)), "bindings:write", _source(scope))
         except Exception:  # a refusal or a fault: the app answers as it would
             await self.app(scope, receive, send)
             return

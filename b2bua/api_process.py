@@ -28,6 +28,7 @@ __all__ = ["POLICIES", "ApiProcesses"]
 #: ``api.scheduling`` values and the Linux policies they name
 POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
 
+
 class ApiProcesses(Supervisor):
     """``count`` ``ansim api`` children on ``config_dir``; use ``start`` and ``stop``."""
 

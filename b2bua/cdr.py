@@ -692,9 +692,7 @@ class CdrWriter:
         """Commit a batch's records and events, retrying (they are in the journal
         meanwhile) until the writer is told to close."""
         records, events = batch.records, batch.events
-        owners = _owners(
-            self._attribute, [r.binding_id for r in records] + [e[4] for e in events]
-        )
+        owners = _owners(self._attribute, [r.binding_id for r in records] + [e[4] for e in events])
         rows = [_event_row(e, owners[e[4]]) for e in events if e[4] in owners]
         if owners:
             for r in records:

@@ -161,9 +161,7 @@ class SipCollector(Collector):
             "ACKs of stateless final responses, dropped",
             value=ep.stats.stateless_acks,
         )
-        yield CounterMetricFamily(
-            "ansim_udp_datagrams", "UDP datagrams read", value=tr.datagrams
-        )
+        yield CounterMetricFamily("ansim_udp_datagrams", "UDP datagrams read", value=tr.datagrams)
         yield CounterMetricFamily(
             "ansim_udp_read_turns",
             "Turns of reading a UDP socket (up to 64 datagrams each)",
@@ -298,9 +296,7 @@ class SipCollector(Collector):
             "Consecutive failed registration attempts",
             labels=["trunk"],
         )
-        for trunk, current, seconds, failed in engine.registrations.snapshot(
-            self.endpoint.now()
-        ):
+        for trunk, current, seconds, failed in engine.registrations.snapshot(self.endpoint.now()):
             for each in RegState:
                 state.add_metric([trunk, each.value], 1.0 if each is current else 0.0)
             left.add_metric([trunk], seconds or 0.0)

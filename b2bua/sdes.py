@@ -140,9 +140,7 @@ def mirror(state: LegSdes, other: LegSdes, policy: str | None = None) -> None:
             proto = b"RTP/AVP" + proto[8:]
     else:
         srtp = policy != "off"
-        proto = (b"RTP/SAVP" if policy == "mandatory" else b"RTP/AVP") + (
-            b"F" if feedback else b""
-        )
+        proto = (b"RTP/SAVP" if policy == "mandatory" else b"RTP/AVP") + (b"F" if feedback else b"")
     state.proto = proto
     state.ours = fresh_lines() if srtp else []
     state.keys = None

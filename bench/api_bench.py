@@ -399,7 +399,9 @@ def main() -> int:
     }
     print(
         "API CPU by thread (us a request): "
-        + ", ".join(f"{n} {v:.0f}" for n, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 1)
+        + ", ".join(
+            f"{n} {v:.0f}" for n, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 1
+        )
     )
     return 0 if ok == total else 1
 

@@ -540,7 +540,14 @@ class B2bua:
             cmd = [str(ROOT / ".venv/bin/ansim"), "serve", "--config", str(cfg)]
             env = dict(os.environ)
             if self.tree is not None:
-                cmd = [str(ROOT / ".venv/bin/python"), "-m", "b2bua.cli", "serve", "--config", str(cfg)]
+                cmd = [
+                    str(ROOT / ".venv/bin/python"),
+                    "-m",
+                    "b2bua.cli",
+                    "serve",
+                    "--config",
+                    str(cfg),
+                ]
                 env["PYTHONPATH"] = str(self.tree)
         else:
             exe = shutil.which("b2bua", path=str(ROOT / ".venv/bin")) or shutil.which("b2bua")
@@ -975,7 +982,9 @@ def overload(args: argparse.Namespace, work: Path, inj: Path) -> None:
             clean = run_overload_step(b2bua, work, inj, args.clean_rate, args.seconds, args.limit)
             print_overload(clean)
             time.sleep(40.0)  # the clean step's transactions end
-            over = run_overload_step(b2bua, work, inj, 2 * args.clean_rate, args.seconds, args.limit)
+            over = run_overload_step(
+                b2bua, work, inj, 2 * args.clean_rate, args.seconds, args.limit
+            )
             print_overload(over)
             results.append((clean, over))
         finally:
@@ -1037,8 +1046,7 @@ def print_step(s: Step) -> None:
         )
     if s.cpu_shares is not None:
         print(
-            "       CPU (% of one): "
-            + ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_shares.items()),
+            "       CPU (% of one): " + ", ".join(f"{k} {v:.0f}" for k, v in s.cpu_shares.items()),
             flush=True,
         )
 

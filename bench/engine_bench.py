@@ -185,9 +185,7 @@ def bench(args: argparse.Namespace, store: Store, tmp: Path) -> None:
     loop = FakeLoop()
     # flood protection and overload control on, as `ansim serve` runs them: the carrier
     # and the callee are trusted sources, and nothing is shed
-    ep = SipEndpoint(
-        flood=FloodGuard(FloodLimits(), ["127.0.0.0/8"]), overload=OverloadDetector()
-    )
+    ep = SipEndpoint(flood=FloodGuard(FloodLimits(), ["127.0.0.0/8"]), overload=OverloadDetector())
     ep._loop = loop  # type: ignore[assignment]
     ep.add_sent_by("127.0.0.1", 5060)
     sent: list[tuple[bytes, Any]] = []

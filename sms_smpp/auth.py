@@ -40,8 +40,11 @@ class BindGuard:
             return False
         self._buckets[address] = (tokens - 1.0, now)
         if len(self._buckets) > 10_000:  # forget full buckets of addresses long idle
-            full = [k for k, (t, a) in self._buckets.items() if t + (now - a) * self._rate
-                    >= self._burst]
+            full = [
+                k
+                for k, (t, a) in self._buckets.items()
+                if t + (now - a) * self._rate >= self._burst
+            ]
             for k in full:
                 del self._buckets[k]
         return True

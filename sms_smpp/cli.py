@@ -97,16 +97,16 @@ def _check(args: argparse.Namespace, resolve: Resolve) -> int:
 
 
 def _run(args: argparse.Namespace, resolve: Resolve) -> int:
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     loaded = _load(args, resolve)
     if loaded is None:
         return 2
     config, paths = loaded
     store_path = args.store or config.translate_store or paths.store
     if store_path is None:
-        print("ansim smpp: no translation store: give --store or translate_store",
-              file=sys.stderr)
+        print("ansim smpp: no translation store: give --store or translate_store", file=sys.stderr)
         return 2
     from translate.abuse_store import AbuseStore, AbuseStoreError
     from translate.limits import Limits

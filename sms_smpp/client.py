@@ -44,17 +44,29 @@ _FENCE = "fence"  # context of the enquire_link sent right behind a suspect
 
 def _abrupt(reason: str) -> bool:
     """Whether a link that closed for ``reason`` may have been brought down by a message."""
-    return (reason in ("connection lost", "enquire_link not answered")
-            or reason.startswith("protocol error"))
+    return reason in ("connection lost", "enquire_link not answered") or reason.startswith(
+        "protocol error"
+    )
 
 
 class UpstreamLink(Link):
     """One bind to an upstream SMSC."""
 
-    def __init__(self, config: Upstream, relay: Relay, loop: asyncio.AbstractEventLoop, *,
-                 connector: UpstreamConnector | None = None, probe: bool = False) -> None:
-        super().__init__(Role.ESME, loop, enquire_link_interval=config.enquire_link_interval,
-                         response_timeout=config.response_timeout)
+    def __init__(
+        self,
+        config: Upstream,
+        relay: Relay,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        connector: UpstreamConnector | None = None,
+        probe: bool = False,
+    ) -> None:
+        super().__init__(
+            Role.ESME,
+            loop,
+            enquire_link_interval=config.enquire_link_interval,
+            response_timeout=config.response_timeout,
+        )
         self.config = config
         self.name = config.name
         self.relay = relay
@@ -63,9 +75,11 @@ class UpstreamLink(Link):
         self.settled = loop.create_future()  # a probe's suspect was answered or timed out
         self.window = config.window
         #: the largest submit_sm body (without ansim's id TLV) this upstream takes
-        self.max_body = (None if config.max_pdu_size is None
-                         else config.max_pdu_size - 16 - (
-                             0 if config.message_id_tlv is None else 4 + 17))
+        self.max_body = (
+            None
+            if config.max_pdu_size is None
+            else config.max_pdu_size - 16 - (0 if config.message_id_tlv is None else 4 + 17)
+        )
         self.bound = loop.create_future()
         self._up = False
         self._id_tag = config.message_id_tlv
@@ -77,12 +91,17 @@ class UpstreamLink(Link):
     def on_connected(self) -> None:
         c = self.config
         self.session.send_request(
-            Bind(_BIND_CMD[c.bind], system_id=c.system_id, password=c.password,
-                 system_type=c.system_type), self.loop.time())
+            Bind(
+                _BIND_CMD[c.bind],
+                system_id=c.system_id,
+                password=c.password,
+                system_type=c.system_type,
+            ),
+            self.loop.time(),
+        )
 
     def has_window(self) -> bool:
-        return (self.session.outstanding < self.window and self.session.bound
-                and not self.isolating)
+        return self.session.outstanding < self.window and self.session.bound and not self.isolating
 
     def submit(self, msg: Message, now: float) -> None:
         body = msg.body
@@ -125,8 +144,9 @@ class UpstreamLink(Link):
                     else:
                         # a suspect sent alone has no later request to compare with
                         alone = self.probe or event.context is self._alone
-                        relay.on_upstream_timeout(self, event.context,
-                                                  counts=event.ignored or alone)
+                        relay.on_upstream_timeout(
+                            self, event.context, counts=event.ignored or alone
+                        )
                         if self.probe:
                             self._settle()
             elif type(event) is ev.Bound:
@@ -197,7 +217,8 @@ class UpstreamConnector:
             link = UpstreamLink(c, self.relay, self.loop, connector=self)
             try:
                 await asyncio.wait_for(
-                    self.loop.create_connection(_returning(link), c.host, c.port), timeout=5.0)
+                    self.loop.create_connection(_returning(link), c.host, c.port), timeout=5.0
+                )
             except (TimeoutError, OSError) as exc:
                 log.info("upstream %s unreachable: %s", c.name, exc)
             else:
@@ -219,8 +240,7 @@ class UpstreamConnector:
 
     def probe(self, msg: Message) -> None:
         """Send the suspect ``msg`` alone on a bind of its own (see module docstring)."""
-        self._probe = self.loop.create_task(self._run_probe(msg),
-                                            name=f"probe-{self.config.name}")
+        self._probe = self.loop.create_task(self._run_probe(msg), name=f"probe-{self.config.name}")
 
     async def _run_probe(self, msg: Message) -> None:
         c = self.config
@@ -230,9 +250,9 @@ class UpstreamConnector:
         try:
             try:
                 await asyncio.wait_for(
-                    self.loop.create_connection(_returning(link), c.host, c.port), timeout=5.0)
-                ok = await asyncio.wait_for(asyncio.shield(link.bound),
-                                            c.response_timeout + 1.0)
+                    self.loop.create_connection(_returning(link), c.host, c.port), timeout=5.0
+                )
+                ok = await asyncio.wait_for(asyncio.shield(link.bound), c.response_timeout + 1.0)
             except (TimeoutError, OSError):
                 ok = False
             if not ok or not link.session.bound:
@@ -275,8 +295,9 @@ class UpstreamConnector:
                 link.session.unbind(self.loop.time())
                 link.flush()
             try:
-                await asyncio.wait_for(asyncio.shield(link.closed),
-                                       max(0.05, deadline - self.loop.time()))
+                await asyncio.wait_for(
+                    asyncio.shield(link.closed), max(0.05, deadline - self.loop.time())
+                )
             except TimeoutError:
                 pass
         if link is not None:

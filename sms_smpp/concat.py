@@ -79,8 +79,7 @@ def concat_info(pdu: ShortMessage) -> Concat | None:
     pos, iei = found
     if iei == 0x00:
         return Concat(ud[pos + 2], ud[pos + 3], ud[pos + 4], 8, "udh")
-    return Concat(int.from_bytes(ud[pos + 2 : pos + 4], "big"), ud[pos + 4], ud[pos + 5], 16,
-                  "udh")
+    return Concat(int.from_bytes(ud[pos + 2 : pos + 4], "big"), ud[pos + 4], ud[pos + 5], 16, "udh")
 
 
 def derived_ref(sender: str, ref: int, bits: int) -> int:
@@ -170,15 +169,24 @@ def split_payload(pdu: ShortMessage, ref: int) -> list[ShortMessage] | None:
     data_coding that cannot be cut on character boundaries, or over 255 parts.
     """
     payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD)
-    if (payload is None or pdu.short_message or pdu.esm_class & EsmClass.UDHI
-            or Tag.SAR_MSG_REF_NUM in pdu.tlvs):
+    if (
+        payload is None
+        or pdu.short_message
+        or pdu.esm_class & EsmClass.UDHI
+        or Tag.SAR_MSG_REF_NUM in pdu.tlvs
+    ):
         return None
     chunks = _cuts(payload, pdu.data_coding)
     if chunks is None or not 1 <= len(chunks) <= MAX_PARTS:
         return None
     total = len(chunks)
     tlvs = {tag: value for tag, value in pdu.tlvs.items() if tag != Tag.MESSAGE_PAYLOAD}
-    return [dataclasses.replace(
-        pdu, esm_class=pdu.esm_class | EsmClass.UDHI, tlvs=dict(tlvs),
-        short_message=bytes((5, 0, 3, ref & 0xFF, total, i + 1)) + chunk)
-        for i, chunk in enumerate(chunks)]
+    return [
+        dataclasses.replace(
+            pdu,
+            esm_class=pdu.esm_class | EsmClass.UDHI,
+            tlvs=dict(tlvs),
+            short_message=bytes((5, 0, 3, ref & 0xFF, total, i + 1)) + chunk,
+        )
+        for i, chunk in enumerate(chunks)
+    ]

@@ -155,7 +155,6 @@ class SmppConfig(_Strict):
             raise ValueError("upstream names must be unique")
         return self
 
-
     def resolved(self, folder: str | os.PathLike[str]) -> SmppConfig:
         """A copy with every path absolute, relative ones taken from ``folder``."""
         store = self.translate_store

@@ -33,8 +33,10 @@ STATE_TO_STAT = {v: k.decode() for k, v in STAT_TO_STATE.items()}
 
 def is_receipt(pdu: ShortMessage) -> bool:
     kind = pdu.esm_class & EsmClass.TYPE_MASK
-    return (kind in (EsmClass.DELIVERY_RECEIPT, EsmClass.INTERMEDIATE_NOTIFICATION)
-            or Tag.RECEIPTED_MESSAGE_ID in pdu.tlvs)
+    return (
+        kind in (EsmClass.DELIVERY_RECEIPT, EsmClass.INTERMEDIATE_NOTIFICATION)
+        or Tag.RECEIPTED_MESSAGE_ID in pdu.tlvs
+    )
 
 
 def receipt_ids(pdu: ShortMessage) -> list[str]:
@@ -78,15 +80,19 @@ def rewrite_receipt(pdu: ShortMessage, our_id: str) -> None:
     if Tag.RECEIPTED_MESSAGE_ID in pdu.tlvs:
         pdu.tlvs[Tag.RECEIPTED_MESSAGE_ID] = cstr_tlv(our_id)
     if _ID_RE.search(pdu.short_message):
-        pdu.short_message = _ID_RE.sub(b"id:" + our_id.encode("latin-1"), pdu.short_message,
-                                       count=1)
+        pdu.short_message = _ID_RE.sub(
+            b"id:" + our_id.encode("latin-1"), pdu.short_message, count=1
+        )
 
 
-def make_receipt_text(message_id: str, state: int, submitted: float, done: float,
-                      err: int = 0) -> bytes:
+def make_receipt_text(
+    message_id: str, state: int, submitted: float, done: float, err: int = 0
+) -> bytes:
     """A receipt text in the appendix B format, for receipts ansim writes itself."""
     fmt = "%y%m%d%H%M"
-    return (f"id:{message_id} sub:001 dlvrd:{'001' if state == MessageState.DELIVERED else '000'}"
-            f" submit date:{time.strftime(fmt, time.gmtime(submitted))}"
-            f" done date:{time.strftime(fmt, time.gmtime(done))}"
-            f" stat:{STATE_TO_STAT.get(state, 'UNKNOWN')} err:{err:03d} text:").encode()
+    return (
+        f"id:{message_id} sub:001 dlvrd:{'001' if state == MessageState.DELIVERED else '000'}"
+        f" submit date:{time.strftime(fmt, time.gmtime(submitted))}"
+        f" done date:{time.strftime(fmt, time.gmtime(done))}"
+        f" stat:{STATE_TO_STAT.get(state, 'UNKNOWN')} err:{err:03d} text:"
+    ).encode()

@@ -16,12 +16,23 @@ from .session import Role, Session, State
 class Link(asyncio.Protocol):
     """Base of carrier-side and upstream-side connections."""
 
-    def __init__(self, role: Role, loop: asyncio.AbstractEventLoop, *,
-                 enquire_link_interval: float, response_timeout: float,
-                 bind_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        role: Role,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        enquire_link_interval: float,
+        response_timeout: float,
+        bind_timeout: float = 10.0,
+    ) -> None:
         self.loop = loop
-        self.session = Session(role, loop.time(), enquire_link_interval=enquire_link_interval,
-                               response_timeout=response_timeout, bind_timeout=bind_timeout)
+        self.session = Session(
+            role,
+            loop.time(),
+            enquire_link_interval=enquire_link_interval,
+            response_timeout=response_timeout,
+            bind_timeout=bind_timeout,
+        )
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.closed = loop.create_future()

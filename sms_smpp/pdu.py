@@ -300,6 +300,7 @@ class AlertNotification(Pdu):
 # ---------------------------------------------------------------------------
 # TLV helpers
 
+
 def tlv_int(tlvs: dict[int, bytes], tag: int, default: int | None = None) -> int | None:
     """An unsigned big-endian integer TLV (1, 2 or 4 bytes), or ``default``."""
     raw = tlvs.get(tag)
@@ -333,8 +334,9 @@ _SM_MID = struct.Struct(">BBB")  # esm_class, protocol_id, priority_flag
 _SM_TAIL = struct.Struct(">BBBBB")  # registered_delivery .. sm_length
 
 
-def _cstr(body: bytes, pos: int, limit: int, what: str,
-          too_long: int = Status.RINVPARLEN) -> tuple[str, int]:
+def _cstr(
+    body: bytes, pos: int, limit: int, what: str, too_long: int = Status.RINVPARLEN
+) -> tuple[str, int]:
     """Read a NUL-terminated string of at most ``limit`` bytes including the NUL.
 
     A string longer than that is answered ``too_long`` (the field's own error code where
@@ -364,8 +366,9 @@ def _tlvs(body: bytes, pos: int) -> dict[int, bytes]:
     return out
 
 
-def _addr(body: bytes, pos: int, limit: int, what: str,
-          too_long: int = Status.RINVPARLEN) -> tuple[int, int, str, int]:
+def _addr(
+    body: bytes, pos: int, limit: int, what: str, too_long: int = Status.RINVPARLEN
+) -> tuple[int, int, str, int]:
     if pos + 2 > len(body):
         raise PduError(Status.RINVMSGLEN, f"{what}: truncated")
     ton, npi = _BB.unpack_from(body, pos)
@@ -392,8 +395,29 @@ def _decode_short_message(cid: int, seq: int, status: int, body: bytes) -> Short
     tlvs = _tlvs(body, pos + sm_len) if pos + sm_len < len(body) else {}
     if sm_len and Tag.MESSAGE_PAYLOAD in tlvs:
         raise PduError(Status.RINVMSGLEN, "both short_message and message_payload")
-    return ShortMessage(cid, seq, status, service_type, ston, snpi, src, dton, dnpi, dst,
-                        esm, pid, prio, sched, validity, reg, rep, dcs, defid, sm, tlvs)
+    return ShortMessage(
+        cid,
+        seq,
+        status,
+        service_type,
+        ston,
+        snpi,
+        src,
+        dton,
+        dnpi,
+        dst,
+        esm,
+        pid,
+        prio,
+        sched,
+        validity,
+        reg,
+        rep,
+        dcs,
+        defid,
+        sm,
+        tlvs,
+    )
 
 
 def _decode_data_sm(cid: int, seq: int, status: int, body: bytes) -> DataSm:
@@ -403,8 +427,22 @@ def _decode_data_sm(cid: int, seq: int, status: int, body: bytes) -> DataSm:
     if pos + 3 > len(body):
         raise PduError(Status.RINVMSGLEN, "truncated data_sm")
     esm, reg, dcs = _SM_MID.unpack_from(body, pos)
-    return DataSm(cid, seq, status, service_type, ston, snpi, src, dton, dnpi, dst,
-                  esm, reg, dcs, _tlvs(body, pos + 3))
+    return DataSm(
+        cid,
+        seq,
+        status,
+        service_type,
+        ston,
+        snpi,
+        src,
+        dton,
+        dnpi,
+        dst,
+        esm,
+        reg,
+        dcs,
+        _tlvs(body, pos + 3),
+    )
 
 
 def _decode_bind(cid: int, seq: int, status: int, body: bytes) -> Bind:
@@ -415,8 +453,9 @@ def _decode_bind(cid: int, seq: int, status: int, body: bytes) -> Bind:
         raise PduError(Status.RINVMSGLEN, "truncated bind")
     version, ton, npi = _SM_MID.unpack_from(body, pos)
     address_range, pos = _cstr(body, pos + 3, 41, "address_range")
-    return Bind(cid, seq, status, system_id, password, system_type, version, ton, npi,
-                address_range)
+    return Bind(
+        cid, seq, status, system_id, password, system_type, version, ton, npi, address_range
+    )
 
 
 def _decode_bind_resp(cid: int, seq: int, status: int, body: bytes) -> BindResp:
@@ -442,8 +481,7 @@ def _decode_outbind(cid: int, seq: int, status: int, body: bytes) -> Outbind:
 def _decode_alert(cid: int, seq: int, status: int, body: bytes) -> AlertNotification:
     ston, snpi, src, pos = _addr(body, 0, 65, "source_addr")
     eton, enpi, esme, pos = _addr(body, pos, 65, "esme_addr")
-    return AlertNotification(cid, seq, status, ston, snpi, src, eton, enpi, esme,
-                             _tlvs(body, pos))
+    return AlertNotification(cid, seq, status, ston, snpi, src, eton, enpi, esme, _tlvs(body, pos))
 
 
 def _decode_empty(cid: int, seq: int, status: int, body: bytes) -> Pdu:
@@ -502,12 +540,14 @@ def decode(frame: bytes) -> Pdu:
         exc.command_id, exc.sequence = cid, seq
         raise
     except (struct.error, UnicodeDecodeError, IndexError, ValueError) as exc:
-        raise PduError(Status.RSYSERR, f"malformed {COMMAND_NAMES.get(cid)}: {exc}",
-                       cid, seq) from None
+        raise PduError(
+            Status.RSYSERR, f"malformed {COMMAND_NAMES.get(cid)}: {exc}", cid, seq
+        ) from None
 
 
 # ---------------------------------------------------------------------------
 # Encoding
+
 
 def _c(value: str) -> bytes:
     return value.encode("latin-1") + b"\0"
@@ -522,17 +562,27 @@ def _encode_tlvs(tlvs: dict[int, bytes]) -> bytes:
 def encode_short_message_body(p: ShortMessage) -> bytes:
     """The body of a submit_sm/deliver_sm, without the 16-byte header."""
     sm = p.short_message
-    return b"".join((
-        _c(p.service_type),
-        _BB.pack(p.source_addr_ton, p.source_addr_npi), _c(p.source_addr),
-        _BB.pack(p.dest_addr_ton, p.dest_addr_npi), _c(p.destination_addr),
-        _SM_MID.pack(p.esm_class, p.protocol_id, p.priority_flag),
-        _c(p.schedule_delivery_time), _c(p.validity_period),
-        _SM_TAIL.pack(p.registered_delivery, p.replace_if_present_flag, p.data_coding,
-                      p.sm_default_msg_id, len(sm)),
-        sm,
-        _encode_tlvs(p.tlvs),
-    ))
+    return b"".join(
+        (
+            _c(p.service_type),
+            _BB.pack(p.source_addr_ton, p.source_addr_npi),
+            _c(p.source_addr),
+            _BB.pack(p.dest_addr_ton, p.dest_addr_npi),
+            _c(p.destination_addr),
+            _SM_MID.pack(p.esm_class, p.protocol_id, p.priority_flag),
+            _c(p.schedule_delivery_time),
+            _c(p.validity_period),
+            _SM_TAIL.pack(
+                p.registered_delivery,
+                p.replace_if_present_flag,
+                p.data_coding,
+                p.sm_default_msg_id,
+                len(sm),
+            ),
+            sm,
+            _encode_tlvs(p.tlvs),
+        )
+    )
 
 
 def _body(p: Pdu) -> bytes:
@@ -543,28 +593,41 @@ def _body(p: Pdu) -> bytes:
             return b""
         return _c(p.message_id) + _encode_tlvs(p.tlvs)
     if isinstance(p, DataSm):
-        return b"".join((
-            _c(p.service_type),
-            _BB.pack(p.source_addr_ton, p.source_addr_npi), _c(p.source_addr),
-            _BB.pack(p.dest_addr_ton, p.dest_addr_npi), _c(p.destination_addr),
-            _SM_MID.pack(p.esm_class, p.registered_delivery, p.data_coding),
-            _encode_tlvs(p.tlvs),
-        ))
+        return b"".join(
+            (
+                _c(p.service_type),
+                _BB.pack(p.source_addr_ton, p.source_addr_npi),
+                _c(p.source_addr),
+                _BB.pack(p.dest_addr_ton, p.dest_addr_npi),
+                _c(p.destination_addr),
+                _SM_MID.pack(p.esm_class, p.registered_delivery, p.data_coding),
+                _encode_tlvs(p.tlvs),
+            )
+        )
     if isinstance(p, Bind):
-        return b"".join((
-            _c(p.system_id), _c(p.password), _c(p.system_type),
-            _SM_MID.pack(p.interface_version, p.addr_ton, p.addr_npi), _c(p.address_range),
-        ))
+        return b"".join(
+            (
+                _c(p.system_id),
+                _c(p.password),
+                _c(p.system_type),
+                _SM_MID.pack(p.interface_version, p.addr_ton, p.addr_npi),
+                _c(p.address_range),
+            )
+        )
     if isinstance(p, BindResp):
         return _c(p.system_id) + _encode_tlvs(p.tlvs)
     if isinstance(p, Outbind):
         return _c(p.system_id) + _c(p.password)
     if isinstance(p, AlertNotification):
-        return b"".join((
-            _BB.pack(p.source_addr_ton, p.source_addr_npi), _c(p.source_addr),
-            _BB.pack(p.esme_addr_ton, p.esme_addr_npi), _c(p.esme_addr),
-            _encode_tlvs(p.tlvs),
-        ))
+        return b"".join(
+            (
+                _BB.pack(p.source_addr_ton, p.source_addr_npi),
+                _c(p.source_addr),
+                _BB.pack(p.esme_addr_ton, p.esme_addr_npi),
+                _c(p.esme_addr),
+                _encode_tlvs(p.tlvs),
+            )
+        )
     return b""
 
 

@@ -55,14 +55,23 @@ class Message:
 
     def pack(self) -> bytes:
         data: bytes = msgpack.packb(
-            (self.kind, self.target, self.command_id, self.body, self.created, self.expires,
-             self.info, self.attempts), use_bin_type=True)
+            (
+                self.kind,
+                self.target,
+                self.command_id,
+                self.body,
+                self.created,
+                self.expires,
+                self.info,
+                self.attempts,
+            ),
+            use_bin_type=True,
+        )
         return data
 
     @classmethod
     def unpack(cls, key: str, raw: bytes) -> Message:
-        kind, target, cid, body, created, expires, info, attempts = msgpack.unpackb(
-            raw, raw=False)
+        kind, target, cid, body, created, expires, info, attempts = msgpack.unpackb(raw, raw=False)
         return cls(key, kind, target, cid, body, created, expires, info, attempts)
 
 
@@ -74,9 +83,16 @@ class MessageQueue:
         for name in ("data.mdb", "lock.mdb"):
             if os.path.exists(os.path.join(path, name)):
                 private_file(os.path.join(path, name))
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, sync=fsync,
-                             metasync=fsync, writemap=True, map_async=not fsync,
-                             mode=FILE_MODE)
+        self.env = lmdb.open(
+            path,
+            map_size=map_size,
+            max_dbs=8,
+            sync=fsync,
+            metasync=fsync,
+            writemap=True,
+            map_async=not fsync,
+            mode=FILE_MODE,
+        )
         self._pending_db = self.env.open_db(b"pending")
         self._dlr_db = self.env.open_db(b"dlr")
         self._age_db = self.env.open_db(b"dlr_age")
@@ -108,8 +124,14 @@ class MessageQueue:
 
     @property
     def dirty(self) -> bool:
-        return bool(self._puts or self._deletes or self._dlr_puts or self._hold_puts
-                    or self._hold_deletes or self._split_puts)
+        return bool(
+            self._puts
+            or self._deletes
+            or self._dlr_puts
+            or self._hold_puts
+            or self._hold_deletes
+            or self._split_puts
+        )
 
     def stage_put(self, message: Message) -> None:
         self._puts[message.id.encode()] = message.pack()
@@ -119,11 +141,13 @@ class MessageQueue:
         if self._puts.pop(key, None) is None:
             self._deletes.add(key)
 
-    def stage_receipt_map(self, upstream: str, upstream_id: str, value: tuple[Any, ...],
-                          now: float) -> None:
+    def stage_receipt_map(
+        self, upstream: str, upstream_id: str, value: tuple[Any, ...], now: float
+    ) -> None:
         """Remember that ``upstream_id`` (from upstream ``upstream``) means ``value``."""
         self._dlr_puts[upstream_id.encode()] = msgpack.packb(
-            (now, upstream, *value), use_bin_type=True)
+            (now, upstream, *value), use_bin_type=True
+        )
 
     def stage_hold(self, hold_id: str, value: tuple[Any, ...]) -> None:
         """Keep a receipt that came before its id map (``value`` as the relay writes it)."""
@@ -137,7 +161,8 @@ class MessageQueue:
     def stage_split(self, parent_id: str, value: tuple[Any, ...] | None) -> None:
         """The receipt state of a message sent as parts (None: forget it)."""
         self._split_puts[parent_id.encode()] = (
-            None if value is None else msgpack.packb(value, use_bin_type=True))
+            None if value is None else msgpack.packb(value, use_bin_type=True)
+        )
 
     def split_state(self, parent_id: str) -> tuple[Any, ...] | None:
         key = parent_id.encode()
@@ -147,8 +172,7 @@ class MessageQueue:
             with self.env.begin(db=self._split_db) as txn:
                 found = txn.get(key)
             raw = None if found is None else bytes(found)
-        return None if raw is None else tuple(msgpack.unpackb(raw, raw=False,
-                                                              strict_map_key=False))
+        return None if raw is None else tuple(msgpack.unpackb(raw, raw=False, strict_map_key=False))
 
     def commit(self) -> None:
         """Apply everything staged in one transaction."""
@@ -178,8 +202,7 @@ class MessageQueue:
             if dlr:
                 txn.cursor(db=self._dlr_db).putmulti(dlr.items())
                 now_key = _AGE_KEY.pack(int(time.time()))
-                txn.cursor(db=self._age_db).putmulti(
-                    (now_key + key, b"") for key in dlr)
+                txn.cursor(db=self._age_db).putmulti((now_key + key, b"") for key in dlr)
         self.commits += 1
 
     # -- reading --------------------------------------------------------------------

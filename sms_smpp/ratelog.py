@@ -20,8 +20,15 @@ from . import metrics as m
 class RateLimitedLog:
     """One kind of log line, limited to a token bucket (see module docstring)."""
 
-    def __init__(self, logger: logging.Logger, kind: str, *, burst: int = 5,
-                 rate: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        kind: str,
+        *,
+        burst: int = 5,
+        rate: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._logger = logger
         self._burst = float(burst)
         self._rate = rate

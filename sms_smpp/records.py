@@ -88,7 +88,9 @@ _REFUSED = (
     " presented, binding_id, data_coding, length, part, received_at, status, error, reason,"
     " tenant, pool, out_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
-_SUBMITTED = "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
+_SUBMITTED = (
+    "UPDATE sms SET status='submitted', upstream=?, upstream_id=?, submitted_at=? WHERE id=?"
+)
 _FINISHED = "UPDATE sms SET status=?, error=?, done_at=? WHERE id=?"
 _RECEIPT = "UPDATE sms SET status=?, dlr_state=?, done_at=? WHERE id=?"
 

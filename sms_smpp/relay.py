@@ -107,9 +107,15 @@ log = logging.getLogger(__name__)
 
 #: octets a submit_sm grows by on its way upstream (the message id TLV)
 _SEND_OVERHEAD = 4 + 17
-_FINAL_STATES = frozenset({MessageState.DELIVERED, MessageState.EXPIRED,
-                           MessageState.DELETED, MessageState.UNDELIVERABLE,
-                           MessageState.REJECTED})
+_FINAL_STATES = frozenset(
+    {
+        MessageState.DELIVERED,
+        MessageState.EXPIRED,
+        MessageState.DELETED,
+        MessageState.UNDELIVERABLE,
+        MessageState.REJECTED,
+    }
+)
 
 _FINAL_STATUS = {
     MessageState.DELIVERED: "delivered",
@@ -145,9 +151,15 @@ class Translator(Protocol):
 class Relay:
     """Coordinator between carrier binds, the queue and upstream binds (module docstring)."""
 
-    def __init__(self, config: SmppConfig, store: Translator, plan: NumberPlan,
-                 queue: MessageQueue, records: SmsRecords,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: SmppConfig,
+        store: Translator,
+        plan: NumberPlan,
+        queue: MessageQueue,
+        records: SmsRecords,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.config = config
         self.store = store
         self.plan = plan
@@ -233,8 +245,9 @@ class Relay:
             self._commit_scheduled = True
             self.loop.call_soon(self._commit)
 
-    def _answer_after_commit(self, link: Any, command_id: int, sequence: int, status: int,
-                             message_id: str) -> None:
+    def _answer_after_commit(
+        self, link: Any, command_id: int, sequence: int, status: int, message_id: str
+    ) -> None:
         self._answers.append((link, command_id, sequence, status, message_id))
         self._schedule_commit()
 
@@ -312,9 +325,25 @@ class Relay:
             status = REFUSAL_STATUS.get(route.reason, Status.RX_P_APPN)
             m.SUBMIT_REFUSED.inc()
             session.respond_to(cid, seq, status)
-            self.records.refused((msg_id, "mt", link.system_id, caller, virtual, None, None,
-                                  route.binding_id, sm.data_coding, user_data_length(sm),
-                                  part, now, "refused", status), route.reason)
+            self.records.refused(
+                (
+                    msg_id,
+                    "mt",
+                    link.system_id,
+                    caller,
+                    virtual,
+                    None,
+                    None,
+                    route.binding_id,
+                    sm.data_coding,
+                    user_data_length(sm),
+                    part,
+                    now,
+                    "refused",
+                    status,
+                ),
+                route.reason,
+            )
             return
         sm.command_id = Cmd.SUBMIT_SM
         sm.sequence = 0
@@ -329,25 +358,55 @@ class Relay:
             if not self._stage_parts(sm, msg_id, now, expires, details):
                 m.SUBMIT_INVALID.inc()
                 session.respond_to(cid, seq, Status.RINVMSGLEN)
-                self.records.accepted((msg_id, "mt", link.system_id, caller, virtual,
-                                       route.callee, route.present, route.binding_id,
-                                       sm.data_coding, user_data_length(sm), part, now,
-                                       "refused", Status.RINVMSGLEN))
+                self.records.accepted(
+                    (
+                        msg_id,
+                        "mt",
+                        link.system_id,
+                        caller,
+                        virtual,
+                        route.callee,
+                        route.present,
+                        route.binding_id,
+                        sm.data_coding,
+                        user_data_length(sm),
+                        part,
+                        now,
+                        "refused",
+                        Status.RINVMSGLEN,
+                    )
+                )
                 return
         else:
             msg = Message(msg_id, TO_UPSTREAM, "", Cmd.SUBMIT_SM, body, now, expires, details)
             self.queue.stage_put(msg)
             self._enqueue(msg)
         m.SUBMIT_ACCEPTED.inc()
-        self.records.accepted((msg_id, "mt", link.system_id, caller, virtual, route.callee,
-                               route.present, route.binding_id, sm.data_coding,
-                               user_data_length(sm), part, now, "queued", None))
+        self.records.accepted(
+            (
+                msg_id,
+                "mt",
+                link.system_id,
+                caller,
+                virtual,
+                route.callee,
+                route.present,
+                route.binding_id,
+                sm.data_coding,
+                user_data_length(sm),
+                part,
+                now,
+                "queued",
+                None,
+            )
+        )
         self._answer_after_commit(link, cid, seq, 0, msg_id)
         if len(self._ready) > self._backlog_high and self._upstreams:
             self._pacing = True
 
-    def _stage_parts(self, sm: ShortMessage, parent: str, now: float, expires: float,
-                     info: dict[str, Any]) -> bool:
+    def _stage_parts(
+        self, sm: ShortMessage, parent: str, now: float, expires: float, info: dict[str, Any]
+    ) -> bool:
         """Queue ``sm`` as concatenated parts under the sender's id ``parent``."""
         max_body = self._max_body
         assert max_body is not None
@@ -359,8 +418,16 @@ class Relay:
             return False
         total = len(bodies)
         for k, body in enumerate(bodies, 1):
-            msg = Message(self.queue.new_id(), TO_UPSTREAM, "", Cmd.SUBMIT_SM, body, now,
-                          expires, {**info, "p": parent, "k": k, "n": total})
+            msg = Message(
+                self.queue.new_id(),
+                TO_UPSTREAM,
+                "",
+                Cmd.SUBMIT_SM,
+                body,
+                now,
+                expires,
+                {**info, "p": parent, "k": k, "n": total},
+            )
             self.queue.stage_put(msg)
             self._enqueue(msg)
         m.SPLIT.inc()
@@ -429,8 +496,9 @@ class Relay:
         m.BINDS.labels("upstream").set(len(self._upstreams))
         self._pump()
 
-    def upstream_down(self, link: UpstreamLink, unanswered: list[Message],
-                      blame: bool = False) -> None:
+    def upstream_down(
+        self, link: UpstreamLink, unanswered: list[Message], blame: bool = False
+    ) -> None:
         """A bind to an upstream ended; what it had not answered goes first in line again,
         but for the oldest unanswered request of a link lost abruptly (``blame``), which
         counts as an unanswered send and waits as a suspect."""
@@ -470,8 +538,9 @@ class Relay:
             self._retry(msg)
         else:
             m.UP_FAILED.inc()
-            self._refused_log.warning("upstream %s refused message %s with status 0x%x",
-                                      link.name, msg.id, status)
+            self._refused_log.warning(
+                "upstream %s refused message %s with status 0x%x", link.name, msg.id, status
+            )
             self._finish(msg, "failed", status, MessageState.REJECTED, now)
         self._schedule_pump()
 
@@ -507,7 +576,10 @@ class Relay:
             m.UP_SET_ASIDE.inc()
             self._set_aside_log.warning(
                 "message %s set aside after %d sends to upstream without an answer (last %s)",
-                msg.id, tries, link.name)
+                msg.id,
+                tries,
+                link.name,
+            )
             self._finish(msg, "rejected", None, MessageState.REJECTED, time.time())
             return
         m.UP_RETRY.inc()
@@ -515,8 +587,7 @@ class Relay:
         self._schedule_commit()
         self._retry(msg)
 
-    def _finish(self, msg: Message, status: str, error: int | None, state: int,
-                now: float) -> None:
+    def _finish(self, msg: Message, status: str, error: int | None, state: int, now: float) -> None:
         """A message that will not be delivered: drop it, record why, tell its sender."""
         self.depth -= 1
         self.queue.stage_delete(msg.id)
@@ -526,13 +597,23 @@ class Relay:
             # one part failed: so did the message, for the sender
             self.records.finished(parent, status, error, now)
             if info.get("r"):
-                self._part_receipt(parent, info["k"], info["n"], state, info["s"],
-                                   info["c"], info["x"], msg.created, now)
+                self._part_receipt(
+                    parent,
+                    info["k"],
+                    info["n"],
+                    state,
+                    info["s"],
+                    info["c"],
+                    info["x"],
+                    msg.created,
+                    now,
+                )
         else:
             self.records.finished(msg.id, status, error, now)
             if msg.kind == TO_UPSTREAM and info.get("r"):
-                self._queue_receipt(msg.id, info["s"], info["x"], info["c"], state,
-                                    msg.created, now, None)
+                self._queue_receipt(
+                    msg.id, info["s"], info["x"], info["c"], state, msg.created, now, None
+                )
         self._schedule_commit()
 
     def _retry(self, msg: Message) -> None:
@@ -542,8 +623,9 @@ class Relay:
         self._retry_handles.add(handle)
 
     def _requeue(self, msg: Message) -> None:
-        self._retry_handles = {h for h in self._retry_handles if not h.cancelled()
-                               and h.when() > self.loop.time()}
+        self._retry_handles = {
+            h for h in self._retry_handles if not h.cancelled() and h.when() > self.loop.time()
+        }
         if msg.kind != TO_UPSTREAM:
             self._esme_ready[msg.target].append(msg)
         elif msg.info.get("u"):
@@ -628,8 +710,7 @@ class Relay:
         if link is None:
             if self._ready and loop_now - due_at < self._retry_max:
                 if self._lull_timer is None:  # look again then, lull or not
-                    self._lull_timer = self.loop.call_at(due_at + self._retry_max,
-                                                         self._lull_over)
+                    self._lull_timer = self.loop.call_at(due_at + self._retry_max, self._lull_over)
                 return
             link = links[0]
         if link.session.outstanding:
@@ -669,8 +750,9 @@ class Relay:
                 return None
         if not candidates:
             m.RECEIPT_UNMATCHED.inc()
-            self._dropped_log.warning("receipt from upstream %s carries no message id: dropped",
-                                      link.name)
+            self._dropped_log.warning(
+                "receipt from upstream %s carries no message id: dropped", link.name
+            )
             return 0
         # Not mapped (yet): its submit_sm_resp may still be on its way. Hold it on disk.
         if not self.accepting:
@@ -679,8 +761,9 @@ class Relay:
             oldest = next(iter(self._held.values()))
             self._drop_held(oldest, "evicted")
         sm.sequence = 0
-        held = HeldReceipt(self.queue.new_id(), time.time(), link.name, candidates,
-                           encode_short_message_body(sm))
+        held = HeldReceipt(
+            self.queue.new_id(), time.time(), link.name, candidates, encode_short_message_body(sm)
+        )
         self.queue.stage_hold(held.id, held.value())
         self._index_held(held)
         m.RECEIPTS.labels("held").inc()
@@ -694,8 +777,7 @@ class Relay:
         m.RECEIPT_MAPPED.inc()
         if len(found) > 6:  # a part of a message ansim split: one receipt for the whole
             k, total, created = found[6:9]
-            self._part_receipt(our_id, k, total, state, system_id, caller, virtual, created,
-                               now)
+            self._part_receipt(our_id, k, total, state, system_id, caller, virtual, created, now)
             return
         self.records.receipt(our_id, _FINAL_STATUS.get(state, "submitted"), state, now)
         rewrite_receipt(sm, our_id)
@@ -745,8 +827,11 @@ class Relay:
         m.RECEIPTS.labels(why).inc()
         self._dropped_log.warning(
             "receipt from upstream %s for id %s matched no message within %s: dropped (%s)",
-            held.upstream, held.candidates[0],
-            f"{self._hold_time:g} s" if why == "unmatched" else "the hold's room", why)
+            held.upstream,
+            held.candidates[0],
+            f"{self._hold_time:g} s" if why == "unmatched" else "the hold's room",
+            why,
+        )
         self._schedule_commit()
 
     def sweep_held(self, now: float) -> int:
@@ -763,8 +848,18 @@ class Relay:
             m.RECEIPTS_HELD.set(len(self._held))
         return dropped
 
-    def _part_receipt(self, parent: str, k: int, total: int, state: int, system_id: str,
-                      caller: str, virtual: str, created: float, now: float) -> None:
+    def _part_receipt(
+        self,
+        parent: str,
+        k: int,
+        total: int,
+        state: int,
+        system_id: str,
+        caller: str,
+        virtual: str,
+        created: float,
+        now: float,
+    ) -> None:
         """A part's final state: write the sender's receipt once the whole is decided."""
         if state not in _FINAL_STATES:
             return  # an intermediate notice of one part says nothing of the whole
@@ -774,8 +869,8 @@ class Relay:
         if done:
             pass  # the sender was told already (a part failed)
         elif state != MessageState.DELIVERED or (
-                len(states) == total
-                and all(v == MessageState.DELIVERED for v in states.values())):
+            len(states) == total and all(v == MessageState.DELIVERED for v in states.values())
+        ):
             done = True
             self.records.receipt(parent, _FINAL_STATUS.get(state, "submitted"), state, now)
             self._queue_receipt(parent, system_id, virtual, caller, state, created, now, None)
@@ -785,14 +880,24 @@ class Relay:
             self.queue.stage_split(parent, (at, states, done))
         self._schedule_commit()
 
-    def _queue_receipt(self, our_id: str, system_id: str, virtual: str, caller: str,
-                       state: int, submitted: float, now: float, err: int | None) -> None:
+    def _queue_receipt(
+        self,
+        our_id: str,
+        system_id: str,
+        virtual: str,
+        caller: str,
+        state: int,
+        submitted: float,
+        now: float,
+        err: int | None,
+    ) -> None:
         """A receipt ansim writes itself (message expired or refused upstream)."""
-        sm = ShortMessage(Cmd.DELIVER_SM, esm_class=EsmClass.DELIVERY_RECEIPT,
-                          short_message=make_receipt_text(our_id, state, submitted, now,
-                                                          err or 0),
-                          tlvs={Tag.RECEIPTED_MESSAGE_ID: cstr_tlv(our_id),
-                                Tag.MESSAGE_STATE: bytes((state,))})
+        sm = ShortMessage(
+            Cmd.DELIVER_SM,
+            esm_class=EsmClass.DELIVERY_RECEIPT,
+            short_message=make_receipt_text(our_id, state, submitted, now, err or 0),
+            tlvs={Tag.RECEIPTED_MESSAGE_ID: cstr_tlv(our_id), Tag.MESSAGE_STATE: bytes((state,))},
+        )
         set_addresses(sm, virtual, caller)
         self._stage_to_esme(system_id, sm, now, {"s": system_id, "receipt": our_id})
 
@@ -821,18 +926,40 @@ class Relay:
         if info is not None:
             rewrite_ref(sm, caller)
         msg = self._stage_to_esme(target, sm, now, {"s": target})
-        self.records.accepted((msg.id, "mo", link.name, caller, virtual, route.callee,
-                               route.present, route.binding_id, sm.data_coding,
-                               user_data_length(sm),
-                               f"{info.seq}/{info.total}" if info else None, now, "queued",
-                               None))
+        self.records.accepted(
+            (
+                msg.id,
+                "mo",
+                link.name,
+                caller,
+                virtual,
+                route.callee,
+                route.present,
+                route.binding_id,
+                sm.data_coding,
+                user_data_length(sm),
+                f"{info.seq}/{info.total}" if info else None,
+                now,
+                "queued",
+                None,
+            )
+        )
         return None
 
-    def _stage_to_esme(self, system_id: str, sm: ShortMessage, now: float,
-                       info: dict[str, Any]) -> Message:
+    def _stage_to_esme(
+        self, system_id: str, sm: ShortMessage, now: float, info: dict[str, Any]
+    ) -> Message:
         sm.sequence = 0
-        msg = Message(self.queue.new_id(), TO_ESME, system_id, Cmd.DELIVER_SM,
-                      encode_short_message_body(sm), now, now + self._max_validity, info)
+        msg = Message(
+            self.queue.new_id(),
+            TO_ESME,
+            system_id,
+            Cmd.DELIVER_SM,
+            encode_short_message_body(sm),
+            now,
+            now + self._max_validity,
+            info,
+        )
         self.queue.stage_put(msg)
         self._enqueue(msg)
         return msg
@@ -964,4 +1091,3 @@ class Relay:
 
     def in_flight(self) -> int:
         return sum(u.session.outstanding for u in self._upstreams)
-

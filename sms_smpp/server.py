@@ -38,8 +38,13 @@ class EsmeLink(Link):
 
     def __init__(self, server: SmppServer) -> None:
         cfg = server.config
-        super().__init__(Role.SMSC, server.loop, enquire_link_interval=cfg.enquire_link_interval,
-                         response_timeout=cfg.response_timeout, bind_timeout=cfg.bind_timeout)
+        super().__init__(
+            Role.SMSC,
+            server.loop,
+            enquire_link_interval=cfg.enquire_link_interval,
+            response_timeout=cfg.response_timeout,
+            bind_timeout=cfg.bind_timeout,
+        )
         self.server = server
         self.relay = server.relay
         self.system_id = ""
@@ -92,12 +97,12 @@ class EsmeLink(Link):
 
     def _refused(self, system_id: str, reason: str) -> None:
         m.BIND_ATTEMPTS.labels("refused").inc()
-        self.server.refused_log.warning("bind refused from %s for system_id %r: %s",
-                                        self.peer, system_id[:16], reason)
+        self.server.refused_log.warning(
+            "bind refused from %s for system_id %r: %s", self.peer, system_id[:16], reason
+        )
 
     def _bind_invalid(self, event: ev.BindInvalid) -> None:
-        status, reason = self.server.guard.check_invalid(event.status, self.peer,
-                                                         time.monotonic())
+        status, reason = self.server.guard.check_invalid(event.status, self.peer, time.monotonic())
         m.PROTOCOL_ERRORS.labels("carrier").inc()
         self._refused("", f"{reason} ({event.detail})")
         self.handle_events(self.session.refuse_bind(event.command_id, event.sequence, status))
@@ -131,8 +136,7 @@ class EsmeLink(Link):
 class SmppServer:
     """Listens for carrier binds."""
 
-    def __init__(self, config: ServerConfig, relay: Relay,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: ServerConfig, relay: Relay, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.relay = relay
         self.loop = loop
@@ -144,7 +148,8 @@ class SmppServer:
 
     async def start(self) -> None:
         self._server = await self.loop.create_server(
-            lambda: EsmeLink(self), self.config.host, self.config.port, reuse_address=True)
+            lambda: EsmeLink(self), self.config.host, self.config.port, reuse_address=True
+        )
 
     @property
     def port(self) -> int:

@@ -48,8 +48,9 @@ class SmppService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         c = self.config
-        self.queue = MessageQueue(c.queue.path, map_size=c.queue.map_size_mb << 20,
-                                  fsync=c.queue.fsync)
+        self.queue = MessageQueue(
+            c.queue.path, map_size=c.queue.map_size_mb << 20, fsync=c.queue.fsync
+        )
         # The store's attribution gives records of tenants' bindings their owner.
         self.records = SmsRecords(c.records, attribute=getattr(self.store, "attribution", None))
         self.relay = Relay(c, self.store, c.numbers.plan(), self.queue, self.records, loop)
@@ -64,8 +65,9 @@ class SmppService:
             self.records.close()
             self.relay = self.server = None
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise ListenError(exc.errno, f"cannot listen on {c.server.host}:{c.server.port}:"
-                                         f" {reason}") from exc
+            raise ListenError(
+                exc.errno, f"cannot listen on {c.server.host}:{c.server.port}: {reason}"
+            ) from exc
         log.info("listening for carrier binds on %s:%d", c.server.host, self.server.port)
         for upstream in c.upstreams:
             connector = UpstreamConnector(upstream, self.relay, loop)
@@ -106,8 +108,9 @@ class SmppService:
         relay.stop_sending()
         relay.cancel_retries()
         budget = max(0.5, timeout - 1.0)
-        await asyncio.gather(server.close(budget * 0.6),
-                             *(c.stop(budget * 0.8) for c in self.connectors))
+        await asyncio.gather(
+            server.close(budget * 0.6), *(c.stop(budget * 0.8) for c in self.connectors)
+        )
         relay.commit_now()
         assert self.queue is not None and self.records is not None
         self.queue.close()

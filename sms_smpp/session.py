@@ -84,8 +84,7 @@ _ALLOWED: dict[tuple[Role, State], frozenset[int]] = {
     (Role.ESME, State.BINDING): frozenset({Cmd.ENQUIRE_LINK, Cmd.GENERIC_NACK}),
     (Role.ESME, State.BOUND_TX): _ALWAYS | {Cmd.ALERT_NOTIFICATION},
     (Role.ESME, State.BOUND_RX): _ALWAYS | {Cmd.DELIVER_SM, Cmd.DATA_SM, Cmd.ALERT_NOTIFICATION},
-    (Role.ESME, State.BOUND_TRX): _ALWAYS
-    | {Cmd.DELIVER_SM, Cmd.DATA_SM, Cmd.ALERT_NOTIFICATION},
+    (Role.ESME, State.BOUND_TRX): _ALWAYS | {Cmd.DELIVER_SM, Cmd.DATA_SM, Cmd.ALERT_NOTIFICATION},
     # Requests crossing our unbind are still answered (the relay says ESME_RTHROTTLED).
     (Role.SMSC, State.UNBINDING): frozenset({Cmd.GENERIC_NACK, Cmd.SUBMIT_SM, Cmd.DATA_SM}),
     (Role.ESME, State.UNBINDING): frozenset({Cmd.GENERIC_NACK}),
@@ -95,14 +94,18 @@ _ALLOWED: dict[tuple[Role, State], frozenset[int]] = {
 _MAY_SEND: dict[tuple[Role, State], frozenset[int]] = {
     (Role.SMSC, State.BOUND_TX): frozenset({Cmd.ENQUIRE_LINK, Cmd.UNBIND}),
     (Role.SMSC, State.BOUND_RX): frozenset(
-        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.DELIVER_SM, Cmd.DATA_SM}),
+        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.DELIVER_SM, Cmd.DATA_SM}
+    ),
     (Role.SMSC, State.BOUND_TRX): frozenset(
-        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.DELIVER_SM, Cmd.DATA_SM}),
+        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.DELIVER_SM, Cmd.DATA_SM}
+    ),
     (Role.ESME, State.BOUND_TX): frozenset(
-        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.SUBMIT_SM, Cmd.DATA_SM}),
+        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.SUBMIT_SM, Cmd.DATA_SM}
+    ),
     (Role.ESME, State.BOUND_RX): frozenset({Cmd.ENQUIRE_LINK, Cmd.UNBIND}),
     (Role.ESME, State.BOUND_TRX): frozenset(
-        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.SUBMIT_SM, Cmd.DATA_SM}),
+        {Cmd.ENQUIRE_LINK, Cmd.UNBIND, Cmd.SUBMIT_SM, Cmd.DATA_SM}
+    ),
 }
 
 
@@ -207,8 +210,7 @@ class Session:
             if exc.fatal:
                 raise
             cid = exc.command_id
-            if (cid in BIND_COMMANDS and self.role is Role.SMSC
-                    and self.state is State.OPEN):
+            if cid in BIND_COMMANDS and self.role is Role.SMSC and self.state is State.OPEN:
                 # A bind attempt all the same: the application answers and counts it.
                 self.state = State.BINDING
                 out.append(ev.BindInvalid(cid, exc.sequence, exc.status, str(exc)))
@@ -228,8 +230,9 @@ class Session:
             return
         if cid not in _ALLOWED.get((self.role, self.state), ()):
             status = Status.RALYBND if cid in BIND_COMMANDS else Status.RINVBNDSTS
-            out.append(ev.ProtocolError(status, f"{pdu.name} not allowed in {self.state.value}",
-                                        cid))
+            out.append(
+                ev.ProtocolError(status, f"{pdu.name} not allowed in {self.state.value}", cid)
+            )
             self._send_raw(encode_frame(cid | RESP_BIT, status, pdu.sequence, b""))
             return
         if cid == Cmd.ENQUIRE_LINK:
@@ -253,13 +256,15 @@ class Session:
     def _response(self, pdu: Pdu, out: list[ev.Event]) -> None:
         entry = self._pending.pop(pdu.sequence, None)
         if entry is None:
-            out.append(ev.ProtocolError(Status.RINVCMDID, f"unexpected {pdu.name}",
-                                        pdu.command_id))
+            out.append(ev.ProtocolError(Status.RINVCMDID, f"unexpected {pdu.name}", pdu.command_id))
             return
         request_cid, deadline, context = entry
         if pdu.command_id != Cmd.GENERIC_NACK and pdu.command_id != request_cid | RESP_BIT:
-            out.append(ev.ProtocolError(Status.RINVCMDID, f"{pdu.name} answers 0x{request_cid:x}",
-                                        pdu.command_id))
+            out.append(
+                ev.ProtocolError(
+                    Status.RINVCMDID, f"{pdu.name} answers 0x{request_cid:x}", pdu.command_id
+                )
+            )
             pdu = Pdu(Cmd.GENERIC_NACK, pdu.sequence, pdu.status or Status.RSYSERR)
         answered = deadline - self.response_timeout
         if answered > self._answered_at and request_cid != Cmd.ENQUIRE_LINK:
@@ -339,8 +344,9 @@ class Session:
         """Answer a RequestReceived: submit_sm/deliver_sm/data_sm get a message_id."""
         self.respond_to(request.command_id, request.sequence, status, message_id)
 
-    def respond_to(self, command_id: int, sequence: int, status: int = 0,
-                   message_id: str = "") -> None:
+    def respond_to(
+        self, command_id: int, sequence: int, status: int = 0, message_id: str = ""
+    ) -> None:
         """Answer the request ``command_id``/``sequence`` (for answers given later)."""
         if self.state is State.CLOSED:
             return
@@ -360,8 +366,13 @@ class Session:
         self.state = _BIND_STATE[request.command_id]
         self.system_id = request.system_id
         self._bind_deadline = None
-        self._send_raw(encode(BindResp(request.command_id | RESP_BIT, request.sequence, 0,
-                                       system_id, {0x0210: b"\x34"})))
+        self._send_raw(
+            encode(
+                BindResp(
+                    request.command_id | RESP_BIT, request.sequence, 0, system_id, {0x0210: b"\x34"}
+                )
+            )
+        )
 
     def reject_bind(self, request: Bind, status: int) -> list[ev.Event]:
         """Refuse a BindRequested; the session closes once the answer is written."""
@@ -455,8 +466,7 @@ class Session:
         answered_at = self._answered_at
         for seq in expired:
             cid, deadline, context = self._pending.pop(seq)
-            out.append(ev.RequestTimedOut(seq, cid, context,
-                                          answered_at > deadline - timeout))
+            out.append(ev.RequestTimedOut(seq, cid, context, answered_at > deadline - timeout))
         if fatal:
             self._close(out, fatal)
             return out
@@ -464,9 +474,11 @@ class Session:
         if not self.bound:
             return out
         probe = deferring and not any(at >= self._blamed_at for at in self._enquiries.values())
-        if probe or (self.enquire_link_interval > 0
-                     and now >= self._last_rx + self.enquire_link_interval
-                     and not self._enquiries):
+        if probe or (
+            self.enquire_link_interval > 0
+            and now >= self._last_rx + self.enquire_link_interval
+            and not self._enquiries
+        ):
             self.send_request(Pdu(Cmd.ENQUIRE_LINK), now)
             self._last_rx = now  # next probe one interval later unless data arrives
         return out

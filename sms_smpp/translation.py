@@ -16,13 +16,28 @@ from translate.refusals import REFUSALS
 from .pdu import DataSm, ShortMessage, Tag
 
 #: Optional parameters relayed with a message; all others are dropped.
-MESSAGE_TLVS = frozenset({
-    Tag.MESSAGE_PAYLOAD, Tag.SAR_MSG_REF_NUM, Tag.SAR_TOTAL_SEGMENTS, Tag.SAR_SEGMENT_SEQNUM,
-    Tag.PAYLOAD_TYPE, Tag.USER_MESSAGE_REFERENCE, Tag.SOURCE_PORT, Tag.DESTINATION_PORT,
-    Tag.LANGUAGE_INDICATOR, Tag.MS_VALIDITY, Tag.DISPLAY_TIME, Tag.PRIVACY_INDICATOR,
-    Tag.MORE_MESSAGES_TO_SEND, Tag.QOS_TIME_TO_LIVE, Tag.DEST_ADDR_SUBUNIT,
-    Tag.MS_MSG_WAIT_FACILITIES, Tag.ALERT_ON_MESSAGE_DELIVERY, 0x1203,  # sms_signal
-})
+MESSAGE_TLVS = frozenset(
+    {
+        Tag.MESSAGE_PAYLOAD,
+        Tag.SAR_MSG_REF_NUM,
+        Tag.SAR_TOTAL_SEGMENTS,
+        Tag.SAR_SEGMENT_SEQNUM,
+        Tag.PAYLOAD_TYPE,
+        Tag.USER_MESSAGE_REFERENCE,
+        Tag.SOURCE_PORT,
+        Tag.DESTINATION_PORT,
+        Tag.LANGUAGE_INDICATOR,
+        Tag.MS_VALIDITY,
+        Tag.DISPLAY_TIME,
+        Tag.PRIVACY_INDICATOR,
+        Tag.MORE_MESSAGES_TO_SEND,
+        Tag.QOS_TIME_TO_LIVE,
+        Tag.DEST_ADDR_SUBUNIT,
+        Tag.MS_MSG_WAIT_FACILITIES,
+        Tag.ALERT_ON_MESSAGE_DELIVERY,
+        0x1203,  # sms_signal
+    }
+)
 #: Optional parameters relayed with a delivery receipt.
 RECEIPT_TLVS = frozenset({Tag.RECEIPTED_MESSAGE_ID, Tag.MESSAGE_STATE, Tag.NETWORK_ERROR_CODE})
 
@@ -68,10 +83,28 @@ def filter_tlvs(tlvs: dict[int, bytes], allowed: frozenset[int]) -> dict[int, by
 def from_data_sm(pdu: DataSm, command_id: int) -> ShortMessage:
     """A data_sm as the equivalent submit_sm/deliver_sm (text in message_payload)."""
     return ShortMessage(
-        command_id, pdu.sequence, 0, pdu.service_type, pdu.source_addr_ton,
-        pdu.source_addr_npi, pdu.source_addr, pdu.dest_addr_ton, pdu.dest_addr_npi,
-        pdu.destination_addr, pdu.esm_class, 0, 0, "", "", pdu.registered_delivery, 0,
-        pdu.data_coding, 0, b"", pdu.tlvs)
+        command_id,
+        pdu.sequence,
+        0,
+        pdu.service_type,
+        pdu.source_addr_ton,
+        pdu.source_addr_npi,
+        pdu.source_addr,
+        pdu.dest_addr_ton,
+        pdu.dest_addr_npi,
+        pdu.destination_addr,
+        pdu.esm_class,
+        0,
+        0,
+        "",
+        "",
+        pdu.registered_delivery,
+        0,
+        pdu.data_coding,
+        0,
+        b"",
+        pdu.tlvs,
+    )
 
 
 def user_data_length(pdu: ShortMessage) -> int:

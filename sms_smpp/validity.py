@@ -20,8 +20,7 @@ def parse_smpp_time(value: str, now: float) -> float | None:
         return now + ((yy * 365 + mo * 30 + dd) * 24 + hh) * 3600 + mi * 60 + ss
     tenths = int(value[12])
     quarters = int(value[13:15])
-    if not (1 <= mo <= 12 and 1 <= dd <= 31 and hh < 24 and mi < 60 and ss < 60
-            and quarters <= 48):
+    if not (1 <= mo <= 12 and 1 <= dd <= 31 and hh < 24 and mi < 60 and ss < 60 and quarters <= 48):
         raise ValueError(f"invalid SMPP time {value!r}")
     utc = calendar.timegm((2000 + yy, mo, dd, hh, mi, ss, 0, 0, 0)) + tenths / 10
     offset = quarters * 900

@@ -71,5 +71,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("ANSIM_NO_SKIP") and _skipped and exitstatus == 0:
-        print(f"\n{len(_skipped)} test(s) skipped with ANSIM_NO_SKIP set: {', '.join(_skipped[:5])}")
+        print(
+            f"\n{len(_skipped)} test(s) skipped with ANSIM_NO_SKIP set: {', '.join(_skipped[:5])}"
+        )
         session.exitstatus = 1

@@ -79,7 +79,9 @@ def main() -> None:
             except (BlockingIOError, ConnectionRefusedError):
                 break
     elapsed = time.monotonic() - start
-    print(json.dumps({"sent": sent, "received": received, "seconds": elapsed, "rate": sent / elapsed}))
+    print(
+        json.dumps({"sent": sent, "received": received, "seconds": elapsed, "rate": sent / elapsed})
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,11 @@ def build_store(path: Path) -> None:
     now = time.time()
     with Store(path) as store:
         store.put(Binding("teacher-1", "ax", TEACHER_X, TEACHER), now=now, source="api")
-        store.put(Binding("trip-1", "axb", TRIP_X, RIDER, DRIVER, expires=now + 3600),
-                  now=now, source="api")
+        store.put(
+            Binding("trip-1", "axb", TRIP_X, RIDER, DRIVER, expires=now + 3600),
+            now=now,
+            source="api",
+        )
 
 
 def digits(e164: str) -> str:
@@ -56,14 +59,25 @@ def digits(e164: str) -> str:
 class Proc:
     """A child process whose first matching stdout line is awaited; stopped by the test."""
 
-    def __init__(self, argv: list[str], ready: str, *, cwd: Path = ROOT,
-                 stdin: bool = False, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        ready: str,
+        *,
+        cwd: Path = ROOT,
+        stdin: bool = False,
+        log: Path | None = None,
+    ) -> None:
         self.argv = argv
         self.log = log
         self._log_file = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, stdout=subprocess.PIPE, stderr=self._log_file,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+            argv,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        )
         self.lines: list[str] = []
         self.ready_line = self._wait_for(ready, 20.0)
         threading.Thread(target=self._drain, daemon=True).start()
@@ -110,11 +124,30 @@ class Proc:
 class NodeSmsc(Proc):
     """The node-smpp upstream SMSC (tests/peers/smsc.js)."""
 
-    def __init__(self, records: Path, *, port: int = 0, dlr: bool = True,
-                 password: str = "secret", dlr_first: bool = False,
-                 resp_delay_ms: int = 0, max_binds: int = 0, ignore_over: int = 0) -> None:
-        argv = ["node", str(PEERS / "smsc.js"), "--port", str(port), "--records", str(records),
-                "--system-id", "upstream", "--password", password]
+    def __init__(
+        self,
+        records: Path,
+        *,
+        port: int = 0,
+        dlr: bool = True,
+        password: str = "secret",
+        dlr_first: bool = False,
+        resp_delay_ms: int = 0,
+        max_binds: int = 0,
+        ignore_over: int = 0,
+    ) -> None:
+        argv = [
+            "node",
+            str(PEERS / "smsc.js"),
+            "--port",
+            str(port),
+            "--records",
+            str(records),
+            "--system-id",
+            "upstream",
+            "--password",
+            password,
+        ]
         if dlr:
             argv.append("--dlr")
         if dlr_first:
@@ -139,39 +172,73 @@ class NodeSmsc(Proc):
         return [line.strip() for line in list(self.lines) if line.startswith(prefix)]
 
 
-def write_config(path: Path, workdir: Path, *, upstream_port: int | None, port: int = 0,
-                 password: str = "pw1", mo: bool = False, window: int = 100,
-                 backup_port: int | None = None, server: dict[str, Any] | None = None,
-                 upstream: dict[str, Any] | None = None, **queue: Any) -> Path:
+def write_config(
+    path: Path,
+    workdir: Path,
+    *,
+    upstream_port: int | None,
+    port: int = 0,
+    password: str = "pw1",
+    mo: bool = False,
+    window: int = 100,
+    backup_port: int | None = None,
+    server: dict[str, Any] | None = None,
+    upstream: dict[str, Any] | None = None,
+    **queue: Any,
+) -> Path:
     """An smpp.yaml for the tests; ``server``, ``upstream`` and ``queue`` override keys."""
     cfg: dict[str, Any] = {
         "enabled": True,
         "server": {
-            "host": "127.0.0.1", "port": port, "system_id": "ansim",
+            "host": "127.0.0.1",
+            "port": port,
+            "system_id": "ansim",
             "accounts": [{"system_id": "carrier1", "password": password}],
             "enquire_link_interval": 30,
             **({"mo_system_id": "carrier1"} if mo else {}),
             **(server or {}),
         },
         "upstreams": [],
-        "queue": {"path": str(workdir / "queue"), "fsync": True, "retry_min": 0.2,
-                  "retry_max": 1.0, **queue},
+        "queue": {
+            "path": str(workdir / "queue"),
+            "fsync": True,
+            "retry_min": 0.2,
+            "retry_max": 1.0,
+            **queue,
+        },
         "records": str(workdir / "cdr.sqlite"),
         "translate_store": str(workdir / "translate"),
     }
     if upstream_port is not None:
-        cfg["upstreams"].append({
-            "name": "node", "host": "127.0.0.1", "port": upstream_port,
-            "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
-            "reconnect_max": 0.5, "response_timeout": 5, "window": window,
-            **(upstream or {}),
-        })
+        cfg["upstreams"].append(
+            {
+                "name": "node",
+                "host": "127.0.0.1",
+                "port": upstream_port,
+                "system_id": "upstream",
+                "password": "secret",
+                "reconnect_min": 0.1,
+                "reconnect_max": 0.5,
+                "response_timeout": 5,
+                "window": window,
+                **(upstream or {}),
+            }
+        )
     if backup_port is not None:
-        cfg["upstreams"].append({
-            "name": "backup", "host": "127.0.0.1", "port": backup_port, "priority": 1,
-            "system_id": "upstream", "password": "secret", "reconnect_min": 0.1,
-            "reconnect_max": 0.5, "response_timeout": 5, "window": window,
-        })
+        cfg["upstreams"].append(
+            {
+                "name": "backup",
+                "host": "127.0.0.1",
+                "port": backup_port,
+                "priority": 1,
+                "system_id": "upstream",
+                "password": "secret",
+                "reconnect_min": 0.1,
+                "reconnect_max": 0.5,
+                "response_timeout": 5,
+                "window": window,
+            }
+        )
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -182,8 +249,11 @@ class Ansim(Proc):
     def __init__(self, config: Path, log: Path) -> None:
         # --config names the folder; the file in it is smpp.yaml.
         assert config.name == "smpp.yaml", config
-        super().__init__([sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config",
-                          str(config.parent)], "ansim smpp: listening", log=log)
+        super().__init__(
+            [sys.executable, "-m", "sms_smpp.cli", "smpp", "run", "--config", str(config.parent)],
+            "ansim smpp: listening",
+            log=log,
+        )
         self.port = int(self.ready_line.rsplit(":", 1)[1])
 
 
@@ -231,14 +301,29 @@ class RawSmsc:
 
     def receipt(self, upstream_id: str, src: bytes, dst: bytes, stat: str = "DELIVRD") -> bytes:
         """A deliver_sm receipt, from the recipient ``src`` to the sender ``dst``."""
-        text = (f"id:{upstream_id} sub:001 dlvrd:001 submit date:2612010000 done"
-                f" date:2612010000 stat:{stat} err:000 text:").encode()
+        text = (
+            f"id:{upstream_id} sub:001 dlvrd:001 submit date:2612010000 done"
+            f" date:2612010000 stat:{stat} err:000 text:"
+        ).encode()
         state = 2 if stat == "DELIVRD" else 5
         rid = upstream_id.encode() + b"\0"
-        body = (b"\0" + b"\1\1" + src + b"\0" + b"\1\1" + dst + b"\0" + b"\x04\0\0"
-                + b"\0\0" + b"\0\0\0\0" + bytes((len(text),)) + text
-                + struct.pack(">HH", 0x001E, len(rid)) + rid
-                + struct.pack(">HHB", 0x0427, 1, state))
+        body = (
+            b"\0"
+            + b"\1\1"
+            + src
+            + b"\0"
+            + b"\1\1"
+            + dst
+            + b"\0"
+            + b"\x04\0\0"
+            + b"\0\0"
+            + b"\0\0\0\0"
+            + bytes((len(text),))
+            + text
+            + struct.pack(">HH", 0x001E, len(rid))
+            + rid
+            + struct.pack(">HHB", 0x0427, 1, state)
+        )
         self._seq += 1
         return self.frame(0x00000005, 0, self._seq, body)
 
@@ -303,8 +388,14 @@ class RawSmsc:
             _validity, pos = _cstring(body, pos)
             registered = body[pos]
             upstream_id = f"R{len(self.submits) + 1:05d}"
-            self.submits.append({"src": src, "dst": dst, "upstream_id": upstream_id,
-                                 "registered_delivery": registered})
+            self.submits.append(
+                {
+                    "src": src,
+                    "dst": dst,
+                    "upstream_id": upstream_id,
+                    "registered_delivery": registered,
+                }
+            )
             resp = self.frame(0x80000004, 0, seq, upstream_id.encode() + b"\0")
             if registered & 3:
                 receipt = self.receipt(upstream_id, dst, src)
@@ -366,15 +457,41 @@ class InProcess:
             self.store.close()
 
 
-def node_binds(port: int, count: int, system_id: str, password: str, *,
-               bind: str = "transceiver", rebind: bool = False) -> list[int | None]:
+def node_binds(
+    port: int,
+    count: int,
+    system_id: str,
+    password: str,
+    *,
+    bind: str = "transceiver",
+    rebind: bool = False,
+) -> list[int | None]:
     """Bind attempts by the npm `smpp` client (tests/peers/binds.js), one connection each:
     the command_status of each (and of each rebind), None where the server closed without
     answering."""
-    out = subprocess.run(["node", str(PEERS / "binds.js"), "--port", str(port), "--count",
-                          str(count), "--system-id", system_id, "--password", password,
-                          "--bind", bind, "--rebind", "yes" if rebind else "no"],
-                         cwd=PEERS, capture_output=True, timeout=60, check=True, text=True)
+    out = subprocess.run(
+        [
+            "node",
+            str(PEERS / "binds.js"),
+            "--port",
+            str(port),
+            "--count",
+            str(count),
+            "--system-id",
+            system_id,
+            "--password",
+            password,
+            "--bind",
+            bind,
+            "--rebind",
+            "yes" if rebind else "no",
+        ],
+        cwd=PEERS,
+        capture_output=True,
+        timeout=60,
+        check=True,
+        text=True,
+    )
     statuses: list[int | None] = []
     for line in out.stdout.splitlines():
         words = line.split()
@@ -390,8 +507,9 @@ class Esme:
     """An smpplib ESME bound as transceiver, collecting responses and deliver_sm."""
 
     def __init__(self, port: int, *, system_id: str = "carrier1", password: str = "pw1") -> None:
-        self.client = smpplib.client.Client("127.0.0.1", port, timeout=10,
-                                            allow_unknown_opt_params=True)
+        self.client = smpplib.client.Client(
+            "127.0.0.1", port, timeout=10, allow_unknown_opt_params=True
+        )
         self.resps: list[Any] = []
         self.delivered: list[Any] = []
         self.client.set_message_sent_handler(lambda pdu: self.resps.append(pdu))
@@ -405,23 +523,48 @@ class Esme:
         self.delivered.append(pdu)
         return 0  # ESME_ROK: smpplib answers deliver_sm_resp with this status
 
-    def submit(self, src: str, dst: str, short_message: bytes, *, data_coding: int = 0,
-               esm_class: int = 0, registered_delivery: int = 1, **tlvs: Any) -> Any:
-        pdu = self.client_pdu(src, dst, short_message, data_coding, esm_class,
-                              registered_delivery, **tlvs)
+    def submit(
+        self,
+        src: str,
+        dst: str,
+        short_message: bytes,
+        *,
+        data_coding: int = 0,
+        esm_class: int = 0,
+        registered_delivery: int = 1,
+        **tlvs: Any,
+    ) -> Any:
+        pdu = self.client_pdu(
+            src, dst, short_message, data_coding, esm_class, registered_delivery, **tlvs
+        )
         self.client.send_pdu(pdu)
         return pdu
 
-    def client_pdu(self, src: str, dst: str, short_message: bytes, data_coding: int,
-                   esm_class: int, registered_delivery: int, **tlvs: Any) -> Any:
+    def client_pdu(
+        self,
+        src: str,
+        dst: str,
+        short_message: bytes,
+        data_coding: int,
+        esm_class: int,
+        registered_delivery: int,
+        **tlvs: Any,
+    ) -> Any:
         return smpplib.smpp.make_pdu(
-            "submit_sm", client=self.client,
-            source_addr_ton=smpplib.consts.SMPP_TON_INTL, source_addr_npi=1,
+            "submit_sm",
+            client=self.client,
+            source_addr_ton=smpplib.consts.SMPP_TON_INTL,
+            source_addr_npi=1,
             source_addr=digits(src),
-            dest_addr_ton=smpplib.consts.SMPP_TON_INTL, dest_addr_npi=1,
+            dest_addr_ton=smpplib.consts.SMPP_TON_INTL,
+            dest_addr_npi=1,
             destination_addr=digits(dst),
-            short_message=short_message, data_coding=data_coding, esm_class=esm_class,
-            registered_delivery=registered_delivery, **tlvs)
+            short_message=short_message,
+            data_coding=data_coding,
+            esm_class=esm_class,
+            registered_delivery=registered_delivery,
+            **tlvs,
+        )
 
     def resp_for(self, pdu: Any) -> Any | None:
         return next((r for r in self.resps if r.sequence == pdu.sequence), None)
@@ -457,10 +600,12 @@ class Carrier:
     records how long each took to be answered in ``enquire_delays``.
     """
 
-    def __init__(self, port: int, *, window: int = 50, system_id: str = "carrier1",
-                 password: str = "pw1") -> None:
-        self.client = smpplib.client.Client("127.0.0.1", port, timeout=10,
-                                            allow_unknown_opt_params=True)
+    def __init__(
+        self, port: int, *, window: int = 50, system_id: str = "carrier1", password: str = "pw1"
+    ) -> None:
+        self.client = smpplib.client.Client(
+            "127.0.0.1", port, timeout=10, allow_unknown_opt_params=True
+        )
         self.client.connect()
         self.client.bind_transceiver(system_id=system_id, password=password)
         self.window = window
@@ -476,9 +621,17 @@ class Carrier:
     def pdu(self, src: str, dst: str, short_message: bytes = b"", **fields: Any) -> Any:
         fields.setdefault("registered_delivery", 1)
         return smpplib.smpp.make_pdu(
-            "submit_sm", client=self.client, source_addr_ton=1, source_addr_npi=1,
-            source_addr=digits(src), dest_addr_ton=1, dest_addr_npi=1,
-            destination_addr=digits(dst), short_message=short_message, **fields)
+            "submit_sm",
+            client=self.client,
+            source_addr_ton=1,
+            source_addr_npi=1,
+            source_addr=digits(src),
+            dest_addr_ton=1,
+            dest_addr_npi=1,
+            destination_addr=digits(dst),
+            short_message=short_message,
+            **fields,
+        )
 
     def _answer(self, pdu: Any, command: str) -> None:
         answer = smpplib.smpp.make_pdu(command, client=self.client)
@@ -512,9 +665,17 @@ class Carrier:
         elif pdu.command in ("enquire_link", "unbind"):
             self._answer(pdu, pdu.command + "_resp")
 
-    def run(self, pdus: list[Any], *, rate: float, timeout: float = 60.0,
-            enquire_every: float = 0.0, resend_throttled: bool = False,
-            until: Any = None, duration: float | None = None) -> None:
+    def run(
+        self,
+        pdus: list[Any],
+        *,
+        rate: float,
+        timeout: float = 60.0,
+        enquire_every: float = 0.0,
+        resend_throttled: bool = False,
+        until: Any = None,
+        duration: float | None = None,
+    ) -> None:
         """Send ``pdus`` at ``rate`` per second within the window; read until all are
         answered ESME_ROK (or answered at all, without ``resend_throttled``) and
         ``until()`` holds; or for ``duration`` seconds, whatever is left then."""

@@ -204,7 +204,9 @@ def test_the_same_answers_with_and_without_the_fast_path(pair: Pair) -> None:
         b"POST /v1/bindings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Authorization: Bearer %s\r\nContent-Length: 99999999\r\n\r\n",
     ):
-        answers = [raw(s, data % pair.tokens["acme"][i].encode()) for i, s in enumerate((fast, plain))]
+        answers = [
+            raw(s, data % pair.tokens["acme"][i].encode()) for i, s in enumerate((fast, plain))
+        ]
         assert answers[0] == answers[1] and answers[0].startswith(b"HTTP/1.1 413"), answers
 
     # What each store holds, and what each server counted.

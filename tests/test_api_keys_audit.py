@@ -256,9 +256,7 @@ def test_housekeeping_prunes_what_has_expired(server: ApiServer, clock: Clock) -
 def test_audit_source_is_the_peer_not_a_forwarded_header(server: ApiServer) -> None:
     token = server.tenant("acme")
     with server.client(token) as api:
-        made = api.post(
-            "/v1/pools", json={"name": "p"}, headers={"X-Forwarded-For": "203.0.113.9"}
-        )
+        made = api.post("/v1/pools", json={"name": "p"}, headers={"X-Forwarded-For": "203.0.113.9"})
         assert made.status_code == 201
     with server.context.store.reader() as txn:
         records = server.context.control.audit_log(txn, tenant="acme")

@@ -92,9 +92,16 @@ class Setup:
         self.callee = Baresip("callee", tmp_path / "callee")
 
     def agents(self, *, srtp: bool = False, caller_pem: Pem | None = None) -> None:
-        self.callee.write_config(CALLEE_UA, "127.0.0.3", self.uas_port, CALLEE_TONE, (21000, 21099), True)
-        self.caller.write_config(CALLER_UA, "127.0.0.2", free_port(), CALLER_TONE, (20000, 20099), False)
-        for agent, pem in ((self.caller, caller_pem or self.caller_pem), (self.callee, self.callee_pem)):
+        self.callee.write_config(
+            CALLEE_UA, "127.0.0.3", self.uas_port, CALLEE_TONE, (21000, 21099), True
+        )
+        self.caller.write_config(
+            CALLER_UA, "127.0.0.2", free_port(), CALLER_TONE, (20000, 20099), False
+        )
+        for agent, pem in (
+            (self.caller, caller_pem or self.caller_pem),
+            (self.callee, self.callee_pem),
+        ):
             config = agent.home / "config"
             text = config.read_text()
             if srtp:  # loaded before the account module reads the account's mediaenc
@@ -108,7 +115,9 @@ class Setup:
     def start_callee(self, seconds: int) -> None:
         self.callee.start(seconds)
         deadline = time.monotonic() + 5
-        while b"baresip is ready" not in (self.callee.log.read_bytes() if self.callee.log.exists() else b""):
+        while b"baresip is ready" not in (
+            self.callee.log.read_bytes() if self.callee.log.exists() else b""
+        ):
             assert time.monotonic() < deadline, self.callee.tail()
             time.sleep(0.05)
 
@@ -174,7 +183,9 @@ def test_baresip_calls_over_tls_with_audio_both_ways(setup: Setup, srtp: bool) -
     s.start_callee(14)
     s.dial(6)
     assert s.caller.wait(15) is not None, s.caller.tail()
-    wait_for(lambda: any(m.method == "BYE" for m in s.callee.received("127.0.0.3")), 5, s.callee.tail())
+    wait_for(
+        lambda: any(m.method == "BYE" for m in s.callee.received("127.0.0.3")), 5, s.callee.tail()
+    )
     s.callee.stop()
     check_call(s)
     metrics = s.engine.metrics()
@@ -182,7 +193,9 @@ def test_baresip_calls_over_tls_with_audio_both_ways(setup: Setup, srtp: bool) -
     assert metrics['ansim_tls_handshakes_total{side="client"}'] == 1
     offer_sent = next(m for m in s.from_caller() if m.method == "INVITE" and m.body)
     offer_got = next(m for m in s.callee.received("127.0.0.3") if m.method == "INVITE")
-    answer_sent = next(m for m in s.callee.sent("127.0.0.3") if m.status == 200 and m.cseq_method == "INVITE")
+    answer_sent = next(
+        m for m in s.callee.sent("127.0.0.3") if m.status == 200 and m.cseq_method == "INVITE"
+    )
     answer_got = next(m for m in s.to_caller() if m.status == 200 and m.cseq_method == "INVITE")
     if srtp:
         # SDES keys cross as offered and answered, on an RTP/SAVP stream
@@ -204,7 +217,9 @@ def test_mutual_tls_refuses_a_caller_with_a_wrong_certificate(setup: Setup, tmp_
     assert not [m for m in s.callee.received("127.0.0.3") if m.method == "INVITE"]
     assert not [m for m in s.to_caller() if m.status is not None]
     metrics = s.engine.metrics()
-    failures = sum(v for k, v in metrics.items() if k.startswith("ansim_tls_handshake_failures_total"))
+    failures = sum(
+        v for k, v in metrics.items() if k.startswith("ansim_tls_handshake_failures_total")
+    )
     assert failures >= 1
     assert metrics['ansim_tls_handshakes_total{side="server"}'] == 0
     assert s.engine.cdr_rows(expect=0, timeout=0.5) == []
@@ -215,7 +230,9 @@ def test_a_renewed_certificate_is_taken_during_a_call_without_dropping_it(setup:
     s.agents()
     s.start_callee(16)
     s.dial(8)
-    wait_for(lambda: any(m.method == "ACK" for m in s.callee.received("127.0.0.3")), 8, s.caller.tail())
+    wait_for(
+        lambda: any(m.method == "ACK" for m in s.callee.received("127.0.0.3")), 8, s.caller.tail()
+    )
     renewed = s.pki.issue("ansim-renewed", "ansim.test")
     for src, dst in ((renewed.key, s.server.key), (renewed.cert, s.server.cert)):
         tmp = dst.with_name("." + dst.name + ".new")
@@ -232,7 +249,9 @@ def test_a_renewed_certificate_is_taken_during_a_call_without_dropping_it(setup:
         assert der is not None
         assert x509.load_der_x509_certificate(der).serial_number == renewed.serial
     assert s.caller.wait(15) is not None, s.caller.tail()
-    wait_for(lambda: any(m.method == "BYE" for m in s.callee.received("127.0.0.3")), 5, s.callee.tail())
+    wait_for(
+        lambda: any(m.method == "BYE" for m in s.callee.received("127.0.0.3")), 5, s.callee.tail()
+    )
     s.callee.stop()
     check_call(s)
     # the BYE crossed the connections made before the reload, both answered 200

@@ -580,7 +580,9 @@ def make_v2(path: Path) -> None:
     db = sqlite3.connect(path)
     schema = cdr._CREATE_CALLS
     for column in ("tenant", "pool", "out_id"):
-        schema = "\n".join(line for line in schema.splitlines() if not line.strip().startswith(column))
+        schema = "\n".join(
+            line for line in schema.splitlines() if not line.strip().startswith(column)
+        )
     schema = schema.replace("reason TEXT,", "reason TEXT")
     db.execute(schema)
     db.execute("PRAGMA user_version = 2")

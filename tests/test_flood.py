@@ -89,7 +89,9 @@ def test_scanners_are_banned_on_their_first_message(scanner: str, where: str) ->
 
 def test_a_fingerprint_in_the_body_is_not_a_scanner() -> None:
     g = guard()
-    data = request("INVITE").replace(b"Content-Length: 0\r\n\r\n", b"Content-Length: 16\r\n\r\nfriendly-scanner")
+    data = request("INVITE").replace(
+        b"Content-Length: 0\r\n\r\n", b"Content-Length: 16\r\n\r\nfriendly-scanner"
+    )
     assert g.check(data, "192.0.2.11", 0.0) == PASS
 
 

@@ -51,9 +51,22 @@ def test_a_flood_is_banned_and_legitimate_calls_go_on(tmp_path: Path) -> None:
         cpu0, t0, wall0 = engine.cpu_seconds(), time.monotonic(), time.time()
         flooders = [
             subprocess.Popen(
-                [sys.executable, str(FLOODER), "--source", source, "--to", engine.addr,
-                 "--rate", str(rate), "--seconds", str(FLOOD_SECONDS), "--kind", kind],
-                stdout=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    str(FLOODER),
+                    "--source",
+                    source,
+                    "--to",
+                    engine.addr,
+                    "--rate",
+                    str(rate),
+                    "--seconds",
+                    str(FLOOD_SECONDS),
+                    "--kind",
+                    kind,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             for source, rate, kind in (("127.0.0.5", RATE, "flood"), ("127.0.0.6", 200, "sweep"))
         ]
@@ -92,7 +105,11 @@ def test_a_flood_is_banned_and_legitimate_calls_go_on(tmp_path: Path) -> None:
     assert max(t[0] for t in starts.values()) - wall0 < 2.0, (starts, wall0)
     assert 'ansim_flood_bans_total{reason="scanner"}' in metrics
     assert metrics['ansim_flood_bans_total{reason="scanner"}'] == 1
-    assert metrics['ansim_flood_bans_total{reason="rate"}'] + metrics['ansim_flood_bans_total{reason="calls"}'] == 1
+    assert (
+        metrics['ansim_flood_bans_total{reason="rate"}']
+        + metrics['ansim_flood_bans_total{reason="calls"}']
+        == 1
+    )
     dropped = metrics['ansim_flood_dropped_total{reason="banned"}']
     kernel = metrics["ansim_udp_kernel_drops_total"]
     print(f"dropped as banned {dropped:.0f}, by the kernel {kernel:.0f}")

@@ -110,7 +110,9 @@ def _call(sipp: Sipp, ansim: Ansim, ruri: str, uas_port: int) -> tuple[Any, Any]
         extra=["-d", "100"],
     )
     rc = (uac.wait(25), uas.wait(25))
-    assert rc == (0, 0), f"{ruri}: SIPp exit codes {rc}\n{uac.report()}\n{uas.report()}\n{ansim.log_text()}"
+    assert rc == (0, 0), (
+        f"{ruri}: SIPp exit codes {rc}\n{uac.report()}\n{uas.report()}\n{ansim.log_text()}"
+    )
     return uac, uas
 
 

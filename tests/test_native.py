@@ -80,7 +80,9 @@ def test_pure_python_on_request(built: None) -> None:
 
 def copy_tree(tmp_path: Path) -> Path:
     """b2bua/ with its compiled modules and stamp, where a test may change a source."""
-    shutil.copytree(ROOT / "b2bua", tmp_path / "b2bua", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "b2bua", tmp_path / "b2bua", ignore=shutil.ignore_patterns("__pycache__")
+    )
     return tmp_path
 
 
@@ -92,9 +94,7 @@ def test_a_copied_build_still_runs_compiled(built: None, tmp_path: Path) -> None
     assert all(f.startswith(str(tmp_path)) and f.endswith(".so") for f in files.values())
 
 
-def test_a_changed_source_makes_every_module_load_from_source(
-    built: None, tmp_path: Path
-) -> None:
+def test_a_changed_source_makes_every_module_load_from_source(built: None, tmp_path: Path) -> None:
     root = copy_tree(tmp_path)
     via = root / "b2bua" / "sip" / "via.py"
     via.write_text(via.read_text() + "\n# edited after the build\n")

@@ -31,7 +31,9 @@ SILENT = 50
 MESSAGE_TIMEOUT = 3.0
 INVITE = (
     b"INVITE sip:050770004001@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.20:5060;branch=z9hG4bKslow\r\n"
-    + b"X-Padding: " + b"x" * 200 + b"\r\n"
+    + b"X-Padding: "
+    + b"x" * 200
+    + b"\r\n"
 )
 
 
@@ -104,7 +106,9 @@ def calls(sipp: Sipp, engine: Ansim, uas_port: int, transport: str, n: int) -> N
         extra=["-d", "100"],
     )
     codes = (uac.wait(30), uas.wait(30))
-    assert codes == (0, 0), f"{transport} calls failed: {codes}\n{uac.report()}\n{engine.log_text()}"
+    assert codes == (0, 0), (
+        f"{transport} calls failed: {codes}\n{uac.report()}\n{engine.log_text()}"
+    )
 
 
 def test_slow_senders_do_not_stop_calls_and_are_closed_by_the_deadline(tmp_path: Path) -> None:
@@ -160,9 +164,13 @@ def test_connections_per_source_are_capped(tmp_path: Path) -> None:
     with engine:
         socks = []
         for _ in range(40):
-            s = socket.create_connection(("127.0.0.1", engine.port), source_address=("127.0.0.40", 0))
+            s = socket.create_connection(
+                ("127.0.0.1", engine.port), source_address=("127.0.0.40", 0)
+            )
             socks.append(s)
-        other = socket.create_connection(("127.0.0.1", engine.port), source_address=("127.0.0.41", 0))
+        other = socket.create_connection(
+            ("127.0.0.1", engine.port), source_address=("127.0.0.41", 0)
+        )
         time.sleep(0.5)
         closed = 0
         for s in socks:

@@ -36,8 +36,9 @@ from smpp_helpers import (
 
 from sms_smpp.pdu import Status
 
-pytestmark = pytest.mark.skipif(not node_available(),
-                                reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -59,11 +60,19 @@ def smpplib_bind(port: int, system_id: str, password: str, kind: str = "transcei
 
 def test_every_bind_failure_path_counts_against_the_limit(tmp_path: Path) -> None:
     build_store(tmp_path / "translate")
-    cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=None, server={
-        "bind_burst": 8, "bind_rate": 0.001,
-        "accounts": [{"system_id": "carrier1", "password": "pw1", "max_binds": 1},
-                     {"system_id": "txonly", "password": "pw2",
-                      "bind_types": ["transmitter"]}]})
+    cfg = write_config(
+        tmp_path / "smpp.yaml",
+        tmp_path,
+        upstream_port=None,
+        server={
+            "bind_burst": 8,
+            "bind_rate": 0.001,
+            "accounts": [
+                {"system_id": "carrier1", "password": "pw1", "max_binds": 1},
+                {"system_id": "txonly", "password": "pw2", "bind_types": ["transmitter"]},
+            ],
+        },
+    )
     relay = InProcess(cfg)
     refused0 = metric("ansim_smpp_bind_attempts_total", result="refused")
     try:
@@ -73,9 +82,10 @@ def test_every_bind_failure_path_counts_against_the_limit(tmp_path: Path) -> Non
         assert smpplib_bind(port, "carrier1", "wrong") == Status.RBINDFAIL
         assert smpplib_bind(port, "txonly", "pw2", "transceiver") == Status.RBINDFAIL
         assert node_binds(port, 1, "txonly", "pw2", bind="transmitter", rebind=True) == [
-            0, Status.RALYBND]  # a second bind on a bound session
-        bound = smpplib.client.Client("127.0.0.1", port, timeout=5,
-                                      allow_unknown_opt_params=True)
+            0,
+            Status.RALYBND,
+        ]  # a second bind on a bound session
+        bound = smpplib.client.Client("127.0.0.1", port, timeout=5, allow_unknown_opt_params=True)
         bound.connect()
         bound.bind_transceiver(system_id="carrier1", password="pw1")
         assert smpplib_bind(port, "carrier1", "pw1") == Status.RBINDFAIL  # max_binds 1
@@ -88,11 +98,16 @@ def test_every_bind_failure_path_counts_against_the_limit(tmp_path: Path) -> Non
         relay.stop()
 
 
-def test_refused_binds_are_logged_through_a_rate_limit(tmp_path: Path,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_binds_are_logged_through_a_rate_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     build_store(tmp_path / "translate")
-    cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=None,
-                       server={"bind_burst": 1000, "bind_rate": 100.0})
+    cfg = write_config(
+        tmp_path / "smpp.yaml",
+        tmp_path,
+        upstream_port=None,
+        server={"bind_burst": 1000, "bind_rate": 100.0},
+    )
     caplog.set_level(logging.WARNING, logger="sms_smpp.server")
     relay = InProcess(cfg)
     suppressed0 = metric("ansim_smpp_log_lines_suppressed_total", kind="bind_refused")
@@ -108,18 +123,27 @@ def test_refused_binds_are_logged_through_a_rate_limit(tmp_path: Path,
         lines = refused_lines()
         # a burst of 5, then one a second
         assert 5 <= len(lines) <= 5 + int(elapsed) + 1, (len(lines), elapsed)
-        suppressed = metric("ansim_smpp_log_lines_suppressed_total",
-                            kind="bind_refused") - suppressed0
+        suppressed = (
+            metric("ansim_smpp_log_lines_suppressed_total", kind="bind_refused") - suppressed0
+        )
         assert suppressed == flood - len(lines)
         time.sleep(1.1)
         assert node_binds(relay.port, 1, "carrier1", "wrong") == [Status.RBINDFAIL]
         last = refused_lines()[-1]
-        held = flood - len(lines) - sum(
-            int(line.rsplit("(", 1)[1].split()[0]) for line in lines
-            if "similar lines suppressed" in line)
+        held = (
+            flood
+            - len(lines)
+            - sum(
+                int(line.rsplit("(", 1)[1].split()[0])
+                for line in lines
+                if "similar lines suppressed" in line
+            )
+        )
         assert last.endswith(f"({held} similar lines suppressed)"), (last, held)
-        print(f"\n{flood + 1} refused binds in {elapsed:.1f} s: {len(lines) + 1} log lines,"
-              f" {int(suppressed)} suppressed and counted")
+        print(
+            f"\n{flood + 1} refused binds in {elapsed:.1f} s: {len(lines) + 1} log lines,"
+            f" {int(suppressed)} suppressed and counted"
+        )
     finally:
         relay.stop()
 
@@ -132,17 +156,23 @@ def test_port_in_use_is_a_one_line_error_and_an_exit_status(tmp_path: Path) -> N
     port = holder.getsockname()[1]
     try:
         cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=None, port=port)
-        done = subprocess.run([sys.executable, "-m", "b2bua.cli", "smpp", "run", "--config",
-                               str(cfg.parent)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "b2bua.cli", "smpp", "run", "--config", str(cfg.parent)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         holder.close()
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        f"ansim smpp: cannot listen on 127.0.0.1:{port}: Address already in use")
+        f"ansim smpp: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
     assert [line for line in done.stderr.splitlines() if "ansim smpp:" in line] == [
-        done.stderr.strip().splitlines()[-1]]
+        done.stderr.strip().splitlines()[-1]
+    ]
 
 
 def test_serve_with_the_smpp_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
@@ -162,9 +192,13 @@ def test_serve_with_the_smpp_port_in_use_is_refused_in_one_line(tmp_path: Path) 
     )
     (config / "trunks.yaml").write_text("trunks: []\nroutes: []\n")
     try:
-        done = subprocess.run([sys.executable, "-m", "b2bua.cli", "serve", "--config",
-                               str(config)], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "b2bua.cli", "serve", "--config", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     finally:
         holder.close()
     out = done.stdout + done.stderr
@@ -195,8 +229,12 @@ def test_queue_and_records_are_readable_by_the_engine_user_only(tmp_path: Path) 
             def mode(p: Path) -> int:
                 return stat.S_IMODE(p.stat().st_mode)
 
-            for folder in (tmp_path / "spool", tmp_path / "spool" / "queue", tmp_path / "new",
-                           tmp_path / "new" / "deeper"):
+            for folder in (
+                tmp_path / "spool",
+                tmp_path / "spool" / "queue",
+                tmp_path / "new",
+                tmp_path / "new" / "deeper",
+            ):
                 assert mode(folder) == 0o700, folder
             for name in ("data.mdb", "lock.mdb"):
                 assert mode(tmp_path / "spool" / "queue" / name) == 0o600

@@ -18,21 +18,27 @@ from smpp_helpers import (
     write_config,
 )
 
-pytestmark = pytest.mark.skipif(not node_available(),
-                                reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 
 def test_traffic_moves_to_the_backup_and_back(tmp_path: Path) -> None:
     build_store(tmp_path / "translate")
     primary = NodeSmsc(tmp_path / "primary.jsonl", dlr=False)
     backup = NodeSmsc(tmp_path / "backup.jsonl", dlr=False)
-    cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=primary.port,
-                       backup_port=backup.port)
+    cfg = write_config(
+        tmp_path / "smpp.yaml", tmp_path, upstream_port=primary.port, backup_port=backup.port
+    )
     ansim = Ansim(cfg, tmp_path / "ansim.log")
     esme = Esme(ansim.port)
     try:
-        wait_for(lambda: "bound to upstream backup" in (tmp_path / "ansim.log").read_text()
-                 and "bound to upstream node" in (tmp_path / "ansim.log").read_text())
+        wait_for(
+            lambda: (
+                "bound to upstream backup" in (tmp_path / "ansim.log").read_text()
+                and "bound to upstream node" in (tmp_path / "ansim.log").read_text()
+            )
+        )
 
         def send(text: bytes) -> bytes:
             pdu = esme.submit(PARENT, TEACHER_X, text, registered_delivery=0)
@@ -50,8 +56,7 @@ def test_traffic_moves_to_the_backup_and_back(tmp_path: Path) -> None:
         assert {r["ansim_id"].encode() for r in backup.accepted()} == set(second)
         assert {r["ansim_id"].encode() for r in primary.accepted()} == set(first)
         primary = NodeSmsc(tmp_path / "primary.jsonl", port=primary.port, dlr=False)
-        wait_for(lambda: (tmp_path / "ansim.log").read_text().count(
-            "bound to upstream node") == 2)
+        wait_for(lambda: (tmp_path / "ansim.log").read_text().count("bound to upstream node") == 2)
         third = send(b"primary again")
         wait_for(lambda: any(r["ansim_id"].encode() == third for r in primary.accepted()))
         assert len(backup.accepted()) == 5

@@ -35,8 +35,9 @@ from smpp_helpers import (
     write_config,
 )
 
-pytestmark = pytest.mark.skipif(not node_available(),
-                                reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 TOTAL = 10_000
 WINDOW = 100
@@ -62,8 +63,9 @@ class Sender:
     def connect(self, port: int, deadline: float) -> None:
         while True:
             try:
-                client = smpplib.client.Client("127.0.0.1", port, timeout=5,
-                                               allow_unknown_opt_params=True)
+                client = smpplib.client.Client(
+                    "127.0.0.1", port, timeout=5, allow_unknown_opt_params=True
+                )
                 client.connect()
                 client.bind_transmitter(system_id="carrier1", password="pw1")
                 self.client = client
@@ -90,9 +92,16 @@ class Sender:
         while self.todo and len(self.inflight) < WINDOW:
             index = self.todo.pop()
             pdu = smpplib.smpp.make_pdu(
-                "submit_sm", client=client, source_addr_ton=1, source_addr_npi=1,
-                source_addr=digits(PARENT), dest_addr_ton=1, dest_addr_npi=1,
-                destination_addr=digits(TEACHER_X), short_message=b"fault-%05d" % index)
+                "submit_sm",
+                client=client,
+                source_addr_ton=1,
+                source_addr_npi=1,
+                source_addr=digits(PARENT),
+                dest_addr_ton=1,
+                dest_addr_npi=1,
+                destination_addr=digits(TEACHER_X),
+                short_message=b"fault-%05d" % index,
+            )
             self.inflight[pdu.sequence] = index
             client.send_pdu(pdu)
         pdu = client.read_pdu()
@@ -162,13 +171,16 @@ def test_upstream_killed_and_ansim_restarted_mid_stream(tmp_path: Path) -> None:
         assert Counter(r["ansim_id"] for r in new) == Counter(given.keys())  # once, by id
         texts = Counter(bytes.fromhex(r["short_message"]) for r in new)
         assert texts == Counter(b"fault-%05d" % i for i in range(TOTAL))
-        assert all(bytes.fromhex(r["short_message"]) == b"fault-%05d" % given[r["ansim_id"]]
-                   for r in new)
+        assert all(
+            bytes.fromhex(r["short_message"]) == b"fault-%05d" % given[r["ansim_id"]] for r in new
+        )
         assert {r["destination_addr"] for r in new} == {digits(TEACHER)}
         resent = sum(1 for r in smsc.accepted() if r["dup"])
-        print(f"\nfault test: {TOTAL} delivered once; {resent} resent after the upstream"
-              f" died and answered by its idempotency key; sender statuses"
-              f" {dict(sender.statuses)}; reconnects {sender.reconnects}")
+        print(
+            f"\nfault test: {TOTAL} delivered once; {resent} resent after the upstream"
+            f" died and answered by its idempotency key; sender statuses"
+            f" {dict(sender.statuses)}; reconnects {sender.reconnects}"
+        )
     finally:
         if sender.client is not None:
             try:

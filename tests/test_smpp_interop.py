@@ -35,8 +35,9 @@ from smpp_helpers import (
 from sms_smpp.concat import derived_ref, split_udh
 from sms_smpp.pdu import Status
 
-pytestmark = pytest.mark.skipif(not node_available(),
-                                reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 
 class World:
@@ -100,10 +101,14 @@ def test_ucs2_korean_and_chinese_octets_unchanged(world: World, text: str) -> No
 def test_axb_both_directions_show_the_virtual_number(world: World) -> None:
     to_driver = world.upstream_record(world.send(RIDER, TRIP_X, b"at the gate").message_id)
     to_rider = world.upstream_record(world.send(DRIVER, TRIP_X, b"2 minutes").message_id)
-    assert (to_driver["destination_addr"], to_driver["source_addr"]) == (digits(DRIVER),
-                                                                         digits(TRIP_X))
-    assert (to_rider["destination_addr"], to_rider["source_addr"]) == (digits(RIDER),
-                                                                       digits(TRIP_X))
+    assert (to_driver["destination_addr"], to_driver["source_addr"]) == (
+        digits(DRIVER),
+        digits(TRIP_X),
+    )
+    assert (to_rider["destination_addr"], to_rider["source_addr"]) == (
+        digits(RIDER),
+        digits(TRIP_X),
+    )
 
 
 def test_refusals_get_documented_statuses(world: World) -> None:
@@ -138,8 +143,17 @@ def test_three_part_message_by_udh(world: World) -> None:
 
 def test_three_part_message_by_sar(world: World) -> None:
     chunks = [b"part one of three, ", b"part two of three, ", b"part three of three."]
-    resps = [world.send(PARENT, TEACHER_X, c, sar_msg_ref_num=0x1234, sar_total_segments=3,
-                        sar_segment_seqnum=i + 1) for i, c in enumerate(chunks)]
+    resps = [
+        world.send(
+            PARENT,
+            TEACHER_X,
+            c,
+            sar_msg_ref_num=0x1234,
+            sar_total_segments=3,
+            sar_segment_seqnum=i + 1,
+        )
+        for i, c in enumerate(chunks)
+    ]
     recs = _three_parts_arrive(world, resps, PARENT)
     assert [r["sar_segment_seqnum"] for r in recs] == [1, 2, 3]
     assert {r["sar_total_segments"] for r in recs} == {3}
@@ -149,8 +163,13 @@ def test_three_part_message_by_sar(world: World) -> None:
 
 def test_message_payload_and_sender_tlvs_not_leaked(world: World) -> None:
     body = ("long text in message_payload " * 20).encode()
-    resp = world.send(PARENT, TEACHER_X, b"", message_payload=body,
-                      callback_num=b"\x01\x01\x01" + digits(PARENT).encode())
+    resp = world.send(
+        PARENT,
+        TEACHER_X,
+        b"",
+        message_payload=body,
+        callback_num=b"\x01\x01\x01" + digits(PARENT).encode(),
+    )
     rec = world.upstream_record(resp.message_id)
     assert bytes.fromhex(rec["message_payload"]) == body
     assert rec["callback_num"] is None
@@ -158,8 +177,9 @@ def test_message_payload_and_sender_tlvs_not_leaked(world: World) -> None:
 
 def test_mobile_originated_reply_reaches_the_carrier(world: World) -> None:
     world.smsc.send_line(f"mo {digits(DRIVER)} {digits(TRIP_X)} see you soon")
-    world.esme.read_until(lambda: any(d.short_message == b"see you soon"
-                                      for d in world.esme.delivered))
+    world.esme.read_until(
+        lambda: any(d.short_message == b"see you soon" for d in world.esme.delivered)
+    )
     mo = next(d for d in world.esme.delivered if d.short_message == b"see you soon")
     assert mo.destination_addr == digits(RIDER).encode()
     assert mo.source_addr == digits(TRIP_X).encode()
@@ -177,8 +197,10 @@ def test_records_written(world: World) -> None:
     def row() -> Any:
         con = sqlite3.connect(world.tmp / "cdr.sqlite")
         try:
-            return con.execute("SELECT source, destination, callee, status FROM sms WHERE id=?",
-                               (resp.message_id.decode(),)).fetchone()
+            return con.execute(
+                "SELECT source, destination, callee, status FROM sms WHERE id=?",
+                (resp.message_id.decode(),),
+            ).fetchone()
         finally:
             con.close()
 

@@ -29,16 +29,18 @@ from smpp_helpers import (
 from sms_smpp.concat import concat_info
 from sms_smpp.pdu import Cmd, ShortMessage, Status
 
-pytestmark = pytest.mark.skipif(not node_available(),
-                                reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 
 @pytest.fixture()
 def world(tmp_path: Path) -> Any:
     build_store(tmp_path / "translate")
     smsc = NodeSmsc(tmp_path / "upstream.jsonl")
-    cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port,
-                       upstream={"max_pdu_size": 16384})
+    cfg = write_config(
+        tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port, upstream={"max_pdu_size": 16384}
+    )
     ansim = Ansim(cfg, tmp_path / "ansim.log")
     esme = Esme(ansim.port)
     try:
@@ -65,9 +67,16 @@ def test_long_payload_is_split_and_answered_with_one_receipt(world: Any) -> None
     wait_for(lambda: len(smsc.accepted()) >= parts, timeout=30)
     recs = smsc.accepted()
     assert smsc.printed("WEDGED") == []
-    infos = [concat_info(ShortMessage(Cmd.SUBMIT_SM, esm_class=r["esm_class"],
-                                      short_message=bytes.fromhex(r["short_message"])))
-             for r in recs]
+    infos = [
+        concat_info(
+            ShortMessage(
+                Cmd.SUBMIT_SM,
+                esm_class=r["esm_class"],
+                short_message=bytes.fromhex(r["short_message"]),
+            )
+        )
+        for r in recs
+    ]
     concat = [i for i in infos if i is not None]
     assert len(concat) == len(recs)
     assert {(i.total, i.ref) for i in concat} == {(len(recs), concat[0].ref)}  # one message
@@ -83,8 +92,12 @@ def test_long_payload_is_split_and_answered_with_one_receipt(world: Any) -> None
     assert len(receipts) == 1
     assert receipts[0].short_message.startswith(b"id:" + resp.message_id + b" ")
     assert b"stat:DELIVRD" in receipts[0].short_message
-    wait_for(lambda: any(r["id"].encode() == resp.message_id and r["status"] == "delivered"
-                         for r in sms_rows(tmp / "cdr.sqlite")))
+    wait_for(
+        lambda: any(
+            r["id"].encode() == resp.message_id and r["status"] == "delivered"
+            for r in sms_rows(tmp / "cdr.sqlite")
+        )
+    )
 
 
 def test_what_cannot_be_split_is_refused_and_what_fits_goes_whole(world: Any) -> None:
@@ -92,8 +105,15 @@ def test_what_cannot_be_split_is_refused_and_what_fits_goes_whole(world: Any) ->
     # JIS is stateful: no safe place to cut it
     assert send(esme, message_payload=b"x" * 20_000, data_coding=5).status == Status.RINVMSGLEN
     # a payload that carries its own UDH
-    assert send(esme, message_payload=b"\x05\x00\x03\x01\x02\x01" + b"x" * 20_000,
-                esm_class=0x40, data_coding=4).status == Status.RINVMSGLEN
+    assert (
+        send(
+            esme,
+            message_payload=b"\x05\x00\x03\x01\x02\x01" + b"x" * 20_000,
+            esm_class=0x40,
+            data_coding=4,
+        ).status
+        == Status.RINVMSGLEN
+    )
     fits = send(esme, message_payload=b"f" * 10_000, data_coding=4)
     assert fits.status == 0
     wait_for(lambda: any(r["ansim_id"] == fits.message_id.decode() for r in smsc.accepted()))

@@ -17,7 +17,9 @@ from translate.bindings import Binding, Hours
 from translate.pools import Pool
 from translate.store import Store
 
-pytestmark = pytest.mark.skipif(not node_available(), reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 X_POOLED = "+825071230001"
 X_MAP = "+825071230002"
@@ -50,7 +52,10 @@ def test_owned_messages_are_recorded_with_their_owner_and_events(tmp_path: Path)
                           tenant="acme", out_id="o-8"))  # fmt: skip
         store.put(Binding("school-1", "ax", X_MAP, TEACHER), now=now, source="yaml")
     smsc = NodeSmsc(tmp_path / "upstream.jsonl")
-    relay = Ansim(write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port), tmp_path / "relay.log")
+    relay = Ansim(
+        write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port),
+        tmp_path / "relay.log",
+    )
     esme = Esme(relay.port)
     db = tmp_path / "cdr.sqlite"
     try:

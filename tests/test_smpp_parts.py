@@ -27,15 +27,21 @@ def test_udh_8bit_reference_rewritten_per_sender() -> None:
 
 def test_udh_16bit_and_sar_and_payload() -> None:
     udh16 = bytes((6, 8, 4, 0x12, 0x34, 2, 1))
-    pdu = ShortMessage(Cmd.SUBMIT_SM, esm_class=EsmClass.UDHI, tlvs={Tag.MESSAGE_PAYLOAD:
-                                                                     udh16 + b"text"})
+    pdu = ShortMessage(
+        Cmd.SUBMIT_SM, esm_class=EsmClass.UDHI, tlvs={Tag.MESSAGE_PAYLOAD: udh16 + b"text"}
+    )
     info = concat_info(pdu)
     assert info is not None and (info.ref, info.total, info.seq, info.bits) == (0x1234, 2, 1, 16)
     rewrite_ref(pdu, "s")
     assert pdu.tlvs[Tag.MESSAGE_PAYLOAD][3:5] == derived_ref("s", 0x1234, 16).to_bytes(2, "big")
-    sar = ShortMessage(Cmd.SUBMIT_SM, tlvs={Tag.SAR_MSG_REF_NUM: b"\x00\x09",
-                                           Tag.SAR_TOTAL_SEGMENTS: b"\x03",
-                                           Tag.SAR_SEGMENT_SEQNUM: b"\x02"})
+    sar = ShortMessage(
+        Cmd.SUBMIT_SM,
+        tlvs={
+            Tag.SAR_MSG_REF_NUM: b"\x00\x09",
+            Tag.SAR_TOTAL_SEGMENTS: b"\x03",
+            Tag.SAR_SEGMENT_SEQNUM: b"\x02",
+        },
+    )
     info = rewrite_ref(sar, "s")
     assert info is not None and (info.total, info.seq, info.via) == (3, 2, "sar")
     assert int.from_bytes(sar.tlvs[Tag.SAR_MSG_REF_NUM], "big") == derived_ref("s", 9, 16)
@@ -50,8 +56,9 @@ def test_receipt_id_state_and_rewrite() -> None:
     assert receipt_state(pdu) == MessageState.DELIVERED
     rewrite_receipt(pdu, "0000ours")
     assert pdu.short_message.startswith(b"id:0000ours sub:001")
-    tlv = ShortMessage(Cmd.DELIVER_SM, tlvs={Tag.RECEIPTED_MESSAGE_ID: b"77\0",
-                                            Tag.MESSAGE_STATE: b"\x05"})
+    tlv = ShortMessage(
+        Cmd.DELIVER_SM, tlvs={Tag.RECEIPTED_MESSAGE_ID: b"77\0", Tag.MESSAGE_STATE: b"\x05"}
+    )
     assert is_receipt(tlv) and receipt_ids(tlv)[0] == "77"
     assert receipt_state(tlv) == MessageState.UNDELIVERABLE
     assert not is_receipt(ShortMessage(Cmd.DELIVER_SM, short_message=b"hello"))
@@ -76,8 +83,7 @@ def test_queue_survives_reopen_and_keeps_order(tmp_path: Path) -> None:
     for i in range(5):
         mid = q.new_id()
         ids.append(mid)
-        q.stage_put(Message(mid, TO_UPSTREAM, "", Cmd.SUBMIT_SM, bytes([i]), 1.0, 2.0,
-                            {"s": "c1"}))
+        q.stage_put(Message(mid, TO_UPSTREAM, "", Cmd.SUBMIT_SM, bytes([i]), 1.0, 2.0, {"s": "c1"}))
     q.commit()
     q.stage_delete(ids[1])
     q.stage_receipt_map("up", "U1", (ids[0], "c1", "+1", "+2"), 10.0)
@@ -96,13 +102,20 @@ def test_queue_survives_reopen_and_keeps_order(tmp_path: Path) -> None:
 
 
 def test_bind_guard_rate_limit_credentials_and_bind_types() -> None:
-    guard = BindGuard([Account(system_id="c1", password="pw", bind_types=["transmitter"],
-                               max_binds=1)], burst=3, rate=1.0)
+    guard = BindGuard(
+        [Account(system_id="c1", password="pw", bind_types=["transmitter"], max_binds=1)],
+        burst=3,
+        rate=1.0,
+    )
     tx = Bind(Cmd.BIND_TRANSMITTER, system_id="c1", password="pw")
-    assert guard.check(Bind(Cmd.BIND_TRANSMITTER, system_id="c1", password="no"), "a", 0)[0] \
+    assert (
+        guard.check(Bind(Cmd.BIND_TRANSMITTER, system_id="c1", password="no"), "a", 0)[0]
         == Status.RBINDFAIL
-    assert guard.check(Bind(Cmd.BIND_RECEIVER, system_id="c1", password="pw"), "a", 0)[0] \
+    )
+    assert (
+        guard.check(Bind(Cmd.BIND_RECEIVER, system_id="c1", password="pw"), "a", 0)[0]
         == Status.RBINDFAIL
+    )
     status, account, _reason = guard.check(tx, "a", 0)
     assert status == 0 and account is not None
     assert guard.check(tx, "a", 0)[0] == Status.RBINDFAIL  # bucket of 3 is empty
@@ -114,9 +127,12 @@ def test_bind_guard_rate_limit_credentials_and_bind_types() -> None:
 
 
 def _payload_sm(payload: bytes, data_coding: int, **kw: object) -> ShortMessage:
-    return ShortMessage(Cmd.SUBMIT_SM, data_coding=data_coding,
-                        tlvs={Tag.MESSAGE_PAYLOAD: payload, Tag.USER_MESSAGE_REFERENCE: b"\0\1"},
-                        **kw)  # type: ignore[arg-type]
+    return ShortMessage(
+        Cmd.SUBMIT_SM,
+        data_coding=data_coding,
+        tlvs={Tag.MESSAGE_PAYLOAD: payload, Tag.USER_MESSAGE_REFERENCE: b"\0\1"},
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _reassembled(parts: list[ShortMessage], ref: int) -> bytes:
@@ -133,7 +149,7 @@ def _reassembled(parts: list[ShortMessage], ref: int) -> bytes:
 
 
 def test_split_payload_ucs2_keeps_surrogate_pairs_whole() -> None:
-    text = ("가나다라 😀 " * 1200)  # Hangul and an emoji: surrogate pairs in UTF-16
+    text = "가나다라 😀 " * 1200  # Hangul and an emoji: surrogate pairs in UTF-16
     payload = text.encode("utf-16-be")
     assert len(payload) > 16384
     parts = split_payload(_payload_sm(payload, 8), ref=0x2A)
@@ -146,7 +162,7 @@ def test_split_payload_ucs2_keeps_surrogate_pairs_whole() -> None:
 
 
 def test_split_payload_gsm_keeps_escapes_with_their_character() -> None:
-    payload = (b"price \x1be5 " * 2500)  # \x1b\x65 is the euro sign in GSM 03.38
+    payload = b"price \x1be5 " * 2500  # \x1b\x65 is the euro sign in GSM 03.38
     parts = split_payload(_payload_sm(payload, 0), ref=7)
     assert parts is not None
     assert _reassembled(parts, 7) == payload

@@ -30,10 +30,29 @@ from sms_smpp.pdu import (
 
 
 def test_submit_sm_round_trip_with_tlvs() -> None:
-    pdu = ShortMessage(Cmd.SUBMIT_SM, 7, 0, "CMT", 1, 1, "821099998888", 1, 1, "82501234567",
-                       0x40, 0, 1, "", "000001000000000R", 1, 0, 8, 0,
-                       "안녕하세요".encode("utf-16-be"),
-                       {Tag.SAR_MSG_REF_NUM: b"\x00\x05", Tag.SAR_TOTAL_SEGMENTS: b"\x03"})
+    pdu = ShortMessage(
+        Cmd.SUBMIT_SM,
+        7,
+        0,
+        "CMT",
+        1,
+        1,
+        "821099998888",
+        1,
+        1,
+        "82501234567",
+        0x40,
+        0,
+        1,
+        "",
+        "000001000000000R",
+        1,
+        0,
+        8,
+        0,
+        "안녕하세요".encode("utf-16-be"),
+        {Tag.SAR_MSG_REF_NUM: b"\x00\x05", Tag.SAR_TOTAL_SEGMENTS: b"\x03"},
+    )
     frame = encode(pdu)
     assert struct.unpack(">I", frame[:4])[0] == len(frame)
     assert decode(frame) == pdu
@@ -42,10 +61,19 @@ def test_submit_sm_round_trip_with_tlvs() -> None:
 def test_decodes_smpplib_submit_sm() -> None:
     client = type("C", (), {"next_sequence": lambda self: 42})()
     theirs = smpplib.smpp.make_pdu(
-        "submit_sm", client=client, source_addr_ton=1, source_addr="821099998888",
-        dest_addr_ton=1, destination_addr="82501234567", data_coding=8,
-        short_message="你好".encode("utf-16-be"), registered_delivery=1,
-        sar_msg_ref_num=9, sar_total_segments=2, sar_segment_seqnum=1)
+        "submit_sm",
+        client=client,
+        source_addr_ton=1,
+        source_addr="821099998888",
+        dest_addr_ton=1,
+        destination_addr="82501234567",
+        data_coding=8,
+        short_message="你好".encode("utf-16-be"),
+        registered_delivery=1,
+        sar_msg_ref_num=9,
+        sar_total_segments=2,
+        sar_segment_seqnum=1,
+    )
     pdu = decode(theirs.generate())
     assert isinstance(pdu, ShortMessage)
     assert pdu.sequence == 42
@@ -62,14 +90,20 @@ def test_smpplib_decodes_our_submit_sm_resp() -> None:
     assert resp.sequence == 3 and resp.message_id == b"00ab"
 
 
-@pytest.mark.parametrize("pdu", [
-    Bind(Cmd.BIND_TRANSCEIVER, 1, 0, "carrier1", "pw1", "", 0x34, 1, 1, ""),
-    BindResp(Cmd.BIND_TRANSCEIVER_RESP, 1, 0, "ansim", {Tag.SC_INTERFACE_VERSION: b"\x34"}),
-    MessageResp(Cmd.SUBMIT_SM_RESP, 2, 0, "abc"),
-    DataSm(Cmd.DATA_SM, 3, 0, "", 1, 1, "1", 1, 1, "2", 0, 1, 0,
-           {Tag.MESSAGE_PAYLOAD: b"x" * 300}),
-    Pdu(Cmd.ENQUIRE_LINK, 4), Pdu(Cmd.UNBIND_RESP, 5), Pdu(Cmd.GENERIC_NACK, 6, 3),
-])
+@pytest.mark.parametrize(
+    "pdu",
+    [
+        Bind(Cmd.BIND_TRANSCEIVER, 1, 0, "carrier1", "pw1", "", 0x34, 1, 1, ""),
+        BindResp(Cmd.BIND_TRANSCEIVER_RESP, 1, 0, "ansim", {Tag.SC_INTERFACE_VERSION: b"\x34"}),
+        MessageResp(Cmd.SUBMIT_SM_RESP, 2, 0, "abc"),
+        DataSm(
+            Cmd.DATA_SM, 3, 0, "", 1, 1, "1", 1, 1, "2", 0, 1, 0, {Tag.MESSAGE_PAYLOAD: b"x" * 300}
+        ),
+        Pdu(Cmd.ENQUIRE_LINK, 4),
+        Pdu(Cmd.UNBIND_RESP, 5),
+        Pdu(Cmd.GENERIC_NACK, 6, 3),
+    ],
+)
 def test_round_trip(pdu: Pdu) -> None:
     assert decode(encode(pdu)) == pdu
 
@@ -96,17 +130,28 @@ def test_unknown_command_and_bad_fields() -> None:
     assert info.value.status == Status.RINVSYSID
 
 
-@pytest.mark.parametrize(("fields", "status"), [
-    ((b"x" * 16, b"pw", b"", b"\x34\0\0", b""), Status.RINVSYSID),
-    ((b"x" * 200, b"pw", b"", b"\x34\0\0", b""), Status.RINVSYSID),
-    ((b"sys", b"p" * 9, b"", b"\x34\0\0", b""), Status.RINVPASWD),
-    ((b"sys", b"pw", b"t" * 13, b"\x34\0\0", b""), Status.RINVSYSTYP),
-])
-def test_over_long_bind_fields_get_their_own_status(fields: tuple[bytes, ...],
-                                                    status: int) -> None:
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ((b"x" * 16, b"pw", b"", b"\x34\0\0", b""), Status.RINVSYSID),
+        ((b"x" * 200, b"pw", b"", b"\x34\0\0", b""), Status.RINVSYSID),
+        ((b"sys", b"p" * 9, b"", b"\x34\0\0", b""), Status.RINVPASWD),
+        ((b"sys", b"pw", b"t" * 13, b"\x34\0\0", b""), Status.RINVSYSTYP),
+    ],
+)
+def test_over_long_bind_fields_get_their_own_status(fields: tuple[bytes, ...], status: int) -> None:
     system_id, password, system_type, version_ton_npi, address_range = fields
-    body = (system_id + b"\0" + password + b"\0" + system_type + b"\0" + version_ton_npi
-            + address_range + b"\0")
+    body = (
+        system_id
+        + b"\0"
+        + password
+        + b"\0"
+        + system_type
+        + b"\0"
+        + version_ton_npi
+        + address_range
+        + b"\0"
+    )
     for cid in (Cmd.BIND_TRANSMITTER, Cmd.BIND_RECEIVER, Cmd.BIND_TRANSCEIVER):
         with pytest.raises(PduError) as info:
             decode(struct.pack(">IIII", 16 + len(body), cid, 0, 3) + body)
@@ -114,17 +159,38 @@ def test_over_long_bind_fields_get_their_own_status(fields: tuple[bytes, ...],
 
 
 def test_over_long_message_fields_get_their_own_status() -> None:
-    def submit(service: bytes = b"", src: bytes = b"1", dst: bytes = b"2",
-               sched: bytes = b"", validity: bytes = b"") -> bytes:
-        body = (service + b"\0" + b"\1\1" + src + b"\0" + b"\1\1" + dst + b"\0"
-                + b"\0\0\0" + sched + b"\0" + validity + b"\0" + b"\0\0\0\0\0")
+    def submit(
+        service: bytes = b"",
+        src: bytes = b"1",
+        dst: bytes = b"2",
+        sched: bytes = b"",
+        validity: bytes = b"",
+    ) -> bytes:
+        body = (
+            service
+            + b"\0"
+            + b"\1\1"
+            + src
+            + b"\0"
+            + b"\1\1"
+            + dst
+            + b"\0"
+            + b"\0\0\0"
+            + sched
+            + b"\0"
+            + validity
+            + b"\0"
+            + b"\0\0\0\0\0"
+        )
         return struct.pack(">IIII", 16 + len(body), Cmd.SUBMIT_SM, 0, 4) + body
 
-    for frame, status in ((submit(service=b"s" * 6), Status.RINVSERTYP),
-                          (submit(src=b"1" * 21), Status.RINVSRCADR),
-                          (submit(dst=b"2" * 21), Status.RINVDSTADR),
-                          (submit(sched=b"0" * 17), Status.RINVSCHED),
-                          (submit(validity=b"0" * 17), Status.RINVEXPIRY)):
+    for frame, status in (
+        (submit(service=b"s" * 6), Status.RINVSERTYP),
+        (submit(src=b"1" * 21), Status.RINVSRCADR),
+        (submit(dst=b"2" * 21), Status.RINVDSTADR),
+        (submit(sched=b"0" * 17), Status.RINVSCHED),
+        (submit(validity=b"0" * 17), Status.RINVEXPIRY),
+    ):
         with pytest.raises(PduError) as info:
             decode(frame)
         assert info.value.status == status
@@ -139,9 +205,20 @@ def test_tlv_helpers() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from([Cmd.SUBMIT_SM, Cmd.DELIVER_SM, Cmd.DATA_SM, Cmd.BIND_TRANSCEIVER,
-                        Cmd.SUBMIT_SM_RESP, Cmd.ALERT_NOTIFICATION, Cmd.OUTBIND]),
-       st.binary(max_size=300))
+@given(
+    st.sampled_from(
+        [
+            Cmd.SUBMIT_SM,
+            Cmd.DELIVER_SM,
+            Cmd.DATA_SM,
+            Cmd.BIND_TRANSCEIVER,
+            Cmd.SUBMIT_SM_RESP,
+            Cmd.ALERT_NOTIFICATION,
+            Cmd.OUTBIND,
+        ]
+    ),
+    st.binary(max_size=300),
+)
 def test_random_bodies_decode_or_raise_pdu_error(cid: int, body: bytes) -> None:
     frame = struct.pack(">IIII", 16 + len(body), cid, 0, 1) + body
     try:

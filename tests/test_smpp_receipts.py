@@ -36,8 +36,9 @@ from smpp_helpers import (
 from sms_smpp.concat import split_udh
 from sms_smpp.queue import MessageQueue
 
-pytestmark = pytest.mark.skipif(not node_available(),
-                                reason="node and tests/peers/node_modules are needed")
+pytestmark = pytest.mark.skipif(
+    not node_available(), reason="node and tests/peers/node_modules are needed"
+)
 
 
 def send(esme: Esme, text: bytes, **kw: Any) -> bytes:
@@ -54,8 +55,10 @@ def send_single_and_parts(esme: Esme) -> list[bytes]:
     text = ("parts and receipts " * 20).encode()
     ids += [send(esme, part, esm_class=0x40) for part in split_udh(text, ref=9)]
     chunks = [b"sar one, ", b"sar two, ", b"sar three."]
-    ids += [send(esme, c, sar_msg_ref_num=0x4242, sar_total_segments=3,
-                 sar_segment_seqnum=i + 1) for i, c in enumerate(chunks)]
+    ids += [
+        send(esme, c, sar_msg_ref_num=0x4242, sar_total_segments=3, sar_segment_seqnum=i + 1)
+        for i, c in enumerate(chunks)
+    ]
     assert len(ids) == 7 and len(set(ids)) == 7
     return ids
 
@@ -69,8 +72,9 @@ def assert_receipts(esme: Esme, ids: list[bytes]) -> None:
         assert receipt.source_addr == digits(TEACHER_X).encode()  # never the real recipient
         assert receipt.destination_addr == digits(PARENT).encode()
     # exactly one receipt per message
-    assert sorted(bytes(d.receipted_message_id) for d in esme.delivered
-                  if d.receipted_message_id in ids) == sorted(ids)
+    assert sorted(
+        bytes(d.receipted_message_id) for d in esme.delivered if d.receipted_message_id in ids
+    ) == sorted(ids)
 
 
 def test_receipt_in_the_same_segment_before_its_resp(tmp_path: Path) -> None:
@@ -85,8 +89,16 @@ def test_receipt_in_the_same_segment_before_its_resp(tmp_path: Path) -> None:
         wait_for(lambda: len(raw.receipts_acked) == 7)
         assert {status for _id, status in raw.receipts_acked} == {0}
         assert all(s["dst"] == digits(TEACHER).encode() for s in raw.submits)
-        wait_for(lambda: {r["id"].encode(): r["status"] for r in sms_rows(tmp_path / "cdr.sqlite")
-                          if r["id"].encode() in ids} == dict.fromkeys(ids, "delivered"))
+        wait_for(
+            lambda: (
+                {
+                    r["id"].encode(): r["status"]
+                    for r in sms_rows(tmp_path / "cdr.sqlite")
+                    if r["id"].encode() in ids
+                }
+                == dict.fromkeys(ids, "delivered")
+            )
+        )
     finally:
         esme.close()
         assert ansim.terminate() == 0
@@ -118,8 +130,9 @@ def test_held_receipts_survive_a_restart_of_ansim(tmp_path: Path) -> None:
     build_store(tmp_path / "translate")
     records = tmp_path / "upstream.jsonl"
     smsc = NodeSmsc(records, dlr_first=True, resp_delay_ms=600_000)
-    cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port,
-                       upstream={"response_timeout": 60})
+    cfg = write_config(
+        tmp_path / "smpp.yaml", tmp_path, upstream_port=smsc.port, upstream={"response_timeout": 60}
+    )
     ansim = Ansim(cfg, tmp_path / "ansim.log")
     esme = Esme(ansim.port)
     try:
@@ -141,7 +154,8 @@ def test_held_receipts_survive_a_restart_of_ansim(tmp_path: Path) -> None:
         assert_receipts(esme, ids)
         sent = smsc.accepted()
         assert sorted((r["ansim_id"], r["dup"]) for r in sent) == sorted(
-            [(i.decode(), False) for i in ids] + [(i.decode(), True) for i in ids])
+            [(i.decode(), False) for i in ids] + [(i.decode(), True) for i in ids]
+        )
         wait_for(lambda: _held_count(tmp_path) == 0)
     finally:
         esme.close()
@@ -166,20 +180,26 @@ def metric(name: str, **labels: str) -> float:
 
 
 def test_unmatched_receipts_are_dropped_past_the_hold_and_counted(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     build_store(tmp_path / "translate")
     raw = RawSmsc()
-    cfg = write_config(tmp_path / "smpp.yaml", tmp_path, upstream_port=raw.port,
-                       receipt_hold=1.0, receipt_hold_max=2)
+    cfg = write_config(
+        tmp_path / "smpp.yaml",
+        tmp_path,
+        upstream_port=raw.port,
+        receipt_hold=1.0,
+        receipt_hold_max=2,
+    )
     caplog.set_level(logging.WARNING, logger="sms_smpp.relay")
-    before = {r: metric("ansim_smpp_receipts_total", result=r)
-              for r in ("held", "evicted", "unmatched")}
+    before = {
+        r: metric("ansim_smpp_receipts_total", result=r) for r in ("held", "evicted", "unmatched")
+    }
     relay = InProcess(cfg)
     try:
         wait_for(lambda: metric("ansim_smpp_binds", side="upstream") >= 1)
         for n in range(3):
-            raw.send_receipt(f"never-given-{n}", digits(TEACHER).encode(),
-                             digits(PARENT).encode())
+            raw.send_receipt(f"never-given-{n}", digits(TEACHER).encode(), digits(PARENT).encode())
         wait_for(lambda: len(raw.receipts_acked) == 3)
         assert {status for _id, status in raw.receipts_acked} == {0}  # taken, not refused
         assert metric("ansim_smpp_receipts_held") == 2  # the oldest made room

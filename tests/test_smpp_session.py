@@ -65,10 +65,14 @@ def test_window_of_many_outstanding_requests_answered_out_of_order() -> None:
         smsc.respond(event.pdu, 0, f"id{event.pdu.sequence}")
     answers = esme.receive_data(smsc.data_to_send(), 0)
     assert [a.context for a in answers if isinstance(a, ev.ResponseReceived)] == list(
-        range(99, -1, -1))
+        range(99, -1, -1)
+    )
     assert esme.outstanding == 0
-    assert {a.pdu.message_id for a in answers if isinstance(a, ev.ResponseReceived)
-            and isinstance(a.pdu, MessageResp)} == {f"id{s}" for s in seqs}
+    assert {
+        a.pdu.message_id
+        for a in answers
+        if isinstance(a, ev.ResponseReceived) and isinstance(a.pdu, MessageResp)
+    } == {f"id{s}" for s in seqs}
 
 
 def test_byte_at_a_time_delivery() -> None:
@@ -241,8 +245,9 @@ def test_enquire_link_with_context_reports_its_answer() -> None:
 def test_undecodable_bind_is_a_bind_attempt_for_the_application() -> None:
     smsc = Session(Role.SMSC, 0)
     body = b"s" * 20 + b"\0pw\0\0\x34\0\0\0"
-    (event,) = smsc.receive_data(struct.pack(">IIII", 16 + len(body), Cmd.BIND_TRANSCEIVER, 0,
-                                             9) + body, 0)
+    (event,) = smsc.receive_data(
+        struct.pack(">IIII", 16 + len(body), Cmd.BIND_TRANSCEIVER, 0, 9) + body, 0
+    )
     assert isinstance(event, ev.BindInvalid) and event.status == Status.RINVSYSID
     assert smsc.data_to_send() == b""  # the application answers
     events = smsc.refuse_bind(event.command_id, event.sequence, event.status)

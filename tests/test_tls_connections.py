@@ -62,11 +62,11 @@ def client_context(pki: Authority, pem: Pem | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def connect(
-    engine: Ansim, ctx: ssl.SSLContext, source: str = "127.0.0.1"
-) -> ssl.SSLSocket:
+def connect(engine: Ansim, ctx: ssl.SSLContext, source: str = "127.0.0.1") -> ssl.SSLSocket:
     assert engine.tls_port is not None
-    raw = socket.create_connection(("127.0.0.1", engine.tls_port), timeout=5, source_address=(source, 0))
+    raw = socket.create_connection(
+        ("127.0.0.1", engine.tls_port), timeout=5, source_address=(source, 0)
+    )
     return ctx.wrap_socket(raw, server_hostname="ansim.test")
 
 
@@ -81,7 +81,9 @@ class Client:
     def send_options(self, engine: Ansim) -> str:
         assert engine.tls_port is not None
         call_id = uuid.uuid4().hex
-        self.sock.sendall(options_request(engine.tls_port, self.port, call_id=call_id, transport="TLS"))
+        self.sock.sendall(
+            options_request(engine.tls_port, self.port, call_id=call_id, transport="TLS")
+        )
         return call_id
 
     def response(self, timeout: float = 5.0) -> Response:
@@ -129,11 +131,16 @@ def test_two_hundred_connections_are_reused_and_answered_on_themselves(
     finally:
         for c in clients:
             c.sock.close()
-    assert after['ansim_tls_handshakes_total{side="server"}'] - before[
-        'ansim_tls_handshakes_total{side="server"}'
-    ] == 200
+    assert (
+        after['ansim_tls_handshakes_total{side="server"}']
+        - before['ansim_tls_handshakes_total{side="server"}']
+        == 200
+    )
     assert after['ansim_sip_connections{transport="tls"}'] == 200
-    assert after["ansim_sip_options_answered_total"] - before["ansim_sip_options_answered_total"] == 600
+    assert (
+        after["ansim_sip_options_answered_total"] - before["ansim_sip_options_answered_total"]
+        == 600
+    )
 
 
 def test_handshakes_that_do_not_end_in_time_are_closed(engine: Ansim, pki: Authority) -> None:
@@ -171,7 +178,9 @@ def test_handshakes_that_do_not_end_in_time_are_closed(engine: Ansim, pki: Autho
     assert client.response().status == 200
     client.sock.close()
     metrics = engine.metrics()
-    failures = sum(v for k, v in metrics.items() if k.startswith("ansim_tls_handshake_failures_total"))
+    failures = sum(
+        v for k, v in metrics.items() if k.startswith("ansim_tls_handshake_failures_total")
+    )
     assert failures >= 26
 
 

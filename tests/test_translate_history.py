@@ -49,7 +49,12 @@ def test_an_unbound_binding_keeps_its_owner(store: Store) -> None:
     with store.reader() as txn:
         ended = store.history.get(txn, "t1")
     assert ended is not None
-    assert (ended.virtual, ended.kind, ended.ended_at, ended.expired) == (X1, "axb", NOW + 10, False)
+    assert (ended.virtual, ended.kind, ended.ended_at, ended.expired) == (
+        X1,
+        "axb",
+        NOW + 10,
+        False,
+    )
     assert ended.expires is None
 
 

@@ -304,8 +304,11 @@ def test_china_700_in_international_forms_under_another_plan(raw: str) -> None:
             "too short for a Chinese number-protection number (700): 11 digits after +86,"
             " expected 15",
         ),
-        ("+86 700 1234 5678 9012 3456 7", "too long for a Chinese number-protection number"
-         " (700): 20 digits after +86, expected 15"),
+        (
+            "+86 700 1234 5678 9012 3456 7",
+            "too long for a Chinese number-protection number"
+            " (700): 20 digits after +86, expected 15",
+        ),
         ("+86 755 1234 5678 9012", "too long (17 digits, at most 15)"),
         ("+82 700 1234 5678 9012", "too long (17 digits, at most 15)"),
     ],
@@ -323,7 +326,12 @@ def test_national_only_numbers_are_numbers_but_not_e164() -> None:
         assert is_number(number) and is_e164(number)
         assert not national_only(number)
         assert national_form(number) is None
-    for bad in ("+8670012345678901", "+867001234567890123", "86700123456789012", "+1234567890123456"):
+    for bad in (
+        "+8670012345678901",
+        "+867001234567890123",
+        "86700123456789012",
+        "+1234567890123456",
+    ):
         assert not is_number(bad)
         assert not is_e164(bad)
 

@@ -57,7 +57,9 @@ class Authority:
             .sign(self.key, hashes.SHA256())
         )
         slug = name.replace(" ", "-")
-        self.path = _write(self.folder / f"{slug}.pem", self.cert.public_bytes(serialization.Encoding.PEM))
+        self.path = _write(
+            self.folder / f"{slug}.pem", self.cert.public_bytes(serialization.Encoding.PEM)
+        )
 
     def issue(
         self,
@@ -84,7 +86,9 @@ class Authority:
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
                 critical=False,
             )
         )

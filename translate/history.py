@@ -104,9 +104,7 @@ class History:
         raw = txn.get(b"e" + binding_id.encode(), db=self._db)
         return None if raw is None else _decode(binding_id, raw, b"")
 
-    def since(
-        self, txn: lmdb.Transaction, after: bytes, limit: int
-    ) -> Iterator[EndedBinding]:
+    def since(self, txn: lmdb.Transaction, after: bytes, limit: int) -> Iterator[EndedBinding]:
         """Entries in time order after the cursor ``after`` (b"" from the start)."""
         cursor = txn.cursor(db=self._db)
         start = after + b"\x00" if after else b"t"

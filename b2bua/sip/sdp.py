@@ -341,6 +341,7 @@ def anchored_targets(desc: SessionDescription, anchor: MediaTarget) -> list[Medi
     index = anchored_section(desc)
     return [anchor if i == index else None for i in range(len(desc.media))]
 
+
 _REJECTED_CONNECTION = b"c=IN IP4 0.0.0.0"
 
 
