@@ -43,12 +43,3 @@ def apply(policy: str, priority: int) -> str | None:
     except OSError as exc:
         return exc.strerror or str(exc)
     return None
-
-
-def current() -> tuple[str, int, bool]:
-    """The calling thread's policy name, priority and whether it resets on fork."""
-    raw = os.sched_getscheduler(0)
-    reset = bool(raw & getattr(os, "SCHED_RESET_ON_FORK", 0))
-    base = raw & ~getattr(os, "SCHED_RESET_ON_FORK", 0)
-    name = next((k for k, v in POLICIES.items() if v == base), str(base))
-    return name, os.sched_getparam(0).sched_priority, reset

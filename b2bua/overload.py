@@ -14,10 +14,11 @@ queue does not (the idea of CoDel). A turn that empties the socket (reads fewer 
 its batch) counts as no delay, however long its first datagram waited: the queue is
 gone, so what kept that datagram waiting was a stall of the engine (a busy machine, a
 pause of the process), not more traffic than it can carry, and refusing calls would not
-shorten it. As in CoDel, a queue that is (nearly) empty is never a standing one. Above ``max_delay`` the share of new INVITEs that
-are admitted is cut by a factor (multiplicative decrease); below half of it, it is
-raised by a step (additive increase), so the admitted rate settles just under what the
-engine can carry. Calls already admitted and in-dialog requests are never refused.
+shorten it; as in CoDel, a queue that is (nearly) empty is never a standing one. Above
+``max_delay`` the share of new INVITEs that are admitted is cut by a factor
+(multiplicative decrease); below half of it, it is raised by a step (additive
+increase), so the admitted rate settles just under what the engine can carry. Calls
+already admitted and in-dialog requests are never refused.
 
 Refusals are spread evenly (a running credit, not a random draw). ``oc_params`` writes
 the RFC 7339 ``oc``/``oc-validity``/``oc-seq``/``oc-algo`` parameters (the "loss"
