@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from conftest import free_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -24,6 +25,17 @@ from media.g711 import linear_to_ulaw
 from media.rtp import build_rtp
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def relay_media(folder: Path, **settings: Any) -> tuple[dict[str, Any], int]:
+    """The ``media:`` section of an engine with one relay of its own (control socket in
+    ``folder``) on 100 ports from the returned first one: above the kernel's ephemeral
+    range (32768-60999), and apart from other tests' by 200; ``settings`` are more keys
+    of the section (``mode`` replaces ``relay``)."""
+    base = 61000 + (free_port() % 20) * 200
+    relay = {"control": str(folder / "relay.sock"), "address": "127.0.0.1"}
+    media = {"mode": "relay", **settings, "relays": [{**relay, "ports": f"{base}-{base + 99}"}]}
+    return media, base
 
 
 def make_keys(folder: Path, bits: int = 2048) -> tuple[Path, Path, rsa.RSAPrivateKey]:

@@ -19,6 +19,7 @@ import pytest
 from call_env import CALLER, PARTY_A, PARTY_B, Ansim, Party, Sipp, leaks, trunk
 from conftest import free_port
 from engine_process import ANSIM
+from media_helpers import relay_media
 from webhook_receiver import Receiver
 
 from api.webhooks import WebhookTables, verify
@@ -238,23 +239,14 @@ def _gone(pid: int) -> bool:
 
 def test_an_engine_that_dies_takes_its_api_and_relay_processes_with_it(tmp_path: Path) -> None:
     api_port = free_port()
-    base = 61000 + (free_port() % 20) * 200
+    media, _ = relay_media(tmp_path)
     engine = Ansim(
         tmp_path / "ansim",
         trunks=[trunk("t1", free_port())],
         routes=[{"prefix": "+82", "trunks": ["t1"]}],
         numbers={"ax": []},
         config={"api": {"listen": f"127.0.0.1:{api_port}"}},
-        media={
-            "mode": "relay",
-            "relays": [
-                {
-                    "control": str(tmp_path / "relay.sock"),
-                    "address": "127.0.0.1",
-                    "ports": f"{base}-{base + 99}",
-                }
-            ],
-        },
+        media=media,
     )
     with engine:
         _wait_api(f"http://127.0.0.1:{api_port}")

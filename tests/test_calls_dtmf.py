@@ -18,6 +18,7 @@ import pytest
 from call_env import CALLEE, CALLER, VIRTUAL_AX, Ansim, Sipp, number_map, trunk, user_part
 from capture import Datagram, LoopbackCapture
 from conftest import free_port
+from media_helpers import relay_media
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the loopback capture needs a raw socket (root)"
@@ -29,18 +30,8 @@ def call(
     tmp_path: Path, uac: str, uas: str
 ) -> tuple[Ansim, list[Datagram], int, range, dict[str, float]]:
     uas_port, uas_media = free_port(), free_port()
-    base = 61000 + (free_port() % 20) * 200
+    media, base = relay_media(tmp_path)
     relay_ports = range(base, base + 100)
-    media = {
-        "mode": "relay",
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-    }
     with (
         Ansim(
             tmp_path / "ansim",

@@ -23,14 +23,13 @@ import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from baresip_helpers import BARESIP, MODULES, Baresip, peak_hz
 from call_env import VIRTUAL_AX, Ansim, Party, scan, trunk, user_part
 from capture import Datagram, LoopbackCapture
 from conftest import ROOT, free_port
-from media_helpers import make_keys, rtpengine_process
+from media_helpers import make_keys, relay_media, rtpengine_process
 
 from media.g711 import decode
 from media.rtcp import sdes_items
@@ -100,23 +99,16 @@ def run_call(tmp_path: Path, mode: str) -> Iterator[CallResult]:
     engine_tmp = tmp_path / "engine-tmp"
     engine_tmp.mkdir()
     # Ports above the ephemeral range (32768-60999), apart from the other media tests'.
-    base = 61000 + (free_port() % 20) * 200
-    b_ports, a_ports = range(base + 200, base + 300), range(base + 300, base + 400)
-    media: dict[str, Any] = {
-        "mode": mode,
+    media, base = relay_media(
+        tmp_path,
+        mode=mode,
         # baresip's RTP leaves from 127.0.0.1 whatever its SDP says (its socket is not
         # bound to its address): latch on the first packet from anywhere.
-        "latch": "any",
-        "media_timeout": 20,
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-        "recording": {"directory": str(recordings), "public_key": str(pub)},
-    }
+        latch="any",
+        media_timeout=20,
+        recording={"directory": str(recordings), "public_key": str(pub)},
+    )
+    b_ports, a_ports = range(base + 200, base + 300), range(base + 300, base + 400)
     daemon = None
     media_ports = range(base, base + 100)
     if mode == "rtpengine":

@@ -25,7 +25,7 @@ from call_env import CALLEE, CALLER, VIRTUAL_AX, Ansim, Sipp, number_map, trunk,
 from capture import LoopbackCapture
 from conftest import free_port
 from media_helpers import Party as MediaParty
-from media_helpers import write_rtp_pcap
+from media_helpers import relay_media, write_rtp_pcap
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the loopback capture needs a raw socket (root)"
@@ -39,18 +39,7 @@ def test_a_call_whose_media_stops_is_ended_by_the_media_timeout(tmp_path: Path) 
     write_rtp_pcap(tmp_path / "rtp.pcap", PLAY_SECONDS)
     uas_port, uac_port = free_port(), free_port()
     uas_media, uac_media = free_port(), free_port()
-    base = 61000 + (free_port() % 20) * 200
-    media = {
-        "mode": "relay",
-        "media_timeout": MEDIA_TIMEOUT,
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-    }
+    media, base = relay_media(tmp_path, media_timeout=MEDIA_TIMEOUT)
     with (
         Ansim(
             tmp_path / "ansim",
@@ -110,18 +99,8 @@ def _relay_pid(engine_pid: int) -> int | None:
 
 
 def test_a_relay_that_dies_is_restarted_and_its_calls_are_ended(tmp_path: Path) -> None:
-    base = 61000 + (free_port() % 20) * 200
+    media, base = relay_media(tmp_path)
     uas_port = free_port()
-    media = {
-        "mode": "relay",
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-    }
     with (
         Ansim(
             tmp_path / "ansim",
@@ -175,18 +154,8 @@ def test_a_relay_that_dies_is_restarted_and_its_calls_are_ended(tmp_path: Path) 
 
 
 def test_a_reinvite_moving_the_media_port_moves_what_the_relay_sends(tmp_path: Path) -> None:
-    base = 61000 + (free_port() % 20) * 200
+    media, base = relay_media(tmp_path)
     uas_port, uas_media, uac_media = free_port(), free_port(), free_port()
-    media = {
-        "mode": "relay",
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-    }
     moved = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where the caller moves to
     moved.bind(("127.0.0.1", uac_media + 10))
     moved.settimeout(0.2)

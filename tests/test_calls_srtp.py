@@ -40,7 +40,7 @@ from call_env import (
 from capture import Datagram, LoopbackCapture
 from conftest import free_port
 from media_helpers import Party as MediaParty
-from media_helpers import make_keys, rtpengine_process
+from media_helpers import make_keys, relay_media, rtpengine_process
 from pylibsrtp import Error, Policy, Session
 from raw_sip import Body, RawCaller
 from test_calls_media import decrypt, stereo
@@ -138,20 +138,13 @@ def run_call(
 ) -> Iterator[CallResult]:
     pub, _, _ = make_keys(tmp_path)
     uas_port = free_port()
-    base = 61000 + (free_port() % 20) * 200
-    media: dict[str, Any] = {
-        "mode": mode,
-        "latch": "any",  # baresip's RTP leaves from 127.0.0.1 whatever its SDP says
-        "media_timeout": 20,
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-        "recording": {"directory": str(tmp_path / "recordings"), "public_key": str(pub)},
-    }
+    media, base = relay_media(
+        tmp_path,
+        mode=mode,
+        latch="any",  # baresip's RTP leaves from 127.0.0.1 whatever its SDP says
+        media_timeout=20,
+        recording={"directory": str(tmp_path / "recordings"), "public_key": str(pub)},
+    )
     numbers = {
         "version": 1,
         "ax": [{"id": "srtp-ax", "x": VIRTUAL_AX, "a": B_UA.e164, "record": True}],
@@ -358,18 +351,8 @@ def test_a_reinvite_with_new_keys_rekeys_the_leg(tmp_path: Path) -> None:
     """SIPp signals (A re-keys by re-INVITE after 2.5 s); the media is played from here:
     A sends every packet twice, under its first key and its second, and B must get
     exactly the first key's copies before the re-INVITE and the second's after."""
-    base = 61000 + (free_port() % 20) * 200
+    media, _ = relay_media(tmp_path)
     uas_port = free_port()
-    media = {
-        "mode": "relay",
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-    }
     suite = "AES_CM_128_HMAC_SHA1_80"
     key1, key2, keyb = (os.urandom(30) for _ in range(3))
     keys = {
@@ -495,17 +478,7 @@ def test_rtpengine_mode_writes_rtpengines_own_sdes_lines(tmp_path: Path) -> None
 def test_an_srtp_offer_ansim_cannot_carry_is_refused_488(tmp_path: Path) -> None:
     """RTP/SAVP whose only keys are of a suite pylibsrtp lacks, or have an MKI: 488 at
     once, the callee never called, CDR reason srtp_unsupported."""
-    base = 61000 + (free_port() % 20) * 200
-    media = {
-        "mode": "relay",
-        "relays": [
-            {
-                "control": str(tmp_path / "relay.sock"),
-                "address": "127.0.0.1",
-                "ports": f"{base}-{base + 99}",
-            }
-        ],
-    }
+    media, _ = relay_media(tmp_path)
     key44 = base64.b64encode(os.urandom(46)).decode()
     key30 = base64.b64encode(os.urandom(30)).decode()
     sink_port = free_port()
